@@ -1,0 +1,108 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+from oslo_config import cfg
+
+kvmx_group = cfg.OptGroup(
+    'kvmx',
+    title='nova-kvmx driver options',
+    help="""
+Options of the nova-kvmx compute driver (``compute_driver =
+kvmx.KVMXDriver``). Options Nova already defines (instances path, image cache,
+VNC, CPU sets, reserved resources, allocation ratios, shutdown timeout) are
+read from Nova's own groups and are not repeated here.
+""")
+
+kvmx_opts = [
+    cfg.StrOpt(
+        'connection_uri',
+        default='qemu:///system',
+        help="""
+URI of the libvirt daemon that runs the guests.
+
+nova-compute keeps one connection open, reconnects when it drops and
+listens to its domain lifecycle events.
+"""),
+    cfg.StrOpt(
+        'virt_type',
+        default='kvm',
+        choices=[
+            ('kvm', 'Hardware accelerated guests through /dev/kvm.'),
+            ('qemu', 'Software emulation (TCG). For test and nested '
+                     'environments only: pinning and realtime guarantees do '
+                     'not hold under TCG.'),
+        ],
+        help="""
+Domain type of the guests. ``init_host`` refuses to start when libvirt
+cannot run guests of this type on this host.
+"""),
+    cfg.StrOpt(
+        'cpu_mode',
+        choices=[
+            ('host-passthrough', 'Expose the host CPU unchanged: the best '
+                                 'performance; live migration only between '
+                                 'identical hosts.'),
+            ('host-model', 'Expose the closest CPU model libvirt knows plus '
+                           'the host features.'),
+            ('custom', 'Expose the model named by ``cpu_models``.'),
+            ('none', 'Do not specify a CPU model (the hypervisor default).'),
+        ],
+        help="""
+CPU mode of the guests. If unset: ``host-passthrough`` for ``virt_type=kvm``
+(the usual NFV choice) and ``none`` for ``virt_type=qemu``.
+"""),
+    cfg.ListOpt(
+        'cpu_models',
+        default=[],
+        help="""
+CPU models for ``cpu_mode=custom``; the first one is used.
+"""),
+    cfg.StrOpt(
+        'machine_type',
+        default='q35',
+        help="""
+Default QEMU machine type when the image has no ``hw_machine_type``
+property.
+"""),
+    cfg.IntOpt(
+        'soft_reboot_timeout',
+        default=120,
+        min=1,
+        help="""
+Seconds a soft reboot waits for the guest to shut down after the ACPI power
+button before it falls back to a hard reboot.
+"""),
+    cfg.IntOpt(
+        'domain_start_timeout',
+        default=60,
+        min=1,
+        help="""
+Seconds to wait for a started domain to report the running state.
+"""),
+    cfg.IntOpt(
+        'console_output_max_kb',
+        default=100,
+        min=1,
+        help="""
+Largest tail of the serial console log, in KiB, returned by the console
+output API.
+"""),
+]
+
+
+def register_opts(conf):
+    conf.register_group(kvmx_group)
+    conf.register_opts(kvmx_opts, group=kvmx_group)
+
+
+def list_opts():
+    return [(kvmx_group, kvmx_opts)]

@@ -1,0 +1,189 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""The compute driver Nova loads: a facade of short delegations.
+
+Each method hands its work to the module that owns it (host/, guest/,
+lifecycle, storage, console); Nova's objects stop at these modules'
+boundaries.
+"""
+
+import os
+
+import nova.conf
+from nova.virt import driver
+from oslo_log import log as logging
+
+from nova_kvmx import conf as kvmx_conf  # noqa: F401 (registers [kvmx])
+from nova_kvmx import console
+from nova_kvmx.guest import spec
+from nova_kvmx.host import connection
+from nova_kvmx.host import resources
+from nova_kvmx import lifecycle
+from nova_kvmx import storage
+from nova_kvmx import version
+
+CONF = nova.conf.CONF
+LOG = logging.getLogger(__name__)
+
+
+class KVMXDriver(driver.ComputeDriver):
+    """Nova compute driver for NFV guests on KVM through libvirt."""
+
+    capabilities = dict(
+        driver.ComputeDriver.capabilities,
+        supports_image_type_aki=True,
+        supports_image_type_ari=True,
+        supports_image_type_ami=True,
+        supports_image_type_qcow2=True,
+        supports_image_type_raw=True,
+    )
+
+    def __init__(self, virtapi, read_only=False):
+        super().__init__(virtapi)
+        self._host = connection.new_host(
+            CONF.kvmx.connection_uri,
+            lifecycle_event_handler=self.emit_event,
+            conn_event_handler=self._handle_conn_event)
+        self._storage = storage.InstanceStorage(
+            CONF.instances_path, CONF.image_cache.subdirectory_name)
+        self._settings = None
+        self._lifecycle = lifecycle.GuestLifecycle(
+            self._host, self._storage, self._get_settings,
+            CONF.kvmx.domain_start_timeout)
+
+    # -- host ---------------------------------------------------------------
+
+    def init_host(self, host):
+        self._host.initialize()
+        arch = self._host.get_capabilities().host.cpu.arch
+        connection.check_host(self._host, CONF.kvmx.virt_type, arch)
+        os.makedirs(CONF.instances_path, mode=storage.DIR_MODE,
+                    exist_ok=True)
+        self._settings = spec.DriverSettings(
+            virt_type=CONF.kvmx.virt_type,
+            cpu_mode=CONF.kvmx.cpu_mode,
+            cpu_models=tuple(CONF.kvmx.cpu_models),
+            machine_type=CONF.kvmx.machine_type,
+            arch=arch,
+            vnc_listen=CONF.vnc.server_listen if CONF.vnc.enabled else None,
+            package_version=version.version_string(),
+            disk_cache=('none' if storage.supports_direct_io(
+                CONF.instances_path) else 'writeback'))
+        LOG.info('nova-kvmx ready: libvirt %s, virt_type %s',
+                 CONF.kvmx.connection_uri, CONF.kvmx.virt_type)
+
+    def cleanup_host(self, host):
+        self._host.close()
+
+    def _get_settings(self):
+        return self._settings
+
+    def _handle_conn_event(self, enabled, reason):
+        LOG.warning('libvirt connection %s: %s',
+                    'restored' if enabled else 'lost', reason or '')
+
+    def get_available_nodes(self, refresh=False):
+        return [self._host.get_hostname()]
+
+    def get_nodenames_by_uuid(self, refresh=False):
+        return {self._host.get_node_uuid(): self._host.get_hostname()}
+
+    def get_host_ip_addr(self):
+        return CONF.my_ip
+
+    def get_available_resource(self, nodename):
+        return resources.available_resources(
+            self._host, CONF.instances_path, nodename, CONF.kvmx.virt_type)
+
+    def update_provider_tree(self, provider_tree, nodename, allocations=None):
+        inventory = provider_tree.data(nodename).inventory
+        resources.update_inventory(
+            provider_tree, nodename, self.get_available_resource(nodename),
+            self._get_allocation_ratios(inventory))
+
+    # -- instances ------------------------------------------------------------
+
+    def list_instances(self):
+        return [g.name for g in self._host.list_guests(only_running=False)]
+
+    def list_instance_uuids(self):
+        return [g.uuid for g in self._host.list_guests(only_running=False)]
+
+    def instance_exists(self, instance):
+        return self._lifecycle.find_guest(instance) is not None
+
+    def get_info(self, instance, use_cache=True):
+        return self._host.get_guest(instance).get_info(self._host)
+
+    def spawn(self, context, instance, image_meta, injected_files,
+              admin_password, allocations, network_info=None,
+              block_device_info=None, power_on=True, accel_info=None):
+        self._lifecycle.spawn(context, instance, image_meta, injected_files,
+                              admin_password, network_info)
+
+    def destroy(self, context, instance, network_info, block_device_info=None,
+                destroy_disks=True, destroy_secrets=True):
+        self._lifecycle.destroy(instance, destroy_disks)
+
+    def cleanup(self, context, instance, network_info, block_device_info=None,
+                destroy_disks=True, migrate_data=None, destroy_vifs=True,
+                destroy_secrets=True):
+        self._lifecycle.destroy(instance, destroy_disks)
+
+    def delete_instance_files(self, instance):
+        return self._storage.destroy(instance)
+
+    def instance_on_disk(self, instance):
+        return self._storage.exists(instance)
+
+    def reboot(self, context, instance, network_info, reboot_type,
+               block_device_info=None, bad_volumes_callback=None,
+               accel_info=None, share_info=None):
+        self._lifecycle.reboot(context, instance, reboot_type,
+                               CONF.kvmx.soft_reboot_timeout)
+
+    def power_off(self, instance, timeout=0, retry_interval=0):
+        self._lifecycle.power_off(instance, timeout, retry_interval)
+
+    def power_on(self, context, instance, network_info,
+                 block_device_info=None, accel_info=None, share_info=None):
+        self._lifecycle.power_on(context, instance)
+
+    def pause(self, instance):
+        self._lifecycle.pause(instance)
+
+    def unpause(self, instance):
+        self._lifecycle.unpause(instance)
+
+    def suspend(self, context, instance):
+        self._lifecycle.suspend(instance)
+
+    def resume(self, context, instance, network_info, block_device_info=None,
+               share_info=None):
+        self._lifecycle.resume(instance)
+
+    def resume_state_on_host_boot(self, context, instance, network_info,
+                                  share_info, block_device_info=None):
+        self._lifecycle.resume_state_on_host_boot(context, instance)
+
+    # -- consoles -------------------------------------------------------------
+
+    def get_console_output(self, context, instance):
+        self._host.get_guest(instance)
+        return console.console_output(
+            self._storage.console_log(instance),
+            CONF.kvmx.console_output_max_kb * 1024)
+
+    def get_vnc_console(self, context, instance):
+        guest = self._host.get_guest(instance)
+        return console.vnc_console(guest.get_xml_desc())

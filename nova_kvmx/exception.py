@@ -1,0 +1,33 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""Errors of nova-kvmx.
+
+Each subclasses the Nova exception that Nova's compute manager already
+knows how to handle, so Nova reacts to them as to its own driver's errors,
+while the message tells the operator what to fix.
+"""
+
+from nova import exception
+
+
+class HostNotSupported(exception.InvalidConfiguration):
+    msg_fmt = ('This host cannot run nova-kvmx guests: %(reason)s')
+
+
+class GuestStartFailed(exception.InternalError):
+    msg_fmt = ('Guest %(name)s did not start: %(reason)s')
+
+
+class UnsupportedVIFType(exception.InternalError):
+    msg_fmt = ('nova-kvmx does not support VIF type %(vif_type)s of port '
+               '%(port_id)s')

@@ -1,0 +1,127 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""Nova's instance, flavor and image -> :class:`GuestSpec`.
+
+Pure: no libvirt, no files, no CONF. Every decision about what the guest
+looks like is made here, from the objects Nova hands the driver and the
+host-wide :class:`DriverSettings`.
+"""
+
+from nova import exception
+from nova.virt import hardware
+
+from nova_kvmx.guest import spec
+
+# The kernel command line Nova's libvirt driver uses for direct kernel boot,
+# so that images built for Nova boot the same way here.
+DEFAULT_CMDLINE = 'root=/dev/vda console=tty0 console=ttyS0'
+
+# Disk buses a root disk may use and their device name prefix.
+_DISK_PREFIX = {'virtio': 'vd', 'scsi': 'sd', 'sata': 'sd'}
+
+
+def plan_guest(context, instance, image_meta, files, settings):
+    """Decide the guest that realises ``instance`` on this host.
+
+    :param context: the request context (for the owner's names only)
+    :param instance: nova.objects.Instance (with its flavor)
+    :param image_meta: nova.objects.ImageMeta of the boot image
+    :param files: spec.GuestFiles prepared for the instance
+    :param settings: spec.DriverSettings of this host
+    """
+    flavor = instance.flavor
+    props = image_meta.properties
+    return spec.GuestSpec(
+        uuid=instance.uuid,
+        name=instance.name,
+        virt_type=settings.virt_type,
+        arch=settings.arch,
+        machine_type=props.get('hw_machine_type', settings.machine_type),
+        memory_mb=flavor.memory_mb,
+        vcpus=flavor.vcpus,
+        cpu=plan_cpu(flavor, image_meta, settings),
+        boot=plan_boot(files, props),
+        disks=plan_disks(files, props, settings.disk_cache),
+        console_log=files.console_log,
+        owner=plan_owner(context, instance, image_meta),
+        package_version=settings.package_version,
+        vnc_listen=settings.vnc_listen,
+    )
+
+
+def default_cpu_mode(settings):
+    """``host-passthrough`` on KVM (what NFV wants), nothing under TCG."""
+    if settings.cpu_mode:
+        return settings.cpu_mode
+    return 'host-passthrough' if settings.virt_type == 'kvm' else 'none'
+
+
+def plan_cpu(flavor, image_meta, settings):
+    mode = default_cpu_mode(settings)
+    model = None
+    if mode == 'custom':
+        if not settings.cpu_models:
+            raise exception.Invalid(
+                '[kvmx] cpu_mode=custom needs [kvmx] cpu_models')
+        model = settings.cpu_models[0]
+    topology = hardware.get_best_cpu_topology(flavor, image_meta)
+    return spec.CPUSpec(
+        mode=None if mode == 'none' else mode,
+        model=model,
+        sockets=topology.sockets,
+        cores=topology.cores,
+        threads=topology.threads)
+
+
+def plan_boot(files, props):
+    if not files.kernel:
+        return spec.BootSpec()
+    return spec.BootSpec(
+        kernel=files.kernel,
+        initrd=files.ramdisk,
+        cmdline=props.get('os_command_line', DEFAULT_CMDLINE))
+
+
+def plan_disks(files, props, cache):
+    bus = props.get('hw_disk_bus', 'virtio')
+    if bus not in _DISK_PREFIX:
+        raise exception.UnsupportedHardware(model=bus, virt='kvmx')
+    disks = [spec.DiskSpec(
+        path=files.root_disk, target_dev=_DISK_PREFIX[bus] + 'a', bus=bus,
+        cache=cache)]
+    if files.config_drive:
+        # q35 has no IDE: the config drive is a CD-ROM on SATA.
+        disks.append(spec.DiskSpec(
+            path=files.config_drive, target_dev='sdz', bus='sata',
+            device='cdrom', driver_format='raw', readonly=True,
+            cache=cache))
+    return tuple(disks)
+
+
+def plan_owner(context, instance, image_meta):
+    flavor = instance.flavor
+    return spec.OwnerInfo(
+        display_name=instance.display_name or '',
+        flavor_name=flavor.name,
+        flavor_id=flavor.flavorid,
+        flavor_memory_mb=flavor.memory_mb,
+        flavor_vcpus=flavor.vcpus,
+        flavor_root_gb=flavor.root_gb,
+        flavor_ephemeral_gb=flavor.ephemeral_gb,
+        flavor_swap_mb=flavor.swap,
+        user_id=instance.user_id,
+        user_name=getattr(context, 'user_name', None),
+        project_id=instance.project_id,
+        project_name=getattr(context, 'project_name', None),
+        image_id=image_meta.id if 'id' in image_meta else None,
+    )

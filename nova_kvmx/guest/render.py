@@ -1,0 +1,174 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""GuestSpec -> libvirt domain XML.
+
+Pure: it fills Nova's libvirt config classes (``nova.virt.libvirt.config``,
+one small class per libvirt element, XML built with lxml so every
+user-controlled string is escaped by construction) from a GuestSpec and
+nothing else.
+"""
+
+from nova.virt.libvirt import config as vconfig
+
+# SMBIOS values cloud-init and other guest tools use to recognise a Nova
+# guest; the same as Nova's libvirt driver sets.
+SMBIOS_MANUFACTURER = 'OpenStack Foundation'
+SMBIOS_PRODUCT = 'OpenStack Nova'
+SMBIOS_FAMILY = 'Virtual Machine'
+
+MEMBALLOON_STATS_PERIOD = 10
+
+
+def render_domain(guest):
+    """Return the domain XML (str) for a :class:`spec.GuestSpec`."""
+    return build_domain(guest).to_xml()
+
+
+def build_domain(guest):
+    conf = vconfig.LibvirtConfigGuest()
+    conf.virt_type = guest.virt_type
+    conf.name = guest.name
+    conf.uuid = guest.uuid
+    conf.memory = guest.memory_mb * 1024
+    conf.vcpus = guest.vcpus
+    conf.metadata.append(build_metadata(guest))
+    conf.sysinfo = build_sysinfo(guest)
+    conf.os_smbios = vconfig.LibvirtConfigGuestSMBIOS()
+    conf.os_type = 'hvm'
+    conf.os_mach_type = guest.machine_type
+    set_boot(conf, guest.boot)
+    conf.features = [vconfig.LibvirtConfigGuestFeatureACPI(),
+                     vconfig.LibvirtConfigGuestFeatureAPIC()]
+    conf.cpu = build_cpu(guest.cpu)
+    conf.clock = build_clock()
+    for disk in guest.disks:
+        conf.add_device(build_disk(disk))
+    for device in build_console(guest.console_log):
+        conf.add_device(device)
+    if guest.vnc_listen is not None:
+        conf.add_device(build_vnc(guest.vnc_listen))
+        conf.add_device(vconfig.LibvirtConfigGuestVideo())
+    conf.add_device(build_memballoon())
+    return conf
+
+
+def build_metadata(guest):
+    owner = guest.owner
+    meta = vconfig.LibvirtConfigGuestMetaNovaInstance()
+    meta.package = guest.package_version
+    meta.name = owner.display_name
+    flavor = vconfig.LibvirtConfigGuestMetaNovaFlavor()
+    flavor.name = owner.flavor_name
+    flavor.id = owner.flavor_id
+    flavor.memory = owner.flavor_memory_mb
+    flavor.vcpus = owner.flavor_vcpus
+    flavor.disk = owner.flavor_root_gb
+    flavor.ephemeral = owner.flavor_ephemeral_gb
+    flavor.swap = owner.flavor_swap_mb
+    meta.flavor = flavor
+    meta_owner = vconfig.LibvirtConfigGuestMetaNovaOwner()
+    meta_owner.userid = owner.user_id
+    meta_owner.username = owner.user_name
+    meta_owner.projectid = owner.project_id
+    meta_owner.projectname = owner.project_name
+    meta.owner = meta_owner
+    if owner.image_id:
+        meta.roottype = 'image'
+        meta.rootid = owner.image_id
+    return meta
+
+
+def build_sysinfo(guest):
+    sysinfo = vconfig.LibvirtConfigGuestSysinfo()
+    sysinfo.system_manufacturer = SMBIOS_MANUFACTURER
+    sysinfo.system_product = SMBIOS_PRODUCT
+    sysinfo.system_version = guest.package_version
+    sysinfo.system_serial = guest.uuid
+    sysinfo.system_uuid = guest.uuid
+    sysinfo.system_family = SMBIOS_FAMILY
+    return sysinfo
+
+
+def set_boot(conf, boot):
+    if boot.kernel:
+        conf.os_kernel = boot.kernel
+        conf.os_initrd = boot.initrd
+        conf.os_cmdline = boot.cmdline
+    else:
+        conf.os_boot_dev = ['hd']
+
+
+def build_cpu(cpu):
+    conf = vconfig.LibvirtConfigGuestCPU()
+    conf.mode = cpu.mode
+    conf.model = cpu.model
+    conf.sockets = cpu.sockets
+    conf.cores = cpu.cores
+    conf.threads = cpu.threads
+    return conf
+
+
+def build_clock():
+    clock = vconfig.LibvirtConfigGuestClock()
+    clock.offset = 'utc'
+    for name, tickpolicy, present in (('pit', 'delay', None),
+                                      ('rtc', 'catchup', None),
+                                      ('hpet', None, False)):
+        timer = vconfig.LibvirtConfigGuestTimer()
+        timer.name = name
+        timer.tickpolicy = tickpolicy
+        timer.present = present
+        clock.add_timer(timer)
+    return clock
+
+
+def build_disk(disk):
+    conf = vconfig.LibvirtConfigGuestDisk()
+    conf.source_type = 'file'
+    conf.source_device = disk.device
+    conf.source_path = disk.path
+    conf.driver_name = 'qemu'
+    conf.driver_format = disk.driver_format
+    conf.driver_cache = disk.cache
+    conf.target_dev = disk.target_dev
+    conf.target_bus = disk.bus
+    conf.readonly = disk.readonly
+    return conf
+
+
+def build_console(log_path):
+    """A serial port whose output virtlogd keeps in ``log_path`` (the console
+    log API reads it), and the console that points at it."""
+    log = vconfig.LibvirtConfigGuestCharDeviceLog()
+    log.file = log_path
+    log.append = 'on'
+    serial = vconfig.LibvirtConfigGuestSerial()
+    serial.type = 'pty'
+    serial.log = log
+    console = vconfig.LibvirtConfigGuestConsole()
+    console.type = 'pty'
+    return serial, console
+
+
+def build_vnc(listen):
+    graphics = vconfig.LibvirtConfigGuestGraphics()
+    graphics.type = 'vnc'
+    graphics.listen = listen
+    return graphics
+
+
+def build_memballoon():
+    balloon = vconfig.LibvirtConfigMemoryBalloon()
+    balloon.model = 'virtio'
+    balloon.period = MEMBALLOON_STATS_PERIOD
+    return balloon

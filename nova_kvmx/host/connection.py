@@ -1,0 +1,115 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""The libvirt connection and the checks nova-compute runs at start-up.
+
+The connection is Nova's own :class:`nova.virt.libvirt.host.Host`: it
+reconnects when libvirtd restarts, runs libvirt's event loop in a native
+thread and forwards lifecycle events (delaying STOPPED during reboots) in
+both of Nova's concurrency modes. That is hard, well-tested code we would
+otherwise have to copy; we add only the checks this driver needs.
+"""
+
+import os
+
+from nova.virt.libvirt import host as libvirt_host
+from oslo_log import log as logging
+from oslo_utils import versionutils
+
+from nova_kvmx import exception
+
+LOG = logging.getLogger(__name__)
+
+# Nova's own minimums for its libvirt driver (nova 34).
+MIN_LIBVIRT_VERSION = (8, 0, 0)
+MIN_QEMU_VERSION = (6, 2, 0)
+
+
+class _StopDispatch(BaseException):
+    """Ends the connection-event thread of :class:`Host` (a BaseException
+    so that the thread's ``except Exception`` handler lets it through)."""
+
+
+class Host(libvirt_host.Host):
+    """Nova's Host, plus a way to let go of libvirt.
+
+    Nova's ``Host.cleanup`` leaves its connection-event thread running and
+    the connection open (a process exit ends both). A compute service that
+    is stopped and started again in one process -- every functional test,
+    an in-process all-in-one -- needs them gone, or the old driver keeps a
+    worker of Nova's default thread pool and libvirt events forever.
+    """
+
+    def close(self):
+        self.cleanup()
+
+        def stop():
+            raise _StopDispatch()
+
+        self._conn_event_handler_queue.put(stop)
+        with self._wrapped_conn_lock:
+            conn, self._wrapped_conn = self._wrapped_conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception as ex:
+                LOG.debug('Closing the libvirt connection failed: %s', ex)
+
+
+def new_host(uri, lifecycle_event_handler=None, conn_event_handler=None):
+    return Host(
+        uri, lifecycle_event_handler=lifecycle_event_handler,
+        conn_event_handler=conn_event_handler)
+
+
+def _version(ver):
+    return '.'.join(str(v) for v in ver)
+
+
+def check_host(host, virt_type, arch):
+    """Refuse to start on a host that cannot run our guests.
+
+    :raises: HypervisorUnavailable when libvirtd cannot be reached,
+        HostNotSupported when versions or the virt type do not fit.
+    """
+    host.get_connection()
+    if not host.has_min_version(lv_ver=MIN_LIBVIRT_VERSION):
+        raise exception.HostNotSupported(
+            reason='libvirt %s or newer is required, this host has %s' % (
+                _version(MIN_LIBVIRT_VERSION),
+                versionutils.convert_version_to_str(
+                    host.get_connection().getLibVersion())))
+    if not host.has_min_version(hv_ver=MIN_QEMU_VERSION):
+        raise exception.HostNotSupported(
+            reason='QEMU %s or newer is required, this host has %s' % (
+                _version(MIN_QEMU_VERSION),
+                versionutils.convert_version_to_str(host.get_version())))
+    domain_types = supported_domain_types(host.get_capabilities(), arch)
+    if virt_type not in domain_types:
+        hint = ''
+        if virt_type == 'kvm' and not os.path.exists('/dev/kvm'):
+            hint = ' (/dev/kvm is missing: enable virtualization in the ' \
+                   'BIOS and load the kvm module)'
+        raise exception.HostNotSupported(
+            reason='[kvmx] virt_type=%s is not offered by libvirt for %s '
+                   'guests%s; it offers: %s' % (
+                       virt_type, arch, hint,
+                       ', '.join(sorted(domain_types)) or 'none'))
+
+
+def supported_domain_types(caps, arch):
+    """Domain types (kvm, qemu, ...) libvirt can run for ``arch`` guests."""
+    types = set()
+    for guest in caps.guests:
+        if guest.arch == arch and guest.ostype == 'hvm':
+            types.update(guest.domains)
+    return types

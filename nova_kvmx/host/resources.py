@@ -1,0 +1,122 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""What this host offers, for Nova's resource tracker and Placement.
+
+``available_resources`` answers ``get_available_resource`` (the compute node
+record); ``update_inventory`` answers ``update_provider_tree``. Reserved
+amounts and allocation ratios are Nova's own options, applied the way Nova's
+base driver documents.
+"""
+
+import os
+
+import os_resource_classes as orc
+from nova.compute import utils as compute_utils
+import nova.conf
+from nova.objects import fields
+from nova.virt import hardware
+from oslo_serialization import jsonutils
+from oslo_utils import units
+
+CONF = nova.conf.CONF
+
+
+def shared_cpus(host):
+    """Host CPUs that float VCPU guests: ``[compute] cpu_shared_set`` or,
+    when unset, every online CPU outside ``cpu_dedicated_set``."""
+    shared = hardware.get_cpu_shared_set()
+    if shared:
+        return shared
+    dedicated = hardware.get_cpu_dedicated_set() or set()
+    return set(host.get_online_cpus()) - dedicated
+
+
+def cpu_info(caps):
+    """The compute node's ``cpu_info`` JSON (as Nova's libvirt driver)."""
+    cpu = caps.host.cpu
+    return jsonutils.dumps({
+        'arch': cpu.arch,
+        'model': cpu.model,
+        'vendor': cpu.vendor,
+        'topology': {'sockets': cpu.sockets, 'cores': cpu.cores,
+                     'threads': cpu.threads},
+        'features': sorted(f.name for f in cpu.features),
+    })
+
+
+def disk_gb(path):
+    """(total, used, free) GiB of the filesystem holding ``path``."""
+    st = os.statvfs(path)
+    total = st.f_frsize * st.f_blocks
+    free = st.f_frsize * st.f_bavail
+    return total // units.Gi, (total - free) // units.Gi, free // units.Gi
+
+
+def available_resources(host, instances_path, nodename, virt_type):
+    caps = host.get_capabilities()
+    total_gb, used_gb, free_gb = disk_gb(instances_path)
+    arch = caps.host.cpu.arch
+    return {
+        'vcpus': len(shared_cpus(host)),
+        'memory_mb': host.get_memory_mb_total(),
+        'local_gb': total_gb,
+        'vcpus_used': 0,
+        'memory_mb_used': host.get_memory_mb_used(),
+        'local_gb_used': used_gb,
+        'hypervisor_type': fields.HVType.QEMU,
+        'hypervisor_version': host.get_version(),
+        'hypervisor_hostname': nodename,
+        'cpu_info': cpu_info(caps),
+        'disk_available_least': free_gb,
+        'supported_instances': [(arch, virt_type, fields.VMMode.HVM)],
+        'pci_passthrough_devices': jsonutils.dumps([]),
+        'numa_topology': None,
+    }
+
+
+def update_inventory(provider_tree, nodename, resources, ratios):
+    """Set VCPU, MEMORY_MB and DISK_GB inventory of ``nodename``.
+
+    :param resources: the dict from :func:`available_resources`
+    :param ratios: allocation ratios per resource class, from
+        ``ComputeDriver._get_allocation_ratios``
+    """
+    inventory = {
+        orc.MEMORY_MB: {
+            'total': resources['memory_mb'],
+            'min_unit': 1,
+            'max_unit': resources['memory_mb'],
+            'step_size': 1,
+            'allocation_ratio': ratios[orc.MEMORY_MB],
+            'reserved': CONF.reserved_host_memory_mb,
+        },
+        orc.DISK_GB: {
+            'total': resources['local_gb'],
+            'min_unit': 1,
+            'max_unit': resources['local_gb'],
+            'step_size': 1,
+            'allocation_ratio': ratios[orc.DISK_GB],
+            'reserved': compute_utils.convert_mb_to_ceil_gb(
+                CONF.reserved_host_disk_mb),
+        },
+    }
+    if resources['vcpus']:
+        inventory[orc.VCPU] = {
+            'total': resources['vcpus'],
+            'min_unit': 1,
+            'max_unit': resources['vcpus'],
+            'step_size': 1,
+            'allocation_ratio': ratios[orc.VCPU],
+            'reserved': CONF.reserved_host_cpus,
+        }
+    provider_tree.update_inventory(nodename, inventory)

@@ -1,0 +1,249 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""Instance lifecycle on libvirt: spawn, destroy, reboot, power, pause,
+suspend.
+
+Domains are driven through Nova's :class:`nova.virt.libvirt.guest.Guest`
+wrapper; this module adds the policy around it: every step of a spawn is
+undone when a later one fails, graceful shutdowns wait with a deadline and
+fall back to a hard stop, and a hard reboot re-renders the domain from the
+instance so the guest always realises what Nova currently holds.
+"""
+
+import time
+
+from nova.compute import power_state
+from nova import exception
+from nova.virt.libvirt import guest as libvirt_guest
+from oslo_log import log as logging
+from oslo_utils import excutils
+
+from nova_kvmx import exception as kvmx_exception
+from nova_kvmx.guest import planner
+from nova_kvmx.guest import render
+
+LOG = logging.getLogger(__name__)
+
+POLL_INTERVAL = 0.5
+
+try:
+    import libvirt
+except ImportError:  # pragma: no cover - libvirt-python is a requirement
+    libvirt = None
+
+
+class GuestLifecycle(object):
+    def __init__(self, host, storage, settings_source, start_timeout):
+        """:param settings_source: callable returning the DriverSettings
+        (known once init_host has looked at the host)."""
+        self.host = host
+        self.storage = storage
+        self.settings = settings_source
+        self.start_timeout = start_timeout
+
+    # -- creation -----------------------------------------------------------
+
+    def spawn(self, context, instance, image_meta, injected_files,
+              admin_password, network_info):
+        reject_network_info(network_info)
+        files = self.storage.prepare(context, instance, image_meta,
+                                     injected_files, admin_password,
+                                     network_info)
+        try:
+            xml = self.domain_xml(context, instance, image_meta, files)
+            self.start_new_domain(instance, xml)
+        except Exception:
+            with excutils.save_and_reraise_exception():
+                self.storage.destroy(instance)
+        LOG.info('Guest started', instance=instance)
+
+    def domain_xml(self, context, instance, image_meta, files):
+        guest = planner.plan_guest(context, instance, image_meta, files,
+                                   self.settings())
+        return render.render_domain(guest)
+
+    def start_new_domain(self, instance, xml):
+        """Define and start a domain; undefine it again if it fails."""
+        try:
+            guest = libvirt_guest.Guest.create(xml, self.host)
+        except libvirt.libvirtError as ex:
+            raise kvmx_exception.GuestStartFailed(
+                name=instance.name, reason=ex.get_error_message())
+        try:
+            guest.launch()
+            self.wait_for_power_state(guest, power_state.RUNNING,
+                                      self.start_timeout)
+        except Exception as ex:
+            try:
+                self.undefine(guest, instance)
+            except Exception:
+                LOG.exception('Could not undefine the failed domain',
+                              instance=instance)
+            if isinstance(ex, libvirt.libvirtError):
+                raise kvmx_exception.GuestStartFailed(
+                    name=instance.name,
+                    reason=ex.get_error_message()) from ex
+            raise
+        return guest
+
+    # -- removal ------------------------------------------------------------
+
+    def destroy(self, instance, destroy_disks=True):
+        guest = self.find_guest(instance)
+        if guest is not None:
+            self.hard_stop(guest)
+            self.undefine(guest, instance)
+        if destroy_disks:
+            self.storage.destroy(instance)
+
+    def find_guest(self, instance):
+        try:
+            return self.host.get_guest(instance)
+        except exception.InstanceNotFound:
+            return None
+
+    def hard_stop(self, guest):
+        try:
+            if guest.is_active():
+                guest.poweroff()
+        except libvirt.libvirtError as ex:
+            # It may have stopped between the check and the call.
+            if ex.get_error_code() != libvirt.VIR_ERR_OPERATION_INVALID:
+                raise
+
+    def undefine(self, guest, instance):
+        try:
+            if guest.is_active():
+                guest.poweroff()
+            guest.delete_configuration()
+        except libvirt.libvirtError as ex:
+            if ex.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                raise
+        LOG.debug('Domain undefined', instance=instance)
+
+    # -- power --------------------------------------------------------------
+
+    def power_off(self, instance, timeout=0, retry_interval=0):
+        guest = self.host.get_guest(instance)
+        if timeout and self.clean_shutdown(guest, instance, timeout,
+                                           retry_interval):
+            return
+        self.hard_stop(guest)
+        self.wait_for_power_state(guest, power_state.SHUTDOWN,
+                                  self.start_timeout)
+
+    def clean_shutdown(self, guest, instance, timeout, retry_interval=0):
+        """Press the ACPI power button (again every ``retry_interval``
+        seconds) and wait up to ``timeout`` seconds for the guest to stop.
+
+        :returns: True if the guest stopped by itself.
+        """
+        if guest.get_power_state(self.host) != power_state.RUNNING:
+            return not guest.is_active()
+        deadline = time.monotonic() + timeout
+        next_press = 0.0
+        while time.monotonic() < deadline:
+            if time.monotonic() >= next_press:
+                try:
+                    guest.shutdown()
+                except libvirt.libvirtError as ex:
+                    if guest.is_active():
+                        raise
+                    LOG.debug('Guest stopped during shutdown: %s', ex)
+                next_press = (time.monotonic() + retry_interval
+                              if retry_interval else deadline)
+            if not guest.is_active():
+                LOG.info('Guest shut down cleanly', instance=instance)
+                return True
+            time.sleep(POLL_INTERVAL)
+        LOG.warning('Guest did not shut down within %d seconds', timeout,
+                    instance=instance)
+        return False
+
+    def power_on(self, context, instance):
+        self.hard_reboot(context, instance)
+
+    def reboot(self, context, instance, reboot_type, soft_timeout):
+        if reboot_type == 'SOFT':
+            guest = self.host.get_guest(instance)
+            if (guest.get_power_state(self.host) == power_state.RUNNING and
+                    self.clean_shutdown(guest, instance, soft_timeout)):
+                guest.launch()
+                self.wait_for_power_state(guest, power_state.RUNNING,
+                                          self.start_timeout)
+                LOG.info('Guest soft rebooted', instance=instance)
+                return
+            LOG.warning('Soft reboot failed, rebooting hard',
+                        instance=instance)
+        self.hard_reboot(context, instance)
+
+    def hard_reboot(self, context, instance):
+        """Stop, re-render and start: the new domain realises what Nova
+        holds for the instance now (flavor, image properties, claim)."""
+        guest = self.find_guest(instance)
+        if guest is not None:
+            self.hard_stop(guest)
+            self.undefine(guest, instance)
+        xml = self.domain_xml(context, instance, instance.image_meta,
+                              self.storage.files_of(instance))
+        self.start_new_domain(instance, xml)
+        LOG.info('Guest hard rebooted', instance=instance)
+
+    def resume_state_on_host_boot(self, context, instance):
+        guest = self.find_guest(instance)
+        if (guest is not None and
+                guest.get_power_state(self.host) == power_state.RUNNING):
+            return
+        self.hard_reboot(context, instance)
+
+    def pause(self, instance):
+        self.host.get_guest(instance).pause()
+
+    def unpause(self, instance):
+        self.host.get_guest(instance).resume()
+
+    def suspend(self, instance):
+        """Managed save: memory to disk, domain stopped."""
+        guest = self.host.get_guest(instance)
+        guest.save_memory_state()
+
+    def resume(self, instance):
+        """Start from the managed save image written by suspend."""
+        guest = self.host.get_guest(instance)
+        guest.launch()
+        self.wait_for_power_state(guest, power_state.RUNNING,
+                                  self.start_timeout)
+
+    def wait_for_power_state(self, guest, state, timeout):
+        deadline = time.monotonic() + timeout
+        while True:
+            current = guest.get_power_state(self.host)
+            if current == state:
+                return
+            if time.monotonic() >= deadline:
+                raise exception.InternalError(
+                    'Guest %s is %s after %d seconds, expected %s' % (
+                        guest.name, power_state.STATE_MAP[current], timeout,
+                        power_state.STATE_MAP[state]))
+            time.sleep(POLL_INTERVAL)
+
+
+def reject_network_info(network_info):
+    """Refuse ports before anything is created on the host.
+
+    VIF plugging is not part of this driver yet; a port we cannot wire is a
+    clear error rather than a guest without its network.
+    """
+    for vif in network_info or []:
+        raise kvmx_exception.UnsupportedVIFType(
+            vif_type=vif.get('type'), port_id=vif.get('id'))

@@ -1,0 +1,192 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""The files behind a guest: image cache, per-instance disks, config drive.
+
+Layout, the same as Nova's libvirt driver so operators find their way::
+
+    <instances_path>/<image_cache.subdirectory_name>/<sha1(image id)>  base
+    <instances_path>/<instance uuid>/disk          qcow2 overlay on the base
+    <instances_path>/<instance uuid>/kernel|ramdisk direct kernel boot
+    <instances_path>/<instance uuid>/disk.config   config drive
+    <instances_path>/<instance uuid>/console.log   serial console (virtlogd)
+
+Only UUIDs and hashes name files: no user-controlled string ever chooses a
+path. Images go through :func:`nova.virt.images.fetch_to_raw`, which runs
+Nova's format inspector and refuses backing files, data files and images
+whose content does not match their declared format.
+"""
+
+import hashlib
+import os
+import shutil
+
+from nova.api.metadata import base as instance_metadata
+from nova import exception
+from nova.virt import configdrive
+from nova.virt import images
+from oslo_concurrency import lockutils
+from oslo_concurrency import processutils
+from oslo_log import log as logging
+from oslo_utils import excutils
+from oslo_utils import units
+from oslo_utils import uuidutils
+
+from nova_kvmx.guest import spec
+
+LOG = logging.getLogger(__name__)
+
+# Directories are traversable but not listable by others: QEMU runs as its
+# own user and must reach the files libvirt hands it.
+DIR_MODE = 0o711
+
+
+class InstanceStorage(object):
+    def __init__(self, instances_path, cache_subdir):
+        self.instances_path = instances_path
+        self.cache_dir = os.path.join(instances_path, cache_subdir)
+
+    def instance_dir(self, instance):
+        if not uuidutils.is_uuid_like(instance.uuid):
+            raise exception.InvalidUUID(uuid=instance.uuid)
+        return os.path.join(self.instances_path, instance.uuid)
+
+    def console_log(self, instance):
+        return os.path.join(self.instance_dir(instance), 'console.log')
+
+    def prepare(self, context, instance, image_meta, injected_files=None,
+                admin_password=None, network_info=None):
+        """Create every file the guest needs; on any failure remove them all.
+
+        :returns: spec.GuestFiles
+        """
+        inst_dir = self.instance_dir(instance)
+        if os.path.exists(inst_dir):
+            raise exception.InstanceExists(name=instance.name)
+        os.makedirs(inst_dir, mode=DIR_MODE)
+        try:
+            return self._create_files(
+                context, instance, image_meta, inst_dir,
+                injected_files, admin_password, network_info)
+        except Exception:
+            with excutils.save_and_reraise_exception():
+                LOG.warning('Removing %s after a failed spawn', inst_dir,
+                            instance=instance)
+                shutil.rmtree(inst_dir, ignore_errors=True)
+
+    def files_of(self, instance):
+        """The GuestFiles of an instance whose files already exist."""
+        inst_dir = self.instance_dir(instance)
+
+        def existing(name):
+            path = os.path.join(inst_dir, name)
+            return path if os.path.exists(path) else None
+
+        return spec.GuestFiles(
+            root_disk=os.path.join(inst_dir, 'disk'),
+            console_log=os.path.join(inst_dir, 'console.log'),
+            kernel=existing('kernel'),
+            ramdisk=existing('ramdisk'),
+            config_drive=existing('disk.config'))
+
+    def exists(self, instance):
+        return os.path.exists(self.instance_dir(instance))
+
+    def destroy(self, instance):
+        """Remove the instance directory; True if it is gone."""
+        inst_dir = self.instance_dir(instance)
+        shutil.rmtree(inst_dir, ignore_errors=True)
+        return not os.path.exists(inst_dir)
+
+    def _create_files(self, context, instance, image_meta, inst_dir,
+                      injected_files, admin_password, network_info):
+        base = self.cached_image(context, image_meta.id)
+        root_disk = os.path.join(inst_dir, 'disk')
+        create_overlay(base, root_disk, instance.flavor.root_gb)
+        kernel = ramdisk = config_drive = None
+        if instance.kernel_id:
+            # QEMU loads kernel and initrd as files (-kernel/-initrd), never
+            # as a disk, so they are not subject to disk format inspection
+            # (a bzImage even looks like an MBR); Nova does the same.
+            kernel = os.path.join(inst_dir, 'kernel')
+            images.fetch(context, instance.kernel_id, kernel)
+            if instance.ramdisk_id:
+                ramdisk = os.path.join(inst_dir, 'ramdisk')
+                images.fetch(context, instance.ramdisk_id, ramdisk)
+        if configdrive.required_by(instance):
+            config_drive = os.path.join(inst_dir, 'disk.config')
+            make_config_drive(context, instance, config_drive,
+                              injected_files, admin_password, network_info)
+        return spec.GuestFiles(
+            root_disk=root_disk,
+            console_log=os.path.join(inst_dir, 'console.log'),
+            kernel=kernel, ramdisk=ramdisk, config_drive=config_drive)
+
+    def cached_image(self, context, image_id):
+        """Path of the raw base image of ``image_id``, fetched once.
+
+        Concurrent spawns of one image wait for the first download.
+        """
+        name = hashlib.sha1(image_id.encode()).hexdigest()
+        path = os.path.join(self.cache_dir, name)
+        with lockutils.lock('kvmx-image-cache-' + name):
+            if not os.path.exists(path):
+                os.makedirs(self.cache_dir, mode=DIR_MODE, exist_ok=True)
+                LOG.info('Fetching image %s into the image cache', image_id)
+                images.fetch_to_raw(context, image_id, path)
+        return path
+
+
+def create_overlay(base, path, root_gb):
+    """A qcow2 overlay on ``base``, grown to the flavor's root disk size.
+
+    A flavor root disk smaller than the image is refused (root_gb=0 means
+    "the image's size", as in Nova).
+    """
+    virtual_size = images.qemu_img_info(base, format='raw').virtual_size
+    args = ['qemu-img', 'create', '-f', 'qcow2', '-F', 'raw', '-b', base,
+            path]
+    if root_gb:
+        wanted = root_gb * units.Gi
+        if wanted < virtual_size:
+            raise exception.FlavorDiskSmallerThanImage(
+                flavor_size=wanted, image_size=virtual_size)
+        args.append(str(wanted))
+    processutils.execute(*args)
+
+
+def make_config_drive(context, instance, path, injected_files,
+                      admin_password, network_info):
+    extra_md = {}
+    if admin_password:
+        extra_md['admin_pass'] = admin_password
+    inst_md = instance_metadata.InstanceMetadata(
+        instance, content=injected_files, extra_md=extra_md,
+        network_info=network_info)
+    LOG.info('Creating config drive at %s', path, instance=instance)
+    with configdrive.ConfigDriveBuilder(instance_md=inst_md) as builder:
+        builder.make_drive(path)
+
+
+def supports_direct_io(directory):
+    """Whether files in ``directory`` can be opened with O_DIRECT, which
+    ``cache='none'`` needs (tmpfs, for one, cannot)."""
+    probe = os.path.join(directory, '.kvmx-directio-probe')
+    try:
+        fd = os.open(probe, os.O_CREAT | os.O_WRONLY | os.O_DIRECT, 0o600)
+        os.close(fd)
+        return True
+    except OSError:
+        return False
+    finally:
+        if os.path.exists(probe):
+            os.unlink(probe)
