@@ -65,11 +65,22 @@ class KVMXDriver(driver.ComputeDriver):
 
     def init_host(self, host):
         self._host.initialize()
+        try:
+            self._settings = self._check_host_and_read_settings()
+        except Exception:
+            # nova-compute will not start: let go of libvirt and the event
+            # threads initialize() started.
+            self._host.close()
+            raise
+        LOG.info('nova-kvmx ready: libvirt %s, virt_type %s',
+                 CONF.kvmx.connection_uri, CONF.kvmx.virt_type)
+
+    def _check_host_and_read_settings(self):
         arch = self._host.get_capabilities().host.cpu.arch
         connection.check_host(self._host, CONF.kvmx.virt_type, arch)
         os.makedirs(CONF.instances_path, mode=storage.DIR_MODE,
                     exist_ok=True)
-        self._settings = spec.DriverSettings(
+        return spec.DriverSettings(
             virt_type=CONF.kvmx.virt_type,
             cpu_mode=CONF.kvmx.cpu_mode,
             cpu_models=tuple(CONF.kvmx.cpu_models),
@@ -79,8 +90,6 @@ class KVMXDriver(driver.ComputeDriver):
             package_version=version.version_string(),
             disk_cache=('none' if storage.supports_direct_io(
                 CONF.instances_path) else 'writeback'))
-        LOG.info('nova-kvmx ready: libvirt %s, virt_type %s',
-                 CONF.kvmx.connection_uri, CONF.kvmx.virt_type)
 
     def cleanup_host(self, host):
         self._host.close()

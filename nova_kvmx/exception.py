@@ -31,3 +31,12 @@ class GuestStartFailed(exception.InternalError):
 class UnsupportedVIFType(exception.InternalError):
     msg_fmt = ('nova-kvmx does not support VIF type %(vif_type)s of port '
                '%(port_id)s')
+
+
+class LibvirtUnreachable(exception.HypervisorUnavailable):
+    msg_fmt = ('Cannot connect to libvirt at %(uri)s: is libvirtd running '
+               'and is [kvmx] connection_uri right?')
+
+
+class ImageFetchFailed(exception.NovaException):
+    msg_fmt = ('Could not fetch image %(image_id)s: %(reason)s')

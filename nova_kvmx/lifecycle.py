@@ -56,6 +56,7 @@ class GuestLifecycle(object):
     def spawn(self, context, instance, image_meta, injected_files,
               admin_password, network_info):
         reject_network_info(network_info)
+        self.host.get_connection()
         files = self.storage.prepare(context, instance, image_meta,
                                      injected_files, admin_password,
                                      network_info)

@@ -31,7 +31,7 @@ import os
 import shutil
 
 from nova.api.metadata import base as instance_metadata
-from nova import exception
+from nova import exception as nova_exception
 from nova.virt import configdrive
 from nova.virt import images
 from oslo_concurrency import lockutils
@@ -41,6 +41,7 @@ from oslo_utils import excutils
 from oslo_utils import units
 from oslo_utils import uuidutils
 
+from nova_kvmx import exception
 from nova_kvmx.guest import spec
 
 LOG = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ class InstanceStorage(object):
 
     def instance_dir(self, instance):
         if not uuidutils.is_uuid_like(instance.uuid):
-            raise exception.InvalidUUID(uuid=instance.uuid)
+            raise nova_exception.InvalidUUID(uuid=instance.uuid)
         return os.path.join(self.instances_path, instance.uuid)
 
     def console_log(self, instance):
@@ -71,7 +72,7 @@ class InstanceStorage(object):
         """
         inst_dir = self.instance_dir(instance)
         if os.path.exists(inst_dir):
-            raise exception.InstanceExists(name=instance.name)
+            raise nova_exception.InstanceExists(name=instance.name)
         os.makedirs(inst_dir, mode=DIR_MODE)
         try:
             return self._create_files(
@@ -118,10 +119,10 @@ class InstanceStorage(object):
             # as a disk, so they are not subject to disk format inspection
             # (a bzImage even looks like an MBR); Nova does the same.
             kernel = os.path.join(inst_dir, 'kernel')
-            images.fetch(context, instance.kernel_id, kernel)
+            fetch(images.fetch, context, instance.kernel_id, kernel)
             if instance.ramdisk_id:
                 ramdisk = os.path.join(inst_dir, 'ramdisk')
-                images.fetch(context, instance.ramdisk_id, ramdisk)
+                fetch(images.fetch, context, instance.ramdisk_id, ramdisk)
         if configdrive.required_by(instance):
             config_drive = os.path.join(inst_dir, 'disk.config')
             make_config_drive(context, instance, config_drive,
@@ -142,8 +143,21 @@ class InstanceStorage(object):
             if not os.path.exists(path):
                 os.makedirs(self.cache_dir, mode=DIR_MODE, exist_ok=True)
                 LOG.info('Fetching image %s into the image cache', image_id)
-                images.fetch_to_raw(context, image_id, path)
+                fetch(images.fetch_to_raw, context, image_id, path)
         return path
+
+
+def fetch(fetch_func, context, image_id, path):
+    """Run one of nova.virt.images' fetch functions; failures that are not
+    already Nova's (a broken download stream, a full disk) become an
+    ImageFetchFailed naming the image."""
+    try:
+        fetch_func(context, image_id, path)
+    except nova_exception.NovaException:
+        raise
+    except Exception as ex:
+        raise exception.ImageFetchFailed(
+            image_id=image_id, reason=str(ex) or type(ex).__name__) from ex
 
 
 def create_overlay(base, path, root_gb):
@@ -158,7 +172,7 @@ def create_overlay(base, path, root_gb):
     if root_gb:
         wanted = root_gb * units.Gi
         if wanted < virtual_size:
-            raise exception.FlavorDiskSmallerThanImage(
+            raise nova_exception.FlavorDiskSmallerThanImage(
                 flavor_size=wanted, image_size=virtual_size)
         args.append(str(wanted))
     processutils.execute(*args)

@@ -15,12 +15,11 @@ from oslo_config import cfg
 kvmx_group = cfg.OptGroup(
     'kvmx',
     title='nova-kvmx driver options',
-    help="""
-Options of the nova-kvmx compute driver (``compute_driver =
-kvmx.KVMXDriver``). Options Nova already defines (instances path, image cache,
-VNC, CPU sets, reserved resources, allocation ratios, shutdown timeout) are
-read from Nova's own groups and are not repeated here.
-""")
+    help="Options of the nova-kvmx compute driver "
+         "(``compute_driver = kvmx.KVMXDriver``). Options Nova already "
+         "defines (instances path, image cache, VNC, CPU sets, reserved "
+         "resources, allocation ratios, shutdown timeout) are read from "
+         "Nova's own groups and are not repeated here.")
 
 kvmx_opts = [
     cfg.StrOpt(

@@ -22,9 +22,9 @@ from nova.virt import hardware
 
 from nova_kvmx.guest import spec
 
-# The kernel command line Nova's libvirt driver uses for direct kernel boot,
-# so that images built for Nova boot the same way here.
-DEFAULT_CMDLINE = 'root=/dev/vda console=tty0 console=ttyS0'
+# The consoles Nova's libvirt driver puts on a direct kernel boot command
+# line (after root=<root disk>), so images built for Nova boot the same way.
+CONSOLE_CMDLINE = 'console=tty0 console=ttyS0'
 
 # Disk buses a root disk may use and their device name prefix.
 _DISK_PREFIX = {'virtio': 'vd', 'scsi': 'sd', 'sata': 'sd'}
@@ -41,6 +41,7 @@ def plan_guest(context, instance, image_meta, files, settings):
     """
     flavor = instance.flavor
     props = image_meta.properties
+    disks = plan_disks(files, props, settings.disk_cache)
     return spec.GuestSpec(
         uuid=instance.uuid,
         name=instance.name,
@@ -50,8 +51,8 @@ def plan_guest(context, instance, image_meta, files, settings):
         memory_mb=flavor.memory_mb,
         vcpus=flavor.vcpus,
         cpu=plan_cpu(flavor, image_meta, settings),
-        boot=plan_boot(files, props),
-        disks=plan_disks(files, props, settings.disk_cache),
+        boot=plan_boot(files, props, disks[0].target_dev),
+        disks=disks,
         console_log=files.console_log,
         owner=plan_owner(context, instance, image_meta),
         package_version=settings.package_version,
@@ -83,13 +84,16 @@ def plan_cpu(flavor, image_meta, settings):
         threads=topology.threads)
 
 
-def plan_boot(files, props):
+def plan_boot(files, props, root_dev):
+    """Direct kernel boot when the instance has a kernel; the image's
+    ``os_command_line`` replaces the default only when it is not empty."""
     if not files.kernel:
         return spec.BootSpec()
     return spec.BootSpec(
         kernel=files.kernel,
         initrd=files.ramdisk,
-        cmdline=props.get('os_command_line', DEFAULT_CMDLINE))
+        cmdline=(props.get('os_command_line') or
+                 'root=/dev/%s %s' % (root_dev, CONSOLE_CMDLINE)))
 
 
 def plan_disks(files, props, cache):

@@ -21,6 +21,7 @@ otherwise have to copy; we add only the checks this driver needs.
 
 import os
 
+from nova import exception as nova_exception
 from nova.virt.libvirt import host as libvirt_host
 from oslo_log import log as logging
 from oslo_utils import versionutils
@@ -48,6 +49,18 @@ class Host(libvirt_host.Host):
     an in-process all-in-one -- needs them gone, or the old driver keeps a
     worker of Nova's default thread pool and libvirt events forever.
     """
+
+    @property
+    def uri(self):
+        return self._uri
+
+    def get_connection(self):
+        """The connection, or LibvirtUnreachable naming the URI (Nova's
+        HypervisorUnavailable does not say which libvirt was unreachable)."""
+        try:
+            return super().get_connection()
+        except nova_exception.HypervisorUnavailable as ex:
+            raise exception.LibvirtUnreachable(uri=self._uri) from ex
 
     def close(self):
         self.cleanup()
@@ -78,7 +91,7 @@ def _version(ver):
 def check_host(host, virt_type, arch):
     """Refuse to start on a host that cannot run our guests.
 
-    :raises: HypervisorUnavailable when libvirtd cannot be reached,
+    :raises: LibvirtUnreachable when libvirtd cannot be reached,
         HostNotSupported when versions or the virt type do not fit.
     """
     host.get_connection()
@@ -88,22 +101,22 @@ def check_host(host, virt_type, arch):
                 _version(MIN_LIBVIRT_VERSION),
                 versionutils.convert_version_to_str(
                     host.get_connection().getLibVersion())))
-    if not host.has_min_version(hv_ver=MIN_QEMU_VERSION):
-        raise exception.HostNotSupported(
-            reason='QEMU %s or newer is required, this host has %s' % (
-                _version(MIN_QEMU_VERSION),
-                versionutils.convert_version_to_str(host.get_version())))
     domain_types = supported_domain_types(host.get_capabilities(), arch)
     if virt_type not in domain_types:
         hint = ''
         if virt_type == 'kvm' and not os.path.exists('/dev/kvm'):
-            hint = ' (/dev/kvm is missing: enable virtualization in the ' \
-                   'BIOS and load the kvm module)'
+            hint = (' (/dev/kvm is missing: enable virtualization in the '
+                    'BIOS and load the kvm module)')
         raise exception.HostNotSupported(
             reason='[kvmx] virt_type=%s is not offered by libvirt for %s '
                    'guests%s; it offers: %s' % (
                        virt_type, arch, hint,
                        ', '.join(sorted(domain_types)) or 'none'))
+    if not host.has_min_version(hv_ver=MIN_QEMU_VERSION):
+        raise exception.HostNotSupported(
+            reason='QEMU %s or newer is required, this host has %s' % (
+                _version(MIN_QEMU_VERSION),
+                versionutils.convert_version_to_str(host.get_version())))
 
 
 def supported_domain_types(caps, arch):
