@@ -62,6 +62,8 @@ class RealLibvirtTestCase(integrated_helpers.InstanceHelperMixin,
     """Boots real guests through Nova's API on the local libvirtd."""
 
     compute_host = 'compute1'
+    # Tests of a failing start-up start the compute service themselves.
+    START_COMPUTE = True
 
     def setUp(self):
         for name in LIFTED_POISONS:
@@ -99,9 +101,14 @@ class RealLibvirtTestCase(integrated_helpers.InstanceHelperMixin,
 
         self.start_service('conductor')
         self.start_service('scheduler')
+        self.ctxt = nova_context.get_admin_context()
+        if self.START_COMPUTE:
+            self.start_compute()
+
+    def start_compute(self):
         self.compute = self.start_service('compute', host=self.compute_host)
         self.driver = self.compute.manager.driver
-        self.ctxt = nova_context.get_admin_context()
+        return self.compute
 
     # -- images -------------------------------------------------------------
 
@@ -192,21 +199,22 @@ class RealLibvirtTestCase(integrated_helpers.InstanceHelperMixin,
 
     # -- libvirt's view -----------------------------------------------------
 
+    def libvirt(self):
+        """A connection of the test's own to libvirtd, to check what the
+        driver did independently of the driver's connection."""
+        if getattr(self, '_libvirt_conn', None) is None:
+            import libvirt
+            self._libvirt_conn = libvirt.open('qemu:///system')
+            self.addCleanup(self._libvirt_conn.close)
+        return self._libvirt_conn
+
     def domain(self, server):
         """The libvirt domain of a server, straight from libvirtd."""
-        conn = self.driver._host.get_connection()
-        return conn.lookupByUUIDString(server['id'])
+        return self.libvirt().lookupByUUIDString(server['id'])
 
     def domain_exists(self, server):
-        import libvirt
-        conn = self.driver._host.get_connection()
-        try:
-            conn.lookupByUUIDString(server['id'])
-            return True
-        except libvirt.libvirtError as ex:
-            if ex.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-                return False
-            raise
+        return server['id'] in [
+            d.UUIDString() for d in self.libvirt().listAllDomains()]
 
     def instance_dir(self, server):
         return os.path.join(self.instances_path, server['id'])

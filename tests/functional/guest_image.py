@@ -260,7 +260,11 @@ _cache_lock = threading.Lock()
 def _cache_dir():
     """One temp dir per process for the cached artefacts."""
     if 'dir' not in _cache:
-        _cache['dir'] = tempfile.mkdtemp(prefix='kvmx-guest-')
+        # Outside the per-test TMPDIR, which is removed after each test
+        # while this cache lives as long as the process.
+        _cache['dir'] = tempfile.mkdtemp(
+            prefix='kvmx-guest-',
+            dir=os.environ.get('KVMX_TEST_DIR', '/var/tmp'))
         os.chmod(_cache['dir'], 0o755)  # qemu runs as libvirt-qemu
         atexit.register(shutil.rmtree, _cache['dir'], True)
     return _cache['dir']
