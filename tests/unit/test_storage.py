@@ -1,0 +1,148 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""Per-instance files: qcow2 overlays made by the real qemu-img, the
+O_DIRECT probe that chooses the disk cache mode, and paths that only a
+UUID can name."""
+
+import errno
+import json
+import os
+from unittest import mock
+import warnings
+
+import ddt
+import fixtures
+from nova import exception
+from nova import objects
+from oslo_concurrency import processutils
+from oslo_utils import units
+import testtools
+
+from nova_kvmx import storage
+from tests.unit import builders as b
+
+
+def image_info(path):
+    out, _err = processutils.execute('qemu-img', 'info', '--output=json',
+                                     '-U', path)
+    return json.loads(out)
+
+
+@ddt.ddt
+class CreateOverlayTest(testtools.TestCase):
+    def setUp(self):
+        super().setUp()
+        self.dir = self.useFixture(fixtures.TempDir()).path
+        self.overlay = os.path.join(self.dir, 'disk')
+
+    def base(self, size):
+        """A sparse raw base image of ``size`` bytes."""
+        path = os.path.join(self.dir, 'base')
+        with open(path, 'wb') as f:
+            f.truncate(size)
+        return path
+
+    @ddt.data(
+        (1 * units.Mi, 1, 1 * units.Gi),
+        (1 * units.Gi, 1, 1 * units.Gi),       # exactly the flavor's size
+        (5 * units.Mi, 0, 5 * units.Mi),       # root_gb=0: the image's size
+    )
+    @ddt.unpack
+    def test_overlay_on_raw_base(self, base_size, root_gb, virtual_size):
+        base = self.base(base_size)
+        storage.create_overlay(base, self.overlay, root_gb)
+        info = image_info(self.overlay)
+        self.assertEqual(('qcow2', virtual_size, base, 'raw'), (
+            info['format'], info['virtual-size'], info['backing-filename'],
+            info['backing-filename-format']))
+        self.assertEqual(base_size, image_info(base)['virtual-size'])
+
+    def test_flavor_smaller_than_image_is_refused(self):
+        base = self.base(2 * units.Gi)
+        ex = self.assertRaises(exception.FlavorDiskSmallerThanImage,
+                               storage.create_overlay, base, self.overlay, 1)
+        self.assertIn('%d bytes' % units.Gi, str(ex))
+        self.assertIn('%d bytes' % (2 * units.Gi), str(ex))
+        self.assertFalse(os.path.exists(self.overlay))
+
+
+class DirectIOTest(testtools.TestCase):
+    """cache='none' needs O_DIRECT; the probe must answer truthfully and
+    leave nothing behind."""
+
+    def setUp(self):
+        super().setUp()
+        # /var/tmp: on disk, as instances_path is (TMPDIR may be tmpfs).
+        self.dir = self.useFixture(fixtures.TempDir(rootdir='/var/tmp')).path
+
+    def test_disk_filesystem_supports_it(self):
+        self.assertTrue(storage.supports_direct_io(self.dir))
+        self.assertEqual([], os.listdir(self.dir))
+
+    def test_filesystem_refusing_o_direct(self):
+        """Like tmpfs before Linux 6.6: the file is created, then the open
+        fails with EINVAL."""
+        real_open = os.open
+
+        def open_without_direct_io(path, flags, *args):
+            if flags & os.O_DIRECT:
+                os.close(real_open(path, flags & ~os.O_DIRECT, *args))
+                raise OSError(errno.EINVAL, 'Invalid argument')
+            return real_open(path, flags, *args)
+
+        with mock.patch('os.open', open_without_direct_io):
+            self.assertFalse(storage.supports_direct_io(self.dir))
+        self.assertEqual([], os.listdir(self.dir))
+
+    def test_missing_directory(self):
+        self.assertFalse(storage.supports_direct_io(
+            os.path.join(self.dir, 'missing')))
+
+
+def instance_with_uuid(uuid):
+    """A real Instance whose uuid field holds ``uuid``: oslo's UUIDField
+    still accepts a non-UUID (with a FutureWarning), so the driver cannot
+    rely on the object to have refused it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', FutureWarning)
+        return objects.Instance(uuid=uuid)
+
+
+@ddt.ddt
+class InstanceDirTest(testtools.TestCase):
+    def setUp(self):
+        super().setUp()
+        root = self.useFixture(fixtures.TempDir()).path
+        self.instances = os.path.join(root, 'instances')
+        self.victim = os.path.join(root, 'victim')
+        os.makedirs(self.victim)
+        self.storage = storage.InstanceStorage(self.instances, '_base')
+
+    def test_named_by_uuid(self):
+        self.assertEqual(
+            os.path.join(self.instances, b.INSTANCE_UUID),
+            self.storage.instance_dir(instance_with_uuid(b.INSTANCE_UUID)))
+
+    @ddt.data('../../etc', '../victim', '/etc', '', '.', '..',
+              b.INSTANCE_UUID + '/../../victim', 'vnf-1')
+    def test_non_uuid_is_refused(self, bad):
+        inst = instance_with_uuid(bad)
+        self.assertRaises(exception.InvalidUUID,
+                          self.storage.instance_dir, inst)
+        self.assertRaises(exception.InvalidUUID,
+                          self.storage.console_log, inst)
+
+    def test_destroy_cannot_reach_outside_instances_path(self):
+        self.assertRaises(exception.InvalidUUID, self.storage.destroy,
+                          instance_with_uuid('../victim'))
+        self.assertTrue(os.path.isdir(self.victim))
