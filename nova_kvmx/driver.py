@@ -123,10 +123,12 @@ class KVMXDriver(driver.ComputeDriver):
     # -- instances ------------------------------------------------------------
 
     def list_instances(self):
-        return [g.name for g in self._host.list_guests(only_running=False)]
+        return [g.name for g in self._lifecycle.list_guests(
+            CONF.instance_name_template)]
 
     def list_instance_uuids(self):
-        return [g.uuid for g in self._host.list_guests(only_running=False)]
+        return [g.uuid for g in self._lifecycle.list_guests(
+            CONF.instance_name_template)]
 
     def instance_exists(self, instance):
         return self._lifecycle.find_guest(instance) is not None

@@ -20,6 +20,7 @@ fall back to a hard stop, and a hard reboot re-renders the domain from the
 instance so the guest always realises what Nova currently holds.
 """
 
+import re
 import time
 
 from nova.compute import power_state
@@ -106,6 +107,14 @@ class GuestLifecycle(object):
             self.undefine(guest, instance)
         if destroy_disks:
             self.storage.destroy(instance)
+
+    def list_guests(self, name_template):
+        """The domains that are Nova instances: those named by Nova's
+        ``instance_name_template``. Other domains on the host (an operator's
+        own VMs, another deployment's) are neither reported nor touched."""
+        pattern = name_pattern(name_template)
+        return [guest for guest in self.host.list_guests(only_running=False)
+                if pattern.fullmatch(guest.name)]
 
     def find_guest(self, instance):
         try:
@@ -237,6 +246,18 @@ class GuestLifecycle(object):
                         guest.name, power_state.STATE_MAP[current], timeout,
                         power_state.STATE_MAP[state]))
             time.sleep(POLL_INTERVAL)
+
+
+def name_pattern(template):
+    """A regular expression matching the names ``template`` (a printf-style
+    ``instance_name_template`` such as ``instance-%08x`` or
+    ``%(uuid)s``) produces."""
+    conversions = {'d': '[0-9]+', 'i': '[0-9]+', 'x': '[0-9a-f]+',
+                   'X': '[0-9A-F]+', 's': '[0-9a-zA-Z-]+'}
+    parts = re.split(r'%(?:\([a-z_]+\))?[-#0 +]*\d*([sdixX])', template)
+    return re.compile(''.join(
+        conversions[part] if i % 2 else re.escape(part)
+        for i, part in enumerate(parts)))
 
 
 def reject_network_info(network_info):
