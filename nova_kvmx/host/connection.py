@@ -63,12 +63,22 @@ class Host(libvirt_host.Host):
             raise exception.LibvirtUnreachable(uri=self._uri) from ex
 
     def close(self):
-        self.cleanup()
+        """Stop the connection-event thread, the delayed lifecycle events
+        and the connection. The thread is told to stop first: it occupies a
+        worker of Nova's default pool, and a pool being shut down waits for
+        it while the delayed events may wait for the pool."""
+        if getattr(self, '_closed', False):
+            return
+        self._closed = True
 
         def stop():
             raise _StopDispatch()
 
         self._conn_event_handler_queue.put(stop)
+        try:
+            self.cleanup()
+        except Exception:
+            LOG.exception('Stopping the delayed lifecycle events failed')
         with self._wrapped_conn_lock:
             conn, self._wrapped_conn = self._wrapped_conn, None
         if conn is not None:
