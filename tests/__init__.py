@@ -20,3 +20,9 @@ os.environ.setdefault('OS_NOVA_DISABLE_EVENTLET_PATCHING', '1')
 from nova import monkey_patch  # noqa: E402
 
 monkey_patch.patch()
+
+# No test may hang: oslotest turns this into a per-test timeout (seconds)
+# unless the caller sets its own. Output is kept with each test's result.
+os.environ.setdefault('OS_TEST_TIMEOUT', '600')
+os.environ.setdefault('OS_STDOUT_CAPTURE', '1')
+os.environ.setdefault('OS_STDERR_CAPTURE', '1')

@@ -29,6 +29,7 @@ import time
 from unittest import mock
 
 import fixtures
+from oslo_utils import uuidutils
 from nova import context as nova_context
 from nova import test
 from nova.tests import fixtures as nova_fixtures
@@ -36,6 +37,7 @@ from nova.tests.functional import fixtures as func_fixtures
 from nova.tests.functional import integrated_helpers
 
 from nova_kvmx import conf as kvmx_conf  # noqa: F401 (registers [kvmx])
+from nova_kvmx.host import connection
 from tests.functional import guest_image
 
 # Poisons of nova.test.TestCase that stand between a test and the host.
@@ -72,6 +74,7 @@ class RealLibvirtTestCase(integrated_helpers.InstanceHelperMixin,
             self.addCleanup(patcher.stop)
         super().setUp()
         self.useFixture(nova_fixtures.PrivsepFixture())
+        self._close_libvirt_hosts_at_cleanup()
 
         # Not under the per-test TMPDIR: its parents are private (0700) and
         # QEMU runs as another user that must reach the disks.
@@ -87,6 +90,10 @@ class RealLibvirtTestCase(integrated_helpers.InstanceHelperMixin,
         self.flags(enabled=True, server_listen='127.0.0.1', group='vnc')
         self.flags(api_paste_config=os.path.join(
             sys.prefix, 'etc', 'nova', 'api-paste.ini'), group='wsgi')
+        # Tests run in parallel processes, each with its own Nova database,
+        # against one libvirtd: domain names must not collide.
+        self.flags(instance_name_template='kvmxtest-%s-%%08x' %
+                   uuidutils.generate_uuid()[:8])
         # One host: a failed build must show its own fault, not a retry.
         self.flags(max_attempts=1, group='scheduler')
         self.flags(shutdown_timeout=30)
@@ -109,6 +116,23 @@ class RealLibvirtTestCase(integrated_helpers.InstanceHelperMixin,
         self.compute = self.start_service('compute', host=self.compute_host)
         self.driver = self.compute.manager.driver
         return self.compute
+
+    def _close_libvirt_hosts_at_cleanup(self):
+        """Nova's test services stop in a background thread that may not
+        reach the driver's cleanup_host (or never start, when start-up
+        fails) before the test's thread pools are torn down, which would
+        wait forever for the libvirt Host's event thread. Close every Host
+        the test created (close() is idempotent)."""
+        hosts = []
+        real_new_host = connection.new_host
+
+        def new_host(*args, **kwargs):
+            hosts.append(real_new_host(*args, **kwargs))
+            return hosts[-1]
+
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova_kvmx.host.connection.new_host', new_host))
+        self.addCleanup(lambda: [host.close() for host in hosts])
 
     # -- images -------------------------------------------------------------
 
@@ -149,6 +173,9 @@ class RealLibvirtTestCase(integrated_helpers.InstanceHelperMixin,
             if server['status'] == status and (
                     status != 'ERROR' or 'fault' in server):
                 return server
+            if server['status'] == 'ERROR' and 'fault' in server:
+                self.fail('Server %s is ERROR, expected %s: %s' % (
+                    server['id'], status, server['fault']))
             if time.monotonic() > deadline:
                 self.fail('Server %s is %s (task %s) after %ds, expected %s'
                           % (server['id'], server['status'],

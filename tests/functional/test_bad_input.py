@@ -114,7 +114,8 @@ class BuildErrorTest(base.RealLibvirtTestCase):
                                 hw_machine_type='kvmx-no-such-machine')
         fault = self.boot_and_expect_error(image_id)
         # libvirt's own reason follows (its wording varies by version).
-        self.assertRegex(fault, 'Guest instance-[0-9a-f]+ did not start: .+')
+        self.assertRegex(fault, 'Guest kvmxtest-[0-9a-f]+-[0-9a-f]+ did not '
+                                'start: .+')
 
     def test_port_with_unsupported_vif_type(self):
         image_id = self.create_bootable_image()

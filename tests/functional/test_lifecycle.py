@@ -13,6 +13,7 @@
 """A real guest's whole lifecycle through Nova's API on our driver."""
 
 import os
+import signal
 
 from lxml import etree
 
@@ -113,3 +114,66 @@ class ServerLifecycleTest(base.RealLibvirtTestCase):
         return {libvirt.VIR_DOMAIN_RUNNING: 'running',
                 libvirt.VIR_DOMAIN_PAUSED: 'paused',
                 libvirt.VIR_DOMAIN_SHUTOFF: 'shutoff'}.get(state, str(state))
+
+
+class LifecycleEventTest(base.RealLibvirtTestCase):
+    """libvirt's lifecycle events reach Nova: a guest whose QEMU dies
+    outside Nova's control shows SHUTOFF through the API."""
+
+    def test_qemu_killed_under_running_guest(self):
+        image_id = self.create_bootable_image()
+        server = self._create_server(
+            image_uuid=image_id, flavor_id=self.create_flavor(),
+            networks='none', expected_state='BUILD')
+        server = self.wait_for_status(server, 'ACTIVE')
+        self.wait_for_console(server, guest_image.BOOT_MARKER_PREFIX)
+
+        name = server['OS-EXT-SRV-ATTR:instance_name']
+        with open('/run/libvirt/qemu/%s.pid' % name) as f:
+            os.kill(int(f.read().strip()), signal.SIGKILL)
+
+        # Only the event tells Nova (the power-state sync period is off in
+        # Nova's tests); libvirt's STOPPED events are delayed 15 s by
+        # Nova's Host to tell a reboot from a stop.
+        server = self.wait_for_status(server, 'SHUTOFF')
+        self.assertFalse(self.domain(server).isActive())
+        self.assertEqual(4, server['OS-EXT-STS:power_state'])  # SHUTDOWN
+
+        self.api.delete_server(server['id'])
+        self.wait_until_deleted(server)
+        self.assertFalse(self.domain_exists(server))
+
+
+class HostRebootTest(base.RealLibvirtTestCase):
+    """After a host reboot nova-compute brings its guests back, with the
+    files (here a config drive) they had."""
+
+    def test_guest_resumed_on_host_boot(self):
+        self.flags(resume_guests_state_on_host_boot=True)
+        server = self._build_server(
+            image_uuid=self.create_bootable_image(),
+            flavor_id=self.create_flavor(), networks='none')
+        server['config_drive'] = True
+        server = self.wait_for_status(self.api.post_server(
+            {'server': server}), 'ACTIVE')
+        self.wait_for_console(server, guest_image.BOOT_MARKER_PREFIX)
+        config_drive = os.path.join(self.instance_dir(server), 'disk.config')
+        self.assertTrue(os.path.isfile(config_drive))
+        cdrom = etree.fromstring(self.domain(server).XMLDesc(0)).find(
+            "./devices/disk[@device='cdrom']/source")
+        self.assertEqual(config_drive, cdrom.get('file'))
+
+        # The host goes down: nova-compute stops, the guest is gone.
+        self.compute.stop()
+        self.domain(server).destroy()
+        self.compute = self.restart_compute_service(
+            self.compute, keep_hypervisor_state=False)
+        self.driver = self.compute.manager.driver
+
+        server = self.wait_for_status(server, 'ACTIVE')
+        self.assertTrue(self.domain(server).isActive())
+        self.wait_for_console(server, guest_image.BOOT_MARKER_PREFIX,
+                              count=2)
+        cdrom = etree.fromstring(self.domain(server).XMLDesc(0)).find(
+            "./devices/disk[@device='cdrom']/source")
+        self.assertEqual(config_drive, cdrom.get('file'))
