@@ -75,10 +75,8 @@ class Host(libvirt_host.Host):
             raise _StopDispatch()
 
         self._conn_event_handler_queue.put(stop)
-        try:
-            self.cleanup()
-        except Exception:
-            LOG.exception('Stopping the delayed lifecycle events failed')
+        # No more events once the connection is closed; only then can the
+        # delayed ones be cancelled for good.
         with self._wrapped_conn_lock:
             conn, self._wrapped_conn = self._wrapped_conn, None
         if conn is not None:
@@ -86,6 +84,10 @@ class Host(libvirt_host.Host):
                 conn.close()
             except Exception as ex:
                 LOG.debug('Closing the libvirt connection failed: %s', ex)
+        try:
+            self.cleanup()
+        except Exception:
+            LOG.exception('Stopping the delayed lifecycle events failed')
 
 
 def new_host(uri, lifecycle_event_handler=None, conn_event_handler=None):
