@@ -97,6 +97,7 @@ class RealLibvirtTestCase(integrated_helpers.InstanceHelperMixin,
         # One host: a failed build must show its own fault, not a retry.
         self.flags(max_attempts=1, group='scheduler')
         self.flags(shutdown_timeout=30)
+        self.flags(soft_reboot_timeout=30, group='kvmx')
 
         self.glance = self.useFixture(nova_fixtures.GlanceFixture(self))
         self.neutron = self.useFixture(nova_fixtures.NeutronFixture(self))

@@ -70,18 +70,24 @@ class Demo(base.RealLibvirtTestCase):
         self.show_domain(server)
         self.show_allocation(server)
 
-        say('== Lifecycle through the API')
-        for action, body, status in (
-                ('stop (ACPI power button)', {'os-stop': None}, 'SHUTOFF'),
-                ('start', {'os-start': None}, 'ACTIVE'),
-                ('soft reboot', {'reboot': {'type': 'SOFT'}}, 'ACTIVE'),
-                ('pause', {'pause': None}, 'PAUSED'),
-                ('unpause', {'unpause': None}, 'ACTIVE'),
-                ('suspend (managed save)', {'suspend': None}, 'SUSPENDED'),
-                ('resume', {'resume': None}, 'ACTIVE')):
+        say('== Lifecycle through the API (times include the guest booting '
+            'again where it does)')
+        boots = 1
+        for action, body, status, new_boots in (
+                ('stop (ACPI power button)', {'os-stop': None}, 'SHUTOFF', 0),
+                ('start', {'os-start': None}, 'ACTIVE', 1),
+                ('soft reboot', {'reboot': {'type': 'SOFT'}}, 'ACTIVE', 1),
+                ('pause', {'pause': None}, 'PAUSED', 0),
+                ('unpause', {'unpause': None}, 'ACTIVE', 0),
+                ('suspend (managed save)', {'suspend': None}, 'SUSPENDED', 0),
+                ('resume', {'resume': None}, 'ACTIVE', 0)):
             started = time.monotonic()
             self.api.post_server_action(server['id'], body)
             server = self.wait_for_status(server, status)
+            if new_boots:
+                boots += new_boots
+                self.wait_for_console(server, guest_image.BOOT_MARKER_PREFIX,
+                                      count=boots)
             say('   %-24s -> %-9s %.1f s' % (
                 action, status, time.monotonic() - started))
 
