@@ -140,7 +140,7 @@ class KVMXDriver(driver.ComputeDriver):
               admin_password, allocations, network_info=None,
               block_device_info=None, power_on=True, accel_info=None):
         self._lifecycle.spawn(context, instance, image_meta, injected_files,
-                              admin_password, network_info)
+                              admin_password, network_info, block_device_info)
 
     def destroy(self, context, instance, network_info, block_device_info=None,
                 destroy_disks=True, destroy_secrets=True):

@@ -33,6 +33,10 @@ class UnsupportedVIFType(exception.InternalError):
                '%(port_id)s')
 
 
+class UnsupportedDisks(exception.InternalError):
+    msg_fmt = ('nova-kvmx does not support %(what)s yet: %(detail)s')
+
+
 class LibvirtUnreachable(exception.HypervisorUnavailable):
     msg_fmt = ('Cannot connect to libvirt at %(uri)s: is libvirtd running '
                'and is [kvmx] connection_uri right?')

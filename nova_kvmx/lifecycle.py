@@ -25,6 +25,7 @@ import time
 
 from nova.compute import power_state
 from nova import exception
+from nova.virt import driver
 from nova.virt.libvirt import guest as libvirt_guest
 from oslo_log import log as logging
 from oslo_utils import excutils
@@ -55,8 +56,9 @@ class GuestLifecycle(object):
     # -- creation -----------------------------------------------------------
 
     def spawn(self, context, instance, image_meta, injected_files,
-              admin_password, network_info):
+              admin_password, network_info, block_device_info=None):
         reject_network_info(network_info)
+        reject_unsupported_disks(instance, block_device_info)
         self.host.get_connection()
         files = self.storage.prepare(context, instance, image_meta,
                                      injected_files, admin_password,
@@ -258,6 +260,25 @@ def name_pattern(template):
     return re.compile(''.join(
         conversions[part] if i % 2 else re.escape(part)
         for i, part in enumerate(parts)))
+
+
+def reject_unsupported_disks(instance, block_device_info):
+    """Refuse, before anything is created, the disks this driver cannot
+    give a guest yet, rather than boot it without them."""
+    flavor = instance.flavor
+    if flavor.ephemeral_gb:
+        raise kvmx_exception.UnsupportedDisks(
+            what='ephemeral disks',
+            detail='flavor %s has %d GiB' % (flavor.name, flavor.ephemeral_gb))
+    if flavor.swap:
+        raise kvmx_exception.UnsupportedDisks(
+            what='swap disks',
+            detail='flavor %s has %d MiB' % (flavor.name, flavor.swap))
+    volumes = driver.block_device_info_get_mapping(block_device_info)
+    if volumes:
+        raise kvmx_exception.UnsupportedDisks(
+            what='volumes',
+            detail='%d attached at boot' % len(volumes))
 
 
 def reject_network_info(network_info):

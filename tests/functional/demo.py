@@ -122,8 +122,9 @@ class Demo(base.RealLibvirtTestCase):
             xml.find('os/type').get('machine')))
         say('   kernel %s' % xml.findtext('os/kernel'))
         for disk in xml.findall('devices/disk'):
-            say('   disk %s %s' % (disk.find('target').get('dev'),
-                                  disk.find('source').get('file')))
+            say('   disk %s %s' % (
+                disk.find('target').get('dev'),
+                disk.find('source').get('file')))
 
     def show_allocation(self, server):
         allocations = self.placement.get(
