@@ -55,7 +55,8 @@ class KVMXDriver(driver.ComputeDriver):
             lifecycle_event_handler=self.emit_event,
             conn_event_handler=self._handle_conn_event)
         self._storage = storage.InstanceStorage(
-            CONF.instances_path, CONF.image_cache.subdirectory_name)
+            CONF.instances_path, CONF.image_cache.subdirectory_name,
+            CONF.default_ephemeral_format or 'ext4')
         self._settings = None
         self._lifecycle = lifecycle.GuestLifecycle(
             self._host, self._storage, self._get_settings,

@@ -58,7 +58,7 @@ class GuestLifecycle(object):
     def spawn(self, context, instance, image_meta, injected_files,
               admin_password, network_info, block_device_info=None):
         reject_network_info(network_info)
-        reject_unsupported_disks(instance, block_device_info)
+        reject_volumes(block_device_info)
         self.host.get_connection()
         files = self.storage.prepare(context, instance, image_meta,
                                      injected_files, admin_password,
@@ -262,18 +262,9 @@ def name_pattern(template):
         for i, part in enumerate(parts)))
 
 
-def reject_unsupported_disks(instance, block_device_info):
+def reject_volumes(block_device_info):
     """Refuse, before anything is created, the disks this driver cannot
-    give a guest yet, rather than boot it without them."""
-    flavor = instance.flavor
-    if flavor.ephemeral_gb:
-        raise kvmx_exception.UnsupportedDisks(
-            what='ephemeral disks',
-            detail='flavor %s has %d GiB' % (flavor.name, flavor.ephemeral_gb))
-    if flavor.swap:
-        raise kvmx_exception.UnsupportedDisks(
-            what='swap disks',
-            detail='flavor %s has %d MiB' % (flavor.name, flavor.swap))
+    give a guest yet (volumes), rather than boot it without them."""
     volumes = driver.block_device_info_get_mapping(block_device_info)
     if volumes:
         raise kvmx_exception.UnsupportedDisks(

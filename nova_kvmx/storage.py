@@ -17,6 +17,8 @@ Layout, the same as Nova's libvirt driver so operators find their way::
     <instances_path>/<image_cache.subdirectory_name>/<sha1(image id)>  base
     <instances_path>/<instance uuid>/disk          qcow2 overlay on the base
     <instances_path>/<instance uuid>/kernel|ramdisk direct kernel boot
+    <instances_path>/<instance uuid>/disk.eph0     ephemeral disk (overlay)
+    <instances_path>/<instance uuid>/disk.swap     swap disk (overlay)
     <instances_path>/<instance uuid>/disk.config   config drive
     <instances_path>/<instance uuid>/console.log   serial console (virtlogd)
 
@@ -34,10 +36,12 @@ from nova.api.metadata import base as instance_metadata
 from nova import exception as nova_exception
 from nova.virt import configdrive
 from nova.virt import images
+import nova.privsep.fs
 from oslo_concurrency import lockutils
 from oslo_concurrency import processutils
 from oslo_log import log as logging
 from oslo_utils import excutils
+from oslo_utils import fileutils
 from oslo_utils import units
 from oslo_utils import uuidutils
 
@@ -52,9 +56,10 @@ DIR_MODE = 0o711
 
 
 class InstanceStorage(object):
-    def __init__(self, instances_path, cache_subdir):
+    def __init__(self, instances_path, cache_subdir, ephemeral_format='ext4'):
         self.instances_path = instances_path
         self.cache_dir = os.path.join(instances_path, cache_subdir)
+        self.ephemeral_format = ephemeral_format
 
     def instance_dir(self, instance):
         if not uuidutils.is_uuid_like(instance.uuid):
@@ -97,7 +102,9 @@ class InstanceStorage(object):
             console_log=os.path.join(inst_dir, 'console.log'),
             kernel=existing('kernel'),
             ramdisk=existing('ramdisk'),
-            config_drive=existing('disk.config'))
+            config_drive=existing('disk.config'),
+            ephemeral=existing('disk.eph0'),
+            swap=existing('disk.swap'))
 
     def exists(self, instance):
         return os.path.exists(self.instance_dir(instance))
@@ -113,7 +120,17 @@ class InstanceStorage(object):
         base = self.cached_image(context, image_meta.id)
         root_disk = os.path.join(inst_dir, 'disk')
         create_overlay(base, root_disk, instance.flavor.root_gb)
-        kernel = ramdisk = config_drive = None
+        kernel = ramdisk = config_drive = ephemeral = swap = None
+        flavor = instance.flavor
+        if flavor.ephemeral_gb:
+            ephemeral = os.path.join(inst_dir, 'disk.eph0')
+            create_overlay(self.blank_disk(
+                self.ephemeral_format, flavor.ephemeral_gb * units.Gi,
+                'ephemeral0'), ephemeral, flavor.ephemeral_gb)
+        if flavor.swap:
+            swap = os.path.join(inst_dir, 'disk.swap')
+            create_overlay(self.blank_disk('swap', flavor.swap * units.Mi),
+                           swap, 0)
         if instance.kernel_id:
             # QEMU loads kernel and initrd as files (-kernel/-initrd), never
             # as a disk, so they are not subject to disk format inspection
@@ -130,7 +147,25 @@ class InstanceStorage(object):
         return spec.GuestFiles(
             root_disk=root_disk,
             console_log=os.path.join(inst_dir, 'console.log'),
-            kernel=kernel, ramdisk=ramdisk, config_drive=config_drive)
+            kernel=kernel, ramdisk=ramdisk, config_drive=config_drive,
+            ephemeral=ephemeral, swap=swap)
+
+    def blank_disk(self, fs, size, label=None):
+        """Path of a cached raw disk of ``size`` bytes formatted with
+        ``fs`` ('swap' for mkswap); guests get overlays on it, as with
+        Nova's libvirt driver, so formatting happens once per size."""
+        name = '%s_%d' % (fs, size // units.Mi)
+        path = os.path.join(self.cache_dir, name)
+        with lockutils.lock('kvmx-image-cache-' + name):
+            if not os.path.exists(path):
+                os.makedirs(self.cache_dir, mode=DIR_MODE, exist_ok=True)
+                staged = path + '.part'
+                with fileutils.remove_path_on_error(staged):
+                    with open(staged, 'wb') as f:
+                        f.truncate(size)
+                    nova.privsep.fs.unprivileged_mkfs(fs, staged, label)
+                    os.rename(staged, path)
+        return path
 
     def cached_image(self, context, image_id):
         """Path of the raw base image of ``image_id``, fetched once.

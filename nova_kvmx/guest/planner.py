@@ -100,9 +100,16 @@ def plan_disks(files, props, cache):
     bus = props.get('hw_disk_bus', 'virtio')
     if bus not in _DISK_PREFIX:
         raise exception.UnsupportedHardware(model=bus, virt='kvmx')
-    disks = [spec.DiskSpec(
-        path=files.root_disk, target_dev=_DISK_PREFIX[bus] + 'a', bus=bus,
-        cache=cache)]
+    prefix = _DISK_PREFIX[bus]
+    disks = [spec.DiskSpec(path=files.root_disk, target_dev=prefix + 'a',
+                           bus=bus, cache=cache)]
+    # Ephemeral then swap, on the root disk's bus, as Nova's libvirt driver
+    # orders them (vdb, vdc on virtio).
+    for path in (files.ephemeral, files.swap):
+        if path:
+            disks.append(spec.DiskSpec(
+                path=path, target_dev=prefix + 'abcdefgh'[len(disks)],
+                bus=bus, cache=cache))
     if files.config_drive:
         # q35 has no IDE: the config drive is a CD-ROM on SATA.
         disks.append(spec.DiskSpec(

@@ -45,6 +45,8 @@ class GuestFiles:
     kernel: str | None = None
     ramdisk: str | None = None
     config_drive: str | None = None
+    ephemeral: str | None = None
+    swap: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)

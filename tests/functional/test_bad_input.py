@@ -117,12 +117,6 @@ class BuildErrorTest(base.RealLibvirtTestCase):
         self.assertRegex(fault, 'Guest kvmxtest-[0-9a-f]+-[0-9a-f]+ did not '
                                 'start: .+')
 
-    def test_flavor_with_ephemeral_disk(self):
-        self.flavor_id = self._create_flavor(
-            name='kvmx.eph', vcpu=1, memory_mb=256, disk=1, ephemeral=1)
-        fault = self.boot_and_expect_error(self.create_bootable_image())
-        self.assertIn('does not support ephemeral disks yet', fault)
-
     def test_port_with_unsupported_vif_type(self):
         image_id = self.create_bootable_image()
         fault = self.boot_and_expect_error(

@@ -146,22 +146,34 @@ class LifecycleEventTest(base.RealLibvirtTestCase):
 
 class HostRebootTest(base.RealLibvirtTestCase):
     """After a host reboot nova-compute brings its guests back, with the
-    files (here a config drive) they had."""
+    disks (ephemeral, swap, config drive) they had."""
 
     def test_guest_resumed_on_host_boot(self):
         self.flags(resume_guests_state_on_host_boot=True)
+        flavor_id = self._create_flavor(name='kvmx.disks', vcpu=1,
+                                        memory_mb=256, disk=1, ephemeral=1,
+                                        swap=64)
         server = self._build_server(
-            image_uuid=self.create_bootable_image(),
-            flavor_id=self.create_flavor(), networks='none')
+            image_uuid=self.create_bootable_image(), flavor_id=flavor_id,
+            networks='none')
         server['config_drive'] = True
         server = self.wait_for_status(self.api.post_server(
             {'server': server}), 'ACTIVE')
         self.wait_for_console(server, guest_image.BOOT_MARKER_PREFIX)
         config_drive = os.path.join(self.instance_dir(server), 'disk.config')
         self.assertTrue(os.path.isfile(config_drive))
-        cdrom = etree.fromstring(self.domain(server).XMLDesc(0)).find(
-            "./devices/disk[@device='cdrom']/source")
-        self.assertEqual(config_drive, cdrom.get('file'))
+        self.assertEqual(
+            [('vda', 'disk'), ('vdb', 'disk.eph0'), ('vdc', 'disk.swap'),
+             ('sdz', 'disk.config')], self.disks(server))
+        # The ephemeral disk is formatted (ext4) and the swap disk is swap,
+        # as the guest will find them.
+        base_dir = os.path.join(self.instances_path, '_base')
+        with open(os.path.join(base_dir, 'ext4_1024'), 'rb') as f:
+            f.seek(1080)
+            self.assertEqual(b'\x53\xef', f.read(2))  # ext4 magic
+        with open(os.path.join(base_dir, 'swap_64'), 'rb') as f:
+            f.seek(4086)
+            self.assertEqual(b'SWAPSPACE2', f.read(10))
 
         # The host goes down: nova-compute stops, the guest is gone.
         self.compute.stop()
@@ -174,6 +186,18 @@ class HostRebootTest(base.RealLibvirtTestCase):
         self.assertTrue(self.domain(server).isActive())
         self.wait_for_console(server, guest_image.BOOT_MARKER_PREFIX,
                               count=2)
-        cdrom = etree.fromstring(self.domain(server).XMLDesc(0)).find(
-            "./devices/disk[@device='cdrom']/source")
-        self.assertEqual(config_drive, cdrom.get('file'))
+        self.assertEqual(
+            [('vda', 'disk'), ('vdb', 'disk.eph0'), ('vdc', 'disk.swap'),
+             ('sdz', 'disk.config')], self.disks(server))
+
+    def disks(self, server):
+        """(target, file name) of every disk in the domain libvirt holds,
+        each file in the instance's directory."""
+        xml = etree.fromstring(self.domain(server).XMLDesc(0))
+        result = []
+        for disk in xml.findall('./devices/disk'):
+            path = disk.find('source').get('file')
+            self.assertEqual(self.instance_dir(server), os.path.dirname(path))
+            result.append((disk.find('target').get('dev'),
+                           os.path.basename(path)))
+        return result

@@ -59,13 +59,16 @@ def context(user_name='alice', project_name='nfv-lab'):
         project_name=project_name, is_admin=False)
 
 
-def files(kernel=False, ramdisk=False, config_drive=False):
+def files(kernel=False, ramdisk=False, config_drive=False, ephemeral=False,
+          swap=False):
     return spec.GuestFiles(
         root_disk=INST_DIR + '/disk',
         console_log=INST_DIR + '/console.log',
         kernel=INST_DIR + '/kernel' if kernel else None,
         ramdisk=INST_DIR + '/ramdisk' if ramdisk else None,
-        config_drive=INST_DIR + '/disk.config' if config_drive else None)
+        config_drive=INST_DIR + '/disk.config' if config_drive else None,
+        ephemeral=INST_DIR + '/disk.eph0' if ephemeral else None,
+        swap=INST_DIR + '/disk.swap' if swap else None)
 
 
 def settings(**kw):

@@ -132,6 +132,23 @@ class DiskTest(testtools.TestCase):
              cdrom.readonly, cdrom.cache))
         self.assertNotEqual(root.target_dev, cdrom.target_dev)
 
+    @ddt.data(
+        ({}, True, True, [('disk', 'vda'), ('disk.eph0', 'vdb'),
+                          ('disk.swap', 'vdc')]),
+        ({}, False, True, [('disk', 'vda'), ('disk.swap', 'vdb')]),
+        ({'hw_disk_bus': 'scsi'}, True, False,
+         [('disk', 'sda'), ('disk.eph0', 'sdb')]),
+    )
+    @ddt.unpack
+    def test_ephemeral_and_swap_follow_root(self, props, eph, swap, expected):
+        disks = b.plan(image_meta=b.image(**props),
+                       guest_files=b.files(ephemeral=eph, swap=swap,
+                                           config_drive=True)).disks
+        self.assertEqual(
+            expected + [('disk.config', 'sdz')],
+            [(d.path.rsplit('/', 1)[1], d.target_dev) for d in disks])
+        self.assertEqual({disks[0].bus}, {d.bus for d in disks[:-1]})
+
 
 @ddt.ddt
 class BootTest(testtools.TestCase):
