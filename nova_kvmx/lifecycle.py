@@ -105,7 +105,6 @@ class GuestLifecycle(object):
     def destroy(self, instance, destroy_disks=True):
         guest = self.find_guest(instance)
         if guest is not None:
-            self.hard_stop(guest)
             self.undefine(guest, instance)
         if destroy_disks:
             self.storage.destroy(instance)
@@ -134,9 +133,10 @@ class GuestLifecycle(object):
                 raise
 
     def undefine(self, guest, instance):
+        """Stop the domain if it runs, then remove its definition and any
+        managed save image."""
         try:
-            if guest.is_active():
-                guest.poweroff()
+            self.hard_stop(guest)
             guest.delete_configuration()
         except libvirt.libvirtError as ex:
             if ex.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
@@ -204,7 +204,6 @@ class GuestLifecycle(object):
         holds for the instance now (flavor, image properties, claim)."""
         guest = self.find_guest(instance)
         if guest is not None:
-            self.hard_stop(guest)
             self.undefine(guest, instance)
         xml = self.domain_xml(context, instance, instance.image_meta,
                               self.storage.files_of(instance))
