@@ -29,6 +29,7 @@ import time
 from unittest import mock
 
 import fixtures
+import libvirt
 from oslo_utils import uuidutils
 from nova import context as nova_context
 from nova import test
@@ -92,8 +93,10 @@ class RealLibvirtTestCase(integrated_helpers.InstanceHelperMixin,
             sys.prefix, 'etc', 'nova', 'api-paste.ini'), group='wsgi')
         # Tests run in parallel processes, each with its own Nova database,
         # against one libvirtd: domain names must not collide.
-        self.flags(instance_name_template='kvmxtest-%s-%%08x' %
-                   uuidutils.generate_uuid()[:8])
+        self.domain_prefix = 'kvmxtest-%s-' % uuidutils.generate_uuid()[:8]
+        self.flags(instance_name_template=self.domain_prefix + '%08x')
+        self.libvirt()
+        self.addCleanup(self._remove_leftover_domains)
         # One host: a failed build must show its own fault, not a retry.
         self.flags(max_attempts=1, group='scheduler')
         self.flags(shutdown_timeout=30)
@@ -231,10 +234,19 @@ class RealLibvirtTestCase(integrated_helpers.InstanceHelperMixin,
         """A connection of the test's own to libvirtd, to check what the
         driver did independently of the driver's connection."""
         if getattr(self, '_libvirt_conn', None) is None:
-            import libvirt
             self._libvirt_conn = libvirt.open('qemu:///system')
             self.addCleanup(self._libvirt_conn.close)
         return self._libvirt_conn
+
+    def _remove_leftover_domains(self):
+        """A failed test must not leave its guests running: they would eat
+        the CPU the next tests need. Only this test's domains are touched."""
+        for dom in self.libvirt().listAllDomains():
+            if dom.name().startswith(self.domain_prefix):
+                if dom.isActive():
+                    dom.destroy()
+                dom.undefineFlags(
+                    libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)
 
     def domain(self, server):
         """The libvirt domain of a server, straight from libvirtd."""
