@@ -25,6 +25,7 @@ from oslo_log import log as logging
 
 from nova_kvmx import conf as kvmx_conf  # noqa: F401 (registers [kvmx])
 from nova_kvmx import console
+from nova_kvmx.guest import planner
 from nova_kvmx.guest import spec
 from nova_kvmx.host import connection
 from nova_kvmx.host import resources
@@ -120,6 +121,10 @@ class KVMXDriver(driver.ComputeDriver):
         resources.update_inventory(
             provider_tree, nodename, self.get_available_resource(nodename),
             self._get_allocation_ratios(inventory))
+        resources.update_traits(provider_tree, nodename, resources.cpu_traits(
+            self._host.get_capabilities(),
+            planner.default_cpu_mode(self._settings),
+            self._host.has_hyperthreading))
 
     # -- instances ------------------------------------------------------------
 

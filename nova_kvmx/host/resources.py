@@ -21,10 +21,12 @@ base driver documents.
 import os
 
 import os_resource_classes as orc
+import os_traits as ot
 from nova.compute import utils as compute_utils
 import nova.conf
 from nova.objects import fields
 from nova.virt import hardware
+from nova.virt.libvirt import utils as libvirt_utils
 from oslo_serialization import jsonutils
 from oslo_utils import units
 
@@ -120,3 +122,29 @@ def update_inventory(provider_tree, nodename, resources, ratios):
             'reserved': CONF.reserved_host_cpus,
         }
     provider_tree.update_inventory(nodename, inventory)
+
+
+def cpu_traits(caps, guest_cpu_mode, hyperthreading):
+    """CPU traits of the compute node, {trait: present}.
+
+    Feature traits (``HW_CPU_X86_*``, mapped by Nova's own table) describe
+    what guests see: the host's features when guests get the host CPU
+    (host-passthrough, host-model); none otherwise, so that a trait set
+    under another mode is removed. Every mapped trait is in the result,
+    present or not, for the same reason.
+    """
+    features = set()
+    if guest_cpu_mode in ('host-passthrough', 'host-model'):
+        features = {f.name for f in caps.host.cpu.features}
+    traits = libvirt_utils.cpu_features_to_traits(features)
+    traits[ot.HW_CPU_HYPERTHREADING] = hyperthreading
+    return traits
+
+
+def update_traits(provider_tree, nodename, traits):
+    """Add the present traits and remove the absent ones, leaving traits
+    that others (Nova's capability traits, operators) manage alone."""
+    provider_tree.add_traits(
+        nodename, *[t for t, present in traits.items() if present])
+    provider_tree.remove_traits(
+        nodename, *[t for t, present in traits.items() if not present])

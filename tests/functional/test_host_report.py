@@ -1,0 +1,71 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""What the compute node reports to Placement, read back from Placement."""
+
+import os
+
+import os_traits as ot
+
+from tests.functional import base
+
+
+class HostReportTest(base.RealLibvirtTestCase):
+
+    START_COMPUTE = False
+
+    def provider(self):
+        name = self.driver.get_available_nodes()[0]
+        return self.placement.get(
+            '/resource_providers?name=%s' % name).body[
+                'resource_providers'][0]
+
+    def inventory(self):
+        return self.placement.get('/resource_providers/%s/inventories' %
+                                  self.provider()['uuid']).body['inventories']
+
+    def traits(self):
+        return set(self.placement.get(
+            '/resource_providers/%s/traits' % self.provider()['uuid'],
+            version='1.6').body['traits'])
+
+    def test_inventory_honours_nova_options(self):
+        self.flags(reserved_host_memory_mb=333, reserved_host_cpus=1,
+                   cpu_allocation_ratio=2.0)
+        self.start_compute()
+        inventory = self.inventory()
+        _count, online, _ = self.libvirt().getCPUMap()
+        self.assertEqual(sum(online), inventory['VCPU']['total'])
+        self.assertEqual((1, 2.0), (inventory['VCPU']['reserved'],
+                                    inventory['VCPU']['allocation_ratio']))
+        self.assertEqual(333, inventory['MEMORY_MB']['reserved'])
+        self.assertEqual(
+            self.libvirt().getInfo()[1], inventory['MEMORY_MB']['total'])
+        st = os.statvfs(self.instances_path)
+        self.assertEqual(st.f_frsize * st.f_blocks // 1024 ** 3,
+                         inventory['DISK_GB']['total'])
+
+    def test_capability_and_cpu_traits(self):
+        # Under TCG with no CPU mode, guests do not see the host's features.
+        self.start_compute()
+        traits = self.traits()
+        self.assertIn('COMPUTE_IMAGE_TYPE_QCOW2', traits)
+        self.assertIn('COMPUTE_IMAGE_TYPE_AKI', traits)
+        self.assertNotIn('COMPUTE_IMAGE_TYPE_ISO', traits)
+        self.assertNotIn(ot.HW_CPU_X86_SSE2, traits)
+
+    def test_host_passthrough_reports_host_cpu_features(self):
+        self.flags(cpu_mode='host-passthrough', group='kvmx')
+        self.start_compute()
+        with open('/proc/cpuinfo') as f:
+            host_has_sse2 = ' sse2' in f.read()
+        self.assertEqual(host_has_sse2, ot.HW_CPU_X86_SSE2 in self.traits())
