@@ -80,6 +80,9 @@ class KVMXDriver(driver.ComputeDriver):
     def _check_host_and_read_settings(self):
         arch = self._host.get_capabilities().host.cpu.arch
         connection.check_host(self._host, CONF.kvmx.virt_type, arch)
+        # CPU sets and reserved hugepages that do not fit the host stop
+        # nova-compute here, not in every periodic task.
+        resources.host_topology(self._host)
         os.makedirs(CONF.instances_path, mode=storage.DIR_MODE,
                     exist_ok=True)
         return spec.DriverSettings(

@@ -25,22 +25,13 @@ import os_traits as ot
 from nova.compute import utils as compute_utils
 import nova.conf
 from nova.objects import fields
-from nova.virt import hardware
 from nova.virt.libvirt import utils as libvirt_utils
 from oslo_serialization import jsonutils
 from oslo_utils import units
 
+from nova_kvmx.host import topology
+
 CONF = nova.conf.CONF
-
-
-def shared_cpus(host):
-    """Host CPUs that float VCPU guests: ``[compute] cpu_shared_set`` or,
-    when unset, every online CPU outside ``cpu_dedicated_set``."""
-    shared = hardware.get_cpu_shared_set()
-    if shared:
-        return shared
-    dedicated = hardware.get_cpu_dedicated_set() or set()
-    return set(host.get_online_cpus()) - dedicated
 
 
 def cpu_info(caps):
@@ -64,12 +55,22 @@ def disk_gb(path):
     return total // units.Gi, (total - free) // units.Gi, free // units.Gi
 
 
+def host_topology(host):
+    """(CPUSets, NUMATopology) of the host under Nova's CPU and hugepage
+    options; raises InvalidConfiguration when the options do not fit it."""
+    caps = host.get_capabilities()
+    cpus = topology.cpu_sets(host.get_online_cpus())
+    return cpus, topology.numa_topology(caps, cpus, CONF.reserved_huge_pages)
+
+
 def available_resources(host, instances_path, nodename, virt_type):
     caps = host.get_capabilities()
+    cpus, numa = host_topology(host)
     total_gb, used_gb, free_gb = disk_gb(instances_path)
     arch = caps.host.cpu.arch
     return {
-        'vcpus': len(shared_cpus(host)),
+        'vcpus': len(cpus.shared),
+        'pcpus': len(cpus.dedicated),
         'memory_mb': host.get_memory_mb_total(),
         'local_gb': total_gb,
         'vcpus_used': 0,
@@ -82,12 +83,12 @@ def available_resources(host, instances_path, nodename, virt_type):
         'disk_available_least': free_gb,
         'supported_instances': [(arch, virt_type, fields.VMMode.HVM)],
         'pci_passthrough_devices': jsonutils.dumps([]),
-        'numa_topology': None,
+        'numa_topology': numa._to_json() if numa else None,
     }
 
 
 def update_inventory(provider_tree, nodename, resources, ratios):
-    """Set VCPU, MEMORY_MB and DISK_GB inventory of ``nodename``.
+    """Set VCPU, PCPU, MEMORY_MB and DISK_GB inventory of ``nodename``.
 
     :param resources: the dict from :func:`available_resources`
     :param ratios: allocation ratios per resource class, from
@@ -120,6 +121,16 @@ def update_inventory(provider_tree, nodename, resources, ratios):
             'step_size': 1,
             'allocation_ratio': ratios[orc.VCPU],
             'reserved': CONF.reserved_host_cpus,
+        }
+    if resources['pcpus']:
+        # Dedicated CPUs are neither overcommitted nor reserved (Nova).
+        inventory[orc.PCPU] = {
+            'total': resources['pcpus'],
+            'min_unit': 1,
+            'max_unit': resources['pcpus'],
+            'step_size': 1,
+            'allocation_ratio': 1.0,
+            'reserved': 0,
         }
     provider_tree.update_inventory(nodename, inventory)
 

@@ -144,7 +144,7 @@ class UpdateInventoryTest(testtools.TestCase):
     resolved by ComputeDriver._get_allocation_ratios as the driver does."""
 
     NODE = 'compute1'
-    FOUND = {'vcpus': 6, 'memory_mb': 15872, 'local_gb': 240}
+    FOUND = {'vcpus': 6, 'pcpus': 0, 'memory_mb': 15872, 'local_gb': 240}
 
     def setUp(self):
         super().setUp()
@@ -193,3 +193,11 @@ class UpdateInventoryTest(testtools.TestCase):
     def test_no_shared_cpus_no_vcpu_inventory(self):
         inventory = self.update(dict(self.FOUND, vcpus=0))
         self.assertEqual({orc.MEMORY_MB, orc.DISK_GB}, set(inventory))
+
+    def test_dedicated_cpus_are_pcpu_never_overcommitted(self):
+        self.conf.config(cpu_allocation_ratio=4.0, reserved_host_cpus=1)
+        inventory = self.update(dict(self.FOUND, vcpus=2, pcpus=4))
+        self.assertEqual({'total': 4, 'reserved': 0, 'min_unit': 1,
+                          'max_unit': 4, 'step_size': 1,
+                          'allocation_ratio': 1.0}, inventory[orc.PCPU])
+        self.assertEqual(2, inventory[orc.VCPU]['total'])
