@@ -32,6 +32,7 @@ import fixtures
 import libvirt
 from oslo_utils import uuidutils
 from nova import context as nova_context
+import nova.conf
 from nova import test
 from nova.tests import fixtures as nova_fixtures
 from nova.tests.functional import fixtures as func_fixtures
@@ -40,6 +41,8 @@ from nova.tests.functional import integrated_helpers
 from nova_kvmx import conf as kvmx_conf  # noqa: F401 (registers [kvmx])
 from nova_kvmx.host import connection
 from tests.functional import guest_image
+
+CONF = nova.conf.CONF
 
 # Poisons of nova.test.TestCase that stand between a test and the host.
 LIFTED_POISONS = (
@@ -110,6 +113,9 @@ class RealLibvirtTestCase(integrated_helpers.InstanceHelperMixin,
         self.api = self.admin_api = self.api_fixture.admin_api
         self.api.microversion = 'latest'
 
+        # The scheduler filters an NFV deployment enables.
+        self.flags(enabled_filters=CONF.filter_scheduler.enabled_filters +
+                   ['NUMATopologyFilter'], group='filter_scheduler')
         self.start_service('conductor')
         self.start_service('scheduler')
         self.ctxt = nova_context.get_admin_context()

@@ -15,6 +15,8 @@
 import os
 
 import os_traits as ot
+from nova import exception as nova_exception
+from nova import objects
 
 from tests.functional import base
 
@@ -69,3 +71,62 @@ class HostReportTest(base.RealLibvirtTestCase):
         with open('/proc/cpuinfo') as f:
             host_has_sse2 = ' sse2' in f.read()
         self.assertEqual(host_has_sse2, ot.HW_CPU_X86_SSE2 in self.traits())
+
+
+class CPUSetsReportTest(base.RealLibvirtTestCase):
+    """[compute] cpu_shared_set / cpu_dedicated_set become VCPU and PCPU
+    inventory and the NUMA cell's cpuset / pcpuset Nova schedules with."""
+
+    START_COMPUTE = False
+
+    def test_shared_and_dedicated_cpus(self):
+        self.flags(cpu_shared_set='0', cpu_dedicated_set='1',
+                   group='compute')
+        self.start_compute()
+        name = self.driver.get_available_nodes()[0]
+        rp = self.placement.get('/resource_providers?name=%s' % name).body[
+            'resource_providers'][0]
+        inventory = self.placement.get(
+            '/resource_providers/%s/inventories' % rp['uuid']).body[
+                'inventories']
+        self.assertEqual((1, 1), (inventory['VCPU']['total'],
+                                  inventory['PCPU']['total']))
+        node = objects.ComputeNode.get_by_nodename(self.ctxt, name)
+        numa = objects.NUMATopology.obj_from_db_obj(node.numa_topology)
+        self.assertEqual([({0}, {1})],
+                         [(cell.cpuset, cell.pcpuset) for cell in numa.cells])
+
+    def test_overlapping_sets_refused_at_start(self):
+        self.flags(cpu_shared_set='0-1', cpu_dedicated_set='1',
+                   group='compute')
+        ex = self.assertRaises(nova_exception.InvalidConfiguration,
+                               self.start_compute)
+        self.assertIn('1', str(ex))
+        self.assertIn('cpu_dedicated_set', str(ex))
+
+    def test_pinned_flavor_claims_pcpu_and_is_refused_cleanly(self):
+        self.flags(cpu_shared_set='0', cpu_dedicated_set='1',
+                   group='compute')
+        self.start_compute()
+        flavor_id = self.create_flavor(
+            name='kvmx.pinned', extra_specs={'hw:cpu_policy': 'dedicated'})
+        server = self._create_server(
+            image_uuid=self.create_bootable_image(), flavor_id=flavor_id,
+            networks='none', expected_state='BUILD')
+        server = self.wait_for_status(server, 'ERROR')
+        # Nova claimed the dedicated CPU; the driver refuses to boot a guest
+        # that would not be pinned, and leaves nothing behind.
+        self.assertIn('does not render NUMA, CPU pinning and hugepage guests',
+                      server['fault']['message'])
+        self.assertFalse(self.domain_exists(server))
+        self.assertFalse(os.path.exists(self.instance_dir(server)))
+
+    def test_1g_pages_flavor_finds_no_host(self):
+        self.start_compute()
+        flavor_id = self.create_flavor(
+            name='kvmx.1g', extra_specs={'hw:mem_page_size': '1GB'})
+        server = self._create_server(
+            image_uuid=self.create_bootable_image(), flavor_id=flavor_id,
+            networks='none', expected_state='BUILD')
+        server = self.wait_for_status(server, 'ERROR')
+        self.assertIn('No valid host', server['fault']['message'])
