@@ -87,6 +87,12 @@ def available_resources(host, instances_path, nodename, virt_type):
     }
 
 
+def _inventory(total, reserved, allocation_ratio):
+    return {'total': total, 'min_unit': 1, 'max_unit': total,
+            'step_size': 1, 'allocation_ratio': allocation_ratio,
+            'reserved': reserved}
+
+
 def update_inventory(provider_tree, nodename, resources, ratios):
     """Set VCPU, PCPU, MEMORY_MB and DISK_GB inventory of ``nodename``.
 
@@ -95,43 +101,20 @@ def update_inventory(provider_tree, nodename, resources, ratios):
         ``ComputeDriver._get_allocation_ratios``
     """
     inventory = {
-        orc.MEMORY_MB: {
-            'total': resources['memory_mb'],
-            'min_unit': 1,
-            'max_unit': resources['memory_mb'],
-            'step_size': 1,
-            'allocation_ratio': ratios[orc.MEMORY_MB],
-            'reserved': CONF.reserved_host_memory_mb,
-        },
-        orc.DISK_GB: {
-            'total': resources['local_gb'],
-            'min_unit': 1,
-            'max_unit': resources['local_gb'],
-            'step_size': 1,
-            'allocation_ratio': ratios[orc.DISK_GB],
-            'reserved': compute_utils.convert_mb_to_ceil_gb(
-                CONF.reserved_host_disk_mb),
-        },
+        orc.MEMORY_MB: _inventory(resources['memory_mb'],
+                                  CONF.reserved_host_memory_mb,
+                                  ratios[orc.MEMORY_MB]),
+        orc.DISK_GB: _inventory(resources['local_gb'],
+                                compute_utils.convert_mb_to_ceil_gb(
+                                    CONF.reserved_host_disk_mb),
+                                ratios[orc.DISK_GB]),
     }
     if resources['vcpus']:
-        inventory[orc.VCPU] = {
-            'total': resources['vcpus'],
-            'min_unit': 1,
-            'max_unit': resources['vcpus'],
-            'step_size': 1,
-            'allocation_ratio': ratios[orc.VCPU],
-            'reserved': CONF.reserved_host_cpus,
-        }
+        inventory[orc.VCPU] = _inventory(
+            resources['vcpus'], CONF.reserved_host_cpus, ratios[orc.VCPU])
     if resources['pcpus']:
         # Dedicated CPUs are neither overcommitted nor reserved (Nova).
-        inventory[orc.PCPU] = {
-            'total': resources['pcpus'],
-            'min_unit': 1,
-            'max_unit': resources['pcpus'],
-            'step_size': 1,
-            'allocation_ratio': 1.0,
-            'reserved': 0,
-        }
+        inventory[orc.PCPU] = _inventory(resources['pcpus'], 0, 1.0)
     provider_tree.update_inventory(nodename, inventory)
 
 
