@@ -33,6 +33,7 @@ Where we differ from Nova's driver, deliberately:
 
 import dataclasses
 
+import nova.conf
 from nova import exception
 from nova import objects
 from nova.virt import hardware
@@ -40,6 +41,7 @@ from oslo_log import log as logging
 from oslo_utils import strutils
 from oslo_utils import units
 
+CONF = nova.conf.CONF
 LOG = logging.getLogger(__name__)
 
 SHARED_SET = '[compute] cpu_shared_set'
@@ -77,12 +79,19 @@ def cpu_sets(online_cpus):
     the deprecated ``[DEFAULT] vcpu_pin_set`` through Nova's parsers; see
     :func:`split_cpus`.
 
-    :raises: InvalidConfiguration
+    :raises: InvalidConfiguration, also when ``[DEFAULT] reserved_host_cpus``
+        is set with either CPU set (CPUs are reserved by leaving them out of
+        both, as in Nova)
     """
+    shared = _read(SHARED_SET, hardware.get_cpu_shared_set)
+    dedicated = _read(DEDICATED_SET, hardware.get_cpu_dedicated_set)
+    if (shared or dedicated) and CONF.reserved_host_cpus:
+        raise exception.InvalidConfiguration(
+            "'[DEFAULT] reserved_host_cpus' cannot be set together with "
+            "'%s' or '%s': leave the CPUs to reserve out of both sets and "
+            "unset it." % (SHARED_SET, DEDICATED_SET))
     return split_cpus(
-        online_cpus,
-        shared=_read(SHARED_SET, hardware.get_cpu_shared_set),
-        dedicated=_read(DEDICATED_SET, hardware.get_cpu_dedicated_set),
+        online_cpus, shared=shared, dedicated=dedicated,
         vcpu_pin=_read(VCPU_PIN_SET, hardware.get_vcpu_pin_set))
 
 

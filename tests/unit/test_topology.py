@@ -100,12 +100,14 @@ class ConfigTestCase(testtools.TestCase):
         self.logger = self.useFixture(fixtures.FakeLogger())
 
     def configure(self, cpu_shared_set=None, cpu_dedicated_set=None,
-                  vcpu_pin_set=None, reserved_huge_pages=None):
+                  vcpu_pin_set=None, reserved_huge_pages=None,
+                  reserved_host_cpus=0):
         self.conf.config(cpu_shared_set=cpu_shared_set,
                          cpu_dedicated_set=cpu_dedicated_set,
                          group='compute')
         self.conf.config(vcpu_pin_set=vcpu_pin_set,
-                         reserved_huge_pages=reserved_huge_pages)
+                         reserved_huge_pages=reserved_huge_pages,
+                         reserved_host_cpus=reserved_host_cpus)
 
     def host_topology(self, caps=None, online=ALL_CPUS, **options):
         """The NUMATopology nova-compute would report with ``options``."""
@@ -163,6 +165,8 @@ class CPUSetsTest(ConfigTestCase):
          ["Invalid '[compute] cpu_shared_set'", "'0-x'"]),
         ({'cpu_dedicated_set': '0,^0'}, ALL_CPUS,
          ["'[compute] cpu_dedicated_set'"]),
+        ({'cpu_dedicated_set': '2-15', 'reserved_host_cpus': 2}, ALL_CPUS,
+         ["'[DEFAULT] reserved_host_cpus'", 'unset it']),
     )
     @ddt.unpack
     def test_invalid(self, options, online, fragments):
