@@ -20,6 +20,7 @@ boundaries.
 import os
 
 import nova.conf
+import nova.conf.neutron
 from nova.virt import driver
 from oslo_log import log as logging
 
@@ -51,6 +52,9 @@ class KVMXDriver(driver.ComputeDriver):
 
     def __init__(self, virtapi, read_only=False):
         super().__init__(virtapi)
+        # [neutron_physnet_<name>] and [neutron_tunnel], as Nova's libvirt
+        # driver registers them once the configuration is loaded.
+        nova.conf.neutron.register_dynamic_opts(CONF)
         self._host = connection.new_host(
             CONF.kvmx.connection_uri,
             lifecycle_event_handler=self.emit_event,

@@ -55,12 +55,24 @@ def disk_gb(path):
     return total // units.Gi, (total - free) // units.Gi, free // units.Gi
 
 
+def physnet_numa_nodes():
+    """{physnet: NUMA nodes} from ``[neutron] physnets`` and the
+    ``[neutron_physnet_<name>] numa_nodes`` options (registered by the
+    driver with ``nova.conf.neutron.register_dynamic_opts``)."""
+    return {name: set(getattr(CONF, 'neutron_physnet_%s' % name).numa_nodes)
+            for name in CONF.neutron.physnets}
+
+
 def host_topology(host):
-    """(CPUSets, NUMATopology) of the host under Nova's CPU and hugepage
-    options; raises InvalidConfiguration when the options do not fit it."""
+    """(CPUSets, NUMATopology) of the host under Nova's CPU, hugepage and
+    network affinity options; raises InvalidConfiguration (or
+    InvalidNetworkNUMAAffinity) when the options do not fit it."""
     caps = host.get_capabilities()
     cpus = topology.cpu_sets(host.get_online_cpus())
-    return cpus, topology.numa_topology(caps, cpus, CONF.reserved_huge_pages)
+    return cpus, topology.numa_topology(
+        caps, cpus, CONF.reserved_huge_pages,
+        physnet_nodes=physnet_numa_nodes(),
+        tunnel_nodes=CONF.neutron_tunnel.numa_nodes)
 
 
 def available_resources(host, instances_path, nodename, virt_type):

@@ -214,7 +214,34 @@ def _socket(cell):
     return sockets.pop() if len(sockets) == 1 else None
 
 
-def _numa_cell(cell, cpu_sets, reserved):
+def network_affinity(physnet_nodes, tunnel_nodes, cell_ids):
+    """{cell id: NetworkMetadata} from ``[neutron_physnet_<name>]
+    numa_nodes`` (given as {physnet: nodes}) and ``[neutron_tunnel]
+    numa_nodes``, so Nova can keep guests next to their networks' NICs.
+
+    :raises: InvalidNetworkNUMAAffinity naming a node the host lacks
+    """
+    physnets = {cell_id: set() for cell_id in cell_ids}
+    for physnet, nodes in sorted(physnet_nodes.items()):
+        for node in nodes:
+            if node not in physnets:
+                raise exception.InvalidNetworkNUMAAffinity(
+                    reason="'[neutron_physnet_%s] numa_nodes' names NUMA "
+                           "node %d, which this host does not have" % (
+                               physnet, node))
+            physnets[node].add(physnet)
+    for node in tunnel_nodes:
+        if node not in physnets:
+            raise exception.InvalidNetworkNUMAAffinity(
+                reason="'[neutron_tunnel] numa_nodes' names NUMA node %d, "
+                       "which this host does not have" % node)
+    return {
+        cell_id: objects.NetworkMetadata(physnets=physnets[cell_id],
+                                         tunneled=cell_id in tunnel_nodes)
+        for cell_id in cell_ids}
+
+
+def _numa_cell(cell, cpu_sets, reserved, network_metadata):
     cpus = {cpu.id for cpu in cell.cpus}
     usable = cpus & (cpu_sets.shared | cpu_sets.dedicated)
     return objects.NUMACell(
@@ -232,11 +259,11 @@ def _numa_cell(cell, cpu_sets, reserved):
                 size_kb=pages.size, total=pages.total, used=0,
                 reserved=reserved.get(pages.size, 0))
             for pages in cell.mempages],
-        network_metadata=objects.NetworkMetadata(
-            physnets=set(), tunneled=False))
+        network_metadata=network_metadata)
 
 
-def numa_topology(caps, cpu_sets, reserved_huge_pages=()):
+def numa_topology(caps, cpu_sets, reserved_huge_pages=(), physnet_nodes=None,
+                  tunnel_nodes=()):
     """The host's ``objects.NUMATopology``, without usage (Nova's resource
     tracker adds the instances' usage itself).
 
@@ -247,16 +274,22 @@ def numa_topology(caps, cpu_sets, reserved_huge_pages=()):
     :param cpu_sets: :class:`CPUSets`
     :param reserved_huge_pages: the value of Nova's ``reserved_huge_pages``
         option, a list of dicts with keys node, size and count
+    :param physnet_nodes: {physnet: NUMA nodes} of its NICs
+    :param tunnel_nodes: NUMA nodes of the tunnel (overlay) NICs
     :returns: the topology, or None when libvirt reports no NUMA cells
-    :raises: InvalidConfiguration for a reservation the host cannot honour
+    :raises: InvalidConfiguration for a reservation the host cannot honour,
+        InvalidNetworkNUMAAffinity for a network on a node it lacks
     """
     topology = caps.host.topology
     cells = topology.cells if topology is not None else []
     reserved = reserved_pages(reserved_huge_pages, cells)
     if not cells:
         return None
+    networks = network_affinity(physnet_nodes or {}, set(tunnel_nodes),
+                                [cell.id for cell in cells])
     return objects.NUMATopology(cells=[
-        _numa_cell(cell, cpu_sets, reserved.get(cell.id, {}))
+        _numa_cell(cell, cpu_sets, reserved.get(cell.id, {}),
+                   networks[cell.id])
         for cell in cells])
 
 

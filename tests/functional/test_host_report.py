@@ -16,6 +16,7 @@ import os
 
 import os_traits as ot
 from nova import exception as nova_exception
+import nova.conf.neutron
 from nova import objects
 
 from tests.functional import base
@@ -95,6 +96,20 @@ class CPUSetsReportTest(base.RealLibvirtTestCase):
         numa = objects.NUMATopology.obj_from_db_obj(node.numa_topology)
         self.assertEqual([({0}, {1})],
                          [(cell.cpuset, cell.pcpuset) for cell in numa.cells])
+
+    def test_physnet_and_tunnel_affinity(self):
+        self.flags(physnets=['provider0'], group='neutron')
+        nova.conf.neutron.register_dynamic_opts(nova.conf.CONF)
+        self.flags(numa_nodes=[0], group='neutron_physnet_provider0')
+        self.flags(numa_nodes=[0], group='neutron_tunnel')
+        self.start_compute()
+        node = objects.ComputeNode.get_by_nodename(
+            self.ctxt, self.driver.get_available_nodes()[0])
+        numa = objects.NUMATopology.obj_from_db_obj(node.numa_topology)
+        cell = numa.cells[0]
+        self.assertEqual(({'provider0'}, True),
+                         (cell.network_metadata.physnets,
+                          cell.network_metadata.tunneled))
 
     def test_overlapping_sets_refused_at_start(self):
         self.flags(cpu_shared_set='0-1', cpu_dedicated_set='1',

@@ -380,3 +380,27 @@ class NovaFittingTest(ConfigTestCase):
         fitted = hardware.numa_fit_instance_to_host(
             host, instance, provider_mapping=None)
         self.assertEqual([3], [cell.id for cell in fitted.cells])
+
+
+class NetworkAffinityTest(testtools.TestCase):
+    """Physnets and tunnels land on the NUMA cells of their NICs."""
+
+    def test_affinity_per_cell(self):
+        networks = topology.network_affinity(
+            {'physnet0': {0}, 'physnet1': {1, 3}}, {3}, [0, 1, 2, 3])
+        self.assertEqual(
+            {0: ({'physnet0'}, False), 1: ({'physnet1'}, False),
+             2: (set(), False), 3: ({'physnet1'}, True)},
+            {cell: (meta.physnets, meta.tunneled)
+             for cell, meta in networks.items()})
+
+    def test_unknown_node_is_named(self):
+        ex = self.assertRaises(
+            nova_exception.InvalidNetworkNUMAAffinity,
+            topology.network_affinity, {'physnet0': {0, 5}}, set(), [0, 1])
+        self.assertIn('[neutron_physnet_physnet0] numa_nodes', str(ex))
+        self.assertIn('node 5', str(ex))
+        ex = self.assertRaises(
+            nova_exception.InvalidNetworkNUMAAffinity,
+            topology.network_affinity, {}, {2}, [0, 1])
+        self.assertIn('[neutron_tunnel] numa_nodes', str(ex))
