@@ -29,6 +29,7 @@ from nova.virt.libvirt import utils as libvirt_utils
 from oslo_serialization import jsonutils
 from oslo_utils import units
 
+from nova_kvmx.host import devices
 from nova_kvmx.host import topology
 
 CONF = nova.conf.CONF
@@ -94,7 +95,8 @@ def available_resources(host, instances_path, nodename, virt_type):
         'cpu_info': cpu_info(caps),
         'disk_available_least': free_gb,
         'supported_instances': [(arch, virt_type, fields.VMMode.HVM)],
-        'pci_passthrough_devices': jsonutils.dumps([]),
+        'pci_passthrough_devices': jsonutils.dumps(
+            devices.pci_devices(host.get_connection())),
         'numa_topology': numa._to_json() if numa else None,
     }
 

@@ -14,6 +14,7 @@
 
 import os
 
+import libvirt
 import os_traits as ot
 from nova import exception as nova_exception
 import nova.conf.neutron
@@ -145,3 +146,29 @@ class CPUSetsReportTest(base.RealLibvirtTestCase):
             networks='none', expected_state='BUILD')
         server = self.wait_for_status(server, 'ERROR')
         self.assertIn('No valid host', server['fault']['message'])
+
+
+class PCIReportTest(base.RealLibvirtTestCase):
+    """This host's PCI devices reach Nova's PCI tracker, which keeps those
+    ``[pci] device_spec`` matches."""
+
+    START_COMPUTE = False
+
+    def test_device_spec_matches_host_devices(self):
+        self.flags(device_spec=['{"vendor_id": "1af4"}'], group='pci')
+        self.start_compute()
+        expected = set()
+        for dev in self.libvirt().listAllDevices(
+                libvirt.VIR_CONNECT_LIST_NODE_DEVICES_CAP_PCI_DEV):
+            xml = dev.XMLDesc(0)
+            if "<vendor id='0x1af4'" in xml:
+                expected.add(dev.name())
+        self.assertNotEqual(set(), expected)  # virtio devices of this VM
+        node = objects.ComputeNode.get_by_nodename(
+            self.ctxt, self.driver.get_available_nodes()[0])
+        tracked = objects.PciDeviceList.get_by_compute_node(
+            self.ctxt, node.id)
+        self.assertEqual(expected, {'pci_' + d.address.replace(
+            ':', '_').replace('.', '_') for d in tracked})
+        self.assertEqual({'available'}, {d.status for d in tracked})
+        self.assertEqual({'type-PCI'}, {d.dev_type for d in tracked})
