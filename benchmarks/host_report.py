@@ -1,0 +1,242 @@
+"""Periodic host report at scale: nova-kvmx vs Nova's stock libvirt driver.
+
+Measures, per host shape (NUMA nodes x SR-IOV VFs x defined instances), the
+wall time of the resource tracker's periodic pair of calls,
+``get_available_resource(node)`` followed by ``update_provider_tree(tree,
+node)``, for ``nova_kvmx.driver.KVMXDriver`` and for
+``nova.virt.libvirt.driver.LibvirtDriver``, both on the *same* fake libvirt
+connection (Nova's ``nova.tests.fixtures.libvirt``) so that the shapes need
+not exist on this machine. Prints the cold (first call after init_host) and
+warm (median of --repeat calls) times in ms and the ratio Nova/ours.
+
+Figures only: nothing is asserted. Libvirt itself is faked, so the numbers
+measure the drivers' own Python work (XML parsing, object building), not
+libvirtd round trips.
+
+Run from the repo root:
+    /tmp/venv-probe/bin/python benchmarks/host_report.py [--quick]
+        [--repeat N] [--profile]
+"""
+
+import os
+import sys
+
+os.environ.setdefault('OS_NOVA_DISABLE_EVENTLET_PATCHING', '1')
+from nova import monkey_patch  # noqa: E402
+monkey_patch.patch()
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__))))
+
+import argparse  # noqa: E402
+import cProfile  # noqa: E402
+import contextlib  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import platform  # noqa: E402
+import pstats  # noqa: E402
+import statistics  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from unittest import mock  # noqa: E402
+import uuid  # noqa: E402
+
+import fixtures  # noqa: E402
+import nova.conf  # noqa: E402
+from nova.compute import provider_tree  # noqa: E402
+from nova.tests.fixtures import libvirt as fakelibvirt  # noqa: E402
+from nova import version as nova_version  # noqa: E402
+
+from nova_kvmx import driver as kvmx_driver  # noqa: E402
+
+CONF = nova.conf.CONF
+CORES, THREADS = 4, 2          # per NUMA node: 8 host CPUs
+VFS_PER_PF, PFS_PER_BUS = 4, 32  # fake VFs use functions 1-4 of a PF's slot
+
+DOMAIN_XML = """<domain type='kvm'>
+  <name>instance-%(n)08x</name><uuid>%(uuid)s</uuid>
+  <memory>524288</memory><vcpu>2</vcpu>
+  <os><type arch='x86_64'>hvm</type></os>
+  <devices><disk type='file' device='disk'>
+    <driver name='qemu' type='raw'/>
+    <source file='%(disk)s'/><target dev='vda' bus='virtio'/>
+  </disk></devices>
+</domain>"""
+
+
+def pci_info(numa_nodes, vfs):
+    """Nova's fake PFs and VFs, spread over buses (32 PFs of 4 VFs each,
+    so every VF gets a valid slot/function) and round-robin NUMA nodes."""
+    info = fakelibvirt.HostPCIDevicesInfo(num_pfs=0, num_vfs=0)
+    per_bus = PFS_PER_BUS * VFS_PER_PF
+    for b in range(0, vfs, per_bus):
+        n_vfs = min(per_bus, vfs - b)
+        part = fakelibvirt.HostPCIDevicesInfo(
+            num_pfs=n_vfs // VFS_PER_PF, num_vfs=n_vfs,
+            numa_node=(b // per_bus) % numa_nodes, bus=0x10 + b // per_bus)
+        info.devices.update(part.devices)
+    return info
+
+
+def make_connection(numa_nodes, vfs, instances, tmp):
+    host_info = fakelibvirt.HostInfo(
+        cpu_nodes=numa_nodes, cpu_sockets=1, cpu_cores=CORES,
+        cpu_threads=THREADS, kB_mem=numa_nodes * 16 * 1024 * 1024)
+    conn = fakelibvirt.Connection(
+        'qemu:///system', hostname='bench', host_info=host_info,
+        pci_info=pci_info(numa_nodes, vfs))
+    for n in range(instances):
+        disk = os.path.join(tmp, 'disk-%d' % n)  # sparse raw: no qemu-img
+        with open(disk, 'wb') as f:
+            f.truncate(1 << 30)
+        conn.defineXML(DOMAIN_XML % {'n': n, 'uuid': uuid.uuid4(),
+                                     'disk': disk}).create()
+    return conn
+
+
+def configure(numa_nodes, vfs, tmp):
+    ncpus = numa_nodes * CORES * THREADS
+    CONF.set_override('instances_path', tmp)
+    CONF.set_override('cpu_shared_set', '0-1', 'compute')
+    CONF.set_override('cpu_dedicated_set', '2-%d' % (ncpus - 1), 'compute')
+    spec = [json.dumps({'vendor_id': '8086', 'product_id': '1515',
+                        'physical_network': 'physnet1'})] if vfs else []
+    CONF.set_override('device_spec', spec, 'pci')
+
+
+def timed(drv, node, repeat):
+    # one tree across calls, as the resource tracker keeps its cached tree
+    tree = provider_tree.ProviderTree()
+    tree.new_root(node, str(uuid.uuid4()))
+
+    def once():
+        t0 = time.perf_counter()
+        drv.get_available_resource(node)
+        drv.update_provider_tree(tree, node)
+        return (time.perf_counter() - t0) * 1000
+    cold = once()
+    return cold, statistics.median(once() for _ in range(repeat))
+
+
+def new_driver(kind):
+    if kind == 'ours':
+        drv = kvmx_driver.KVMXDriver(mock.Mock(), False)
+    else:
+        from nova.virt.libvirt import driver as nova_driver
+        drv = nova_driver.LibvirtDriver(mock.Mock(), False)
+    drv.init_host('bench')
+    return drv
+
+
+def measure(kind, conn, repeat, profile=False):
+    """(cold ms, warm ms) or an 'n/a: reason' string."""
+    try:
+        with fixtures.MonkeyPatch(
+                'nova.tests.fixtures.libvirt.openAuth',
+                lambda *a, **k: conn):
+            drv = new_driver(kind)
+            node = drv.get_available_nodes()[0]
+            result = timed(drv, node, repeat)
+            if profile:
+                prof = cProfile.Profile()
+                prof.enable()
+                timed(drv, node, repeat)
+                prof.disable()
+                pstats.Stats(prof, stream=sys.stdout).sort_stats(
+                    'cumulative').print_stats(25)
+            with contextlib.suppress(Exception):
+                drv.cleanup_host('bench')
+            return result
+    except Exception as ex:  # report, do not fail the whole table
+        if os.environ.get('BENCH_DEBUG'):
+            import traceback
+            traceback.print_exc()
+        return 'n/a: %s: %s' % (type(ex).__name__, str(ex)[:60])
+
+
+class Env(fixtures.Fixture):
+    """Nova's LibvirtFixture plus our modules pointed at fake libvirt,
+    and no database for Nova's driver."""
+
+    def _setUp(self):
+        self.useFixture(fakelibvirt.LibvirtFixture())
+        for mod in ('nova_kvmx.host.devices', 'nova_kvmx.lifecycle'):
+            self.useFixture(fixtures.MonkeyPatch(mod + '.libvirt',
+                                                 fakelibvirt))
+        # Nova's driver asks the database for this host's instances (disk
+        # overcommit); there is no database here: none are known to it.
+        from nova import objects
+        objects.register_all()
+        self.useFixture(fixtures.MockPatch(
+            'nova.objects.InstanceList.get_by_filters', return_value=[]))
+        self.useFixture(fixtures.MockPatch(
+            'nova.objects.BlockDeviceMappingList.bdms_by_instance_uuid',
+            return_value={}))
+        # first report of a new compute node: nothing to reshape to PCPU
+        self.useFixture(fixtures.MockPatch(
+            'nova.objects.ComputeNode.get_by_nodename',
+            return_value=mock.Mock(numa_topology=None)))
+
+
+def fmt(res, idx):
+    return '%9.1f' % res[idx] if isinstance(res, tuple) else '%9s' % 'n/a'
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('--quick', action='store_true',
+                   help='small grid: NUMA {2,4} x VFs {0,1024} x inst {0,100}')
+    p.add_argument('--repeat', type=int, default=7,
+                   help='warm calls per driver and shape (median printed)')
+    p.add_argument('--profile', action='store_true',
+                   help='cProfile our warm path at 4 NUMA/1024 VFs/100 inst')
+    args = p.parse_args()
+    logging.disable(logging.CRITICAL)  # Nova logs every fake device
+    CONF([], project='nova', default_config_files=[])
+
+    if args.quick:
+        grid = [(n, v, i) for n in (2, 4) for v in (0, 1024) for i in (0, 100)]
+    else:
+        grid = [(n, v, i) for n in (2, 4, 8) for v in (0, 256, 1024, 4096)
+                for i in (0, 100, 200)]
+    if args.profile:
+        grid = [(4, 1024, 100)]
+
+    print('machine: nproc=%d python=%s nova=%s platform=%s' % (
+        os.cpu_count(), platform.python_version(),
+        nova_version.version_string(), platform.platform()))
+    print('calls: get_available_resource + update_provider_tree on Nova\'s '
+          'fake libvirt; warm = median of %d; times in ms' % args.repeat)
+    head = '%5s %5s %5s | %9s %9s | %9s %9s | %7s %7s' % (
+        'numa', 'vfs', 'inst', 'ours-cold', 'ours-warm', 'nova-cold',
+        'nova-warm', 'x-cold', 'x-warm')
+    print(head)
+    print('-' * len(head))
+    notes = []
+    with Env(), tempfile.TemporaryDirectory() as tmp:
+        for numa, vfs, inst in grid:
+            configure(numa, vfs, tmp)
+            res = {}
+            for kind in ('ours', 'nova'):
+                # a fresh connection each: no cache shared between drivers
+                conn = make_connection(numa, vfs, inst, tmp)
+                res[kind] = measure(kind, conn, args.repeat,
+                                    args.profile and kind == 'ours')
+                if isinstance(res[kind], str):
+                    notes.append('%s %s/%s/%s: %s' % (kind, numa, vfs, inst,
+                                                      res[kind]))
+            ratio = ['%7s' % 'n/a'] * 2
+            if all(isinstance(r, tuple) for r in res.values()):
+                ratio = ['%7.2f' % (res['nova'][i] / res['ours'][i])
+                         for i in (0, 1)]
+            print('%5d %5d %5d | %s %s | %s %s | %s %s' % (
+                numa, vfs, inst, fmt(res['ours'], 0), fmt(res['ours'], 1),
+                fmt(res['nova'], 0), fmt(res['nova'], 1), *ratio),
+                flush=True)
+    for note in notes:
+        print(note)
+    print('x = Nova / ours (above 1: ours is faster)')
+
+
+if __name__ == '__main__':
+    main()
