@@ -14,7 +14,7 @@ measure the drivers' own Python work (XML parsing, object building), not
 libvirtd round trips.
 
 Run from the repo root:
-    /tmp/venv-probe/bin/python benchmarks/host_report.py [--quick]
+    .venv/bin/python benchmarks/host_report.py [--quick]
         [--repeat N] [--profile]
 """
 

@@ -126,7 +126,8 @@ class KVMXDriver(driver.ComputeDriver):
     def update_provider_tree(self, provider_tree, nodename, allocations=None):
         inventory = provider_tree.data(nodename).inventory
         resources.update_inventory(
-            provider_tree, nodename, self.get_available_resource(nodename),
+            provider_tree, nodename,
+            resources.inventory_totals(self._host, CONF.instances_path),
             self._get_allocation_ratios(inventory))
         resources.update_traits(provider_tree, nodename, resources.cpu_traits(
             self._host.get_capabilities(),

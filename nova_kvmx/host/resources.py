@@ -65,27 +65,37 @@ def physnet_numa_nodes():
 
 
 def host_topology(host):
-    """(CPUSets, NUMATopology) of the host under Nova's CPU, hugepage and
-    network affinity options; raises InvalidConfiguration (or
-    InvalidNetworkNUMAAffinity) when the options do not fit it."""
+    """The host's NUMATopology under Nova's CPU, hugepage and network
+    affinity options; raises InvalidConfiguration (or
+    InvalidNetworkNUMAAffinity) when the options do not fit the host."""
     caps = host.get_capabilities()
     cpus = topology.cpu_sets(host.get_online_cpus())
-    return cpus, topology.numa_topology(
+    return topology.numa_topology(
         caps, cpus, CONF.reserved_huge_pages,
         physnet_nodes=physnet_numa_nodes(),
         tunnel_nodes=CONF.neutron_tunnel.numa_nodes)
 
 
-def available_resources(host, instances_path, nodename, virt_type):
-    caps = host.get_capabilities()
-    cpus, numa = host_topology(host)
-    total_gb, used_gb, free_gb = disk_gb(instances_path)
-    arch = caps.host.cpu.arch
+def inventory_totals(host, instances_path):
+    """The totals Placement inventory needs: none of the costly parts of
+    the compute node record (PCI devices, NUMA topology), as
+    update_provider_tree runs right after get_available_resource."""
+    cpus = topology.cpu_sets(host.get_online_cpus())
     return {
         'vcpus': len(cpus.shared),
         'pcpus': len(cpus.dedicated),
         'memory_mb': host.get_memory_mb_total(),
-        'local_gb': total_gb,
+        'local_gb': disk_gb(instances_path)[0],
+    }
+
+
+def available_resources(host, instances_path, nodename, virt_type):
+    caps = host.get_capabilities()
+    numa = host_topology(host)
+    _total_gb, used_gb, free_gb = disk_gb(instances_path)
+    arch = caps.host.cpu.arch
+    return {
+        **inventory_totals(host, instances_path),
         'vcpus_used': 0,
         'memory_mb_used': host.get_memory_mb_used(),
         'local_gb_used': used_gb,
@@ -110,7 +120,7 @@ def _inventory(total, reserved, allocation_ratio):
 def update_inventory(provider_tree, nodename, resources, ratios):
     """Set VCPU, PCPU, MEMORY_MB and DISK_GB inventory of ``nodename``.
 
-    :param resources: the dict from :func:`available_resources`
+    :param resources: the dict from :func:`inventory_totals`
     :param ratios: allocation ratios per resource class, from
         ``ComputeDriver._get_allocation_ratios``
     """
