@@ -209,6 +209,23 @@ class RealLibvirtTestCase(integrated_helpers.InstanceHelperMixin,
                               timeout, output[-2000:]))
             time.sleep(0.5)
 
+    def boot_and_expect_error(self, image_id, flavor_id, networks='none'):
+        """Boot a server that must fail; check it left nothing behind (no
+        domain, no instance directory, no partial image in the cache) and
+        return the fault message the user sees."""
+        server = self._create_server(
+            image_uuid=image_id, flavor_id=flavor_id, networks=networks,
+            expected_state='BUILD')
+        server = self.wait_for_status(server, 'ERROR')
+        self.assertFalse(self.domain_exists(server))
+        self.assertFalse(os.path.exists(self.instance_dir(server)))
+        cache = os.path.join(self.instances_path, '_base')
+        leftovers = [f for f in os.listdir(cache)
+                     if f.endswith(('.part', '.converted'))] \
+            if os.path.isdir(cache) else []
+        self.assertEqual([], leftovers)
+        return server['fault']['message']
+
     def console_output(self, server):
         """The serial console output, as a user reads it from the API."""
         return self.api.post_server_action(

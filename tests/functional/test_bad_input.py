@@ -54,20 +54,6 @@ class BuildErrorTest(base.RealLibvirtTestCase):
         super().setUp()
         self.flavor_id = self.create_flavor()
 
-    def boot_and_expect_error(self, image_id, networks='none'):
-        server = self._create_server(
-            image_uuid=image_id, flavor_id=self.flavor_id,
-            networks=networks, expected_state='BUILD')
-        server = self.wait_for_status(server, 'ERROR')
-        self.assertFalse(self.domain_exists(server))
-        self.assertFalse(os.path.exists(self.instance_dir(server)))
-        cache = os.path.join(self.instances_path, '_base')
-        leftovers = [f for f in os.listdir(cache)
-                     if f.endswith(('.part', '.converted'))] \
-            if os.path.isdir(cache) else []
-        self.assertEqual([], leftovers)
-        return server['fault']['message']
-
     def upload_bytes(self, data, disk_format, **properties):
         path = os.path.join(self.useFixture(fixtures.TempDir()).path, 'img')
         with open(path, 'wb') as f:
@@ -77,7 +63,7 @@ class BuildErrorTest(base.RealLibvirtTestCase):
     def test_image_is_not_a_disk_image(self):
         image_id = self.upload_bytes(b'#!/bin/sh\necho not a disk\n' * 100,
                                      'qcow2')
-        fault = self.boot_and_expect_error(image_id)
+        fault = self.boot_and_expect_error(image_id, self.flavor_id)
         self.assertIn(image_id, fault)
         self.assertIn('unacceptable', fault)
 
@@ -88,7 +74,7 @@ class BuildErrorTest(base.RealLibvirtTestCase):
                         '-b', '/etc/hostname', '-u', path, '16M'],
                        check=True, capture_output=True, timeout=30)
         image_id = self._upload(path, 'qcow2', 'evil')
-        fault = self.boot_and_expect_error(image_id)
+        fault = self.boot_and_expect_error(image_id, self.flavor_id)
         self.assertIn(image_id, fault)
         self.assertIn('unacceptable', fault)
 
@@ -104,7 +90,7 @@ class BuildErrorTest(base.RealLibvirtTestCase):
 
         self.useFixture(fixtures.MockPatchObject(
             self.glance, 'download', side_effect=broken_download))
-        fault = self.boot_and_expect_error(image_id)
+        fault = self.boot_and_expect_error(image_id, self.flavor_id)
         self.assertIn('Could not fetch image', fault)
         self.assertIn('Connection reset by peer', fault)
 
@@ -112,7 +98,7 @@ class BuildErrorTest(base.RealLibvirtTestCase):
         guest = base.guest_image.get_guest_artifacts()
         image_id = self._upload(guest.root_disk, 'qcow2', 'bad-machine',
                                 hw_machine_type='kvmx-no-such-machine')
-        fault = self.boot_and_expect_error(image_id)
+        fault = self.boot_and_expect_error(image_id, self.flavor_id)
         # libvirt's own reason follows (its wording varies by version).
         self.assertRegex(fault, 'Guest kvmxtest-[0-9a-f]+-[0-9a-f]+ did not '
                                 'start: .+')
@@ -120,7 +106,7 @@ class BuildErrorTest(base.RealLibvirtTestCase):
     def test_port_with_unsupported_vif_type(self):
         image_id = self.create_bootable_image()
         fault = self.boot_and_expect_error(
-            image_id,
+            image_id, self.flavor_id,
             networks=[{'uuid': nova_fixtures.NeutronFixture.network_1['id']}])
         self.assertIn('does not support VIF type', fault)
 

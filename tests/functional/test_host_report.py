@@ -126,26 +126,20 @@ class CPUSetsReportTest(base.RealLibvirtTestCase):
         self.start_compute()
         flavor_id = self.create_flavor(
             name='kvmx.pinned', extra_specs={'hw:cpu_policy': 'dedicated'})
-        server = self._create_server(
-            image_uuid=self.create_bootable_image(), flavor_id=flavor_id,
-            networks='none', expected_state='BUILD')
-        server = self.wait_for_status(server, 'ERROR')
         # Nova claimed the dedicated CPU; the driver refuses to boot a guest
         # that would not be pinned, and leaves nothing behind.
+        fault = self.boot_and_expect_error(self.create_bootable_image(),
+                                           flavor_id)
         self.assertIn('does not render NUMA, CPU pinning and hugepage guests',
-                      server['fault']['message'])
-        self.assertFalse(self.domain_exists(server))
-        self.assertFalse(os.path.exists(self.instance_dir(server)))
+                      fault)
 
     def test_1g_pages_flavor_finds_no_host(self):
         self.start_compute()
         flavor_id = self.create_flavor(
             name='kvmx.1g', extra_specs={'hw:mem_page_size': '1GB'})
-        server = self._create_server(
-            image_uuid=self.create_bootable_image(), flavor_id=flavor_id,
-            networks='none', expected_state='BUILD')
-        server = self.wait_for_status(server, 'ERROR')
-        self.assertIn('No valid host', server['fault']['message'])
+        fault = self.boot_and_expect_error(self.create_bootable_image(),
+                                           flavor_id)
+        self.assertIn('No valid host', fault)
 
 
 class PCIReportTest(base.RealLibvirtTestCase):

@@ -15,6 +15,7 @@
 import os
 import signal
 
+import libvirt
 from lxml import etree
 
 from tests.functional import base
@@ -109,7 +110,6 @@ class ServerLifecycleTest(base.RealLibvirtTestCase):
         self.assertFalse(os.path.exists(self.instance_dir(server)))
 
     def _libvirt_state(self, server):
-        import libvirt
         state, _reason = self.domain(server).state()
         return {libvirt.VIR_DOMAIN_RUNNING: 'running',
                 libvirt.VIR_DOMAIN_PAUSED: 'paused',
