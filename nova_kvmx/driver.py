@@ -113,9 +113,6 @@ class KVMXDriver(driver.ComputeDriver):
     def get_available_nodes(self, refresh=False):
         return [self._host.get_hostname()]
 
-    def get_nodenames_by_uuid(self, refresh=False):
-        return {self._host.get_node_uuid(): self._host.get_hostname()}
-
     def get_host_ip_addr(self):
         return CONF.my_ip
 
