@@ -30,6 +30,7 @@ from nova_kvmx.guest import planner
 from nova_kvmx.guest import spec
 from nova_kvmx.host import connection
 from nova_kvmx.host import resources
+from nova_kvmx.host import topology
 from nova_kvmx import lifecycle
 from nova_kvmx import storage
 from nova_kvmx import version
@@ -48,6 +49,7 @@ class KVMXDriver(driver.ComputeDriver):
         supports_image_type_ami=True,
         supports_image_type_qcow2=True,
         supports_image_type_raw=True,
+        supports_pcpus=True,
     )
 
     def __init__(self, virtapi, read_only=False):
@@ -86,7 +88,7 @@ class KVMXDriver(driver.ComputeDriver):
         connection.check_host(self._host, CONF.kvmx.virt_type, arch)
         # CPU sets and reserved hugepages that do not fit the host stop
         # nova-compute here, not in every periodic task.
-        resources.host_topology(self._host)
+        numa = resources.host_topology(self._host)
         os.makedirs(CONF.instances_path, mode=storage.DIR_MODE,
                     exist_ok=True)
         return spec.DriverSettings(
@@ -98,7 +100,11 @@ class KVMXDriver(driver.ComputeDriver):
             vnc_listen=CONF.vnc.server_listen if CONF.vnc.enabled else None,
             package_version=version.version_string(),
             disk_cache=('none' if storage.supports_direct_io(
-                CONF.instances_path) else 'writeback'))
+                CONF.instances_path) else 'writeback'),
+            host_cpus=topology.guest_cpu_pools(
+                numa, topology.cpu_sets(self._host.get_online_cpus())),
+            small_page_kb=topology.small_page_kb(numa),
+            realtime_priority=CONF.kvmx.realtime_scheduler_priority)
 
     def cleanup_host(self, host):
         self._host.close()

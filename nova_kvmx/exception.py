@@ -37,11 +37,6 @@ class UnsupportedDisks(exception.InternalError):
     msg_fmt = ('nova-kvmx does not support %(what)s yet: %(detail)s')
 
 
-class UnsupportedClaim(exception.InternalError):
-    msg_fmt = ('nova-kvmx does not render %(what)s yet (the claim has '
-               '%(cells)d NUMA cells)')
-
-
 class LibvirtUnreachable(exception.HypervisorUnavailable):
     msg_fmt = ('Cannot connect to libvirt at %(uri)s: is libvirtd running '
                'and is [kvmx] connection_uri right?')

@@ -59,7 +59,6 @@ class GuestLifecycle(object):
               admin_password, network_info, block_device_info=None):
         reject_network_info(network_info)
         reject_volumes(block_device_info)
-        reject_numa_claim(instance)
         self.host.get_connection()
         files = self.storage.prepare(context, instance, image_meta,
                                      injected_files, admin_password,
@@ -260,16 +259,6 @@ def name_pattern(template):
     return re.compile(''.join(
         conversions[part] if i % 2 else re.escape(part)
         for i, part in enumerate(parts)))
-
-
-def reject_numa_claim(instance):
-    """Refuse a guest whose claim has a NUMA topology (NUMA nodes, pinned
-    CPUs, hugepages): booting it unpinned would not realise what Nova
-    claimed, and rendering those claims is not part of this driver yet."""
-    if instance.numa_topology:
-        raise kvmx_exception.UnsupportedClaim(
-            what='NUMA, CPU pinning and hugepage guests',
-            cells=len(instance.numa_topology.cells))
 
 
 def reject_volumes(block_device_info):

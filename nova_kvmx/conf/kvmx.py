@@ -73,6 +73,17 @@ Default QEMU machine type when the image has no ``hw_machine_type``
 property.
 """),
     cfg.IntOpt(
+        'realtime_scheduler_priority',
+        default=1,
+        min=1,
+        max=99,
+        help="""
+SCHED_FIFO priority of the realtime vCPUs of ``hw:cpu_realtime=yes``
+guests (the counterpart of Nova's ``[libvirt]
+realtime_scheduler_priority``). Host kernel threads that must preempt the
+guest on its CPUs need a higher priority.
+"""),
+    cfg.IntOpt(
         'soft_reboot_timeout',
         default=120,
         min=1,

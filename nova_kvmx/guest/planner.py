@@ -20,6 +20,7 @@ host-wide :class:`DriverSettings`.
 from nova import exception
 from nova.virt import hardware
 
+from nova_kvmx.guest import numa
 from nova_kvmx.guest import spec
 
 # The consoles Nova's libvirt driver puts on a direct kernel boot command
@@ -42,12 +43,13 @@ def plan_guest(context, instance, image_meta, files, settings):
     flavor = instance.flavor
     props = image_meta.properties
     disks = plan_disks(files, props, settings.disk_cache)
+    machine_type = props.get('hw_machine_type', settings.machine_type)
     return spec.GuestSpec(
         uuid=instance.uuid,
         name=instance.name,
         virt_type=settings.virt_type,
         arch=settings.arch,
-        machine_type=props.get('hw_machine_type', settings.machine_type),
+        machine_type=machine_type,
         memory_mb=flavor.memory_mb,
         vcpus=flavor.vcpus,
         cpu=plan_cpu(flavor, image_meta, settings),
@@ -57,6 +59,8 @@ def plan_guest(context, instance, image_meta, files, settings):
         owner=plan_owner(context, instance, image_meta),
         package_version=settings.package_version,
         vnc_listen=settings.vnc_listen,
+        **numa.plan_numa(instance.numa_topology, flavor, image_meta,
+                         machine_type, settings),
     )
 
 

@@ -20,6 +20,8 @@ nothing else.
 
 from nova.virt.libvirt import config as vconfig
 
+from nova_kvmx.guest import render_numa
+
 # SMBIOS values cloud-init and other guest tools use to recognise a Nova
 # guest; the same as Nova's libvirt driver sets.
 SMBIOS_MANUFACTURER = 'OpenStack Foundation'
@@ -50,6 +52,7 @@ def build_domain(guest):
     conf.features = [vconfig.LibvirtConfigGuestFeatureACPI(),
                      vconfig.LibvirtConfigGuestFeatureAPIC()]
     conf.cpu = build_cpu(guest.cpu)
+    render_numa.apply_numa(conf, guest)
     conf.clock = build_clock()
     for disk in guest.disks:
         conf.add_device(build_disk(disk))
@@ -58,7 +61,7 @@ def build_domain(guest):
     if guest.vnc_listen is not None:
         conf.add_device(build_vnc(guest.vnc_listen))
         conf.add_device(vconfig.LibvirtConfigGuestVideo())
-    conf.add_device(build_memballoon())
+    conf.add_device(build_memballoon(guest.memballoon))
     return conf
 
 
@@ -167,8 +170,13 @@ def build_vnc(listen):
     return graphics
 
 
-def build_memballoon():
+def build_memballoon(enabled):
+    """A virtio balloon with memory statistics, or an explicit 'none'
+    (without a <memballoon> libvirt adds one)."""
     balloon = vconfig.LibvirtConfigMemoryBalloon()
-    balloon.model = 'virtio'
-    balloon.period = MEMBALLOON_STATS_PERIOD
+    if enabled:
+        balloon.model = 'virtio'
+        balloon.period = MEMBALLOON_STATS_PERIOD
+    else:
+        balloon.model = 'none'
     return balloon

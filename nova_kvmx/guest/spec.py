@@ -22,6 +22,29 @@ import dataclasses
 
 
 @dataclasses.dataclass(frozen=True)
+class HostCPUs:
+    """The host CPUs that unpinned guest threads may use, as Nova's libvirt
+    driver decides them from ``[compute] cpu_shared_set`` (or the
+    deprecated ``vcpu_pin_set``).
+
+    :param cell_shared: {host cell id: its shared CPUs}, where the unpinned
+        vCPUs of a guest cell float
+    :param floating: where a guest without a NUMA topology runs; None when
+        no option confines it (every online CPU)
+    :param emulator_shared: ``cpu_shared_set`` (online CPUs only), where
+        the ``share`` emulator thread policy puts emulator threads; empty
+        when unset, and they then float with the non-realtime vCPUs
+    """
+
+    cell_shared: tuple[tuple[int, frozenset], ...] = ()
+    floating: frozenset | None = None
+    emulator_shared: frozenset = frozenset()
+
+    def shared_in_cell(self, cell_id):
+        return dict(self.cell_shared).get(cell_id, frozenset())
+
+
+@dataclasses.dataclass(frozen=True)
 class DriverSettings:
     """The host-wide settings planning depends on (read from CONF once)."""
 
@@ -34,6 +57,10 @@ class DriverSettings:
     package_version: str = ''
     # 'none' (O_DIRECT) unless the instances directory cannot do it.
     disk_cache: str = 'none'
+    host_cpus: HostCPUs = HostCPUs()
+    # The host's base page size: memory not in large pages.
+    small_page_kb: int = 4
+    realtime_priority: int = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +106,33 @@ class CPUSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class GuestCell:
+    """One guest NUMA cell, bound to the host cell Nova claimed for it."""
+
+    id: int
+    host_cell: int
+    vcpus: frozenset
+    memory_mb: int
+    # The large page size backing the cell, None for the host's small pages.
+    page_size_kb: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class CPUTuning:
+    """Where each vCPU and the emulator threads run, and which vCPUs are
+    realtime.
+
+    :param vcpu_pins: ((vCPU, host CPUs), ...) in vCPU order: one CPU for a
+        pinned vCPU, the cell's shared CPUs for a floating one
+    """
+
+    vcpu_pins: tuple[tuple[int, frozenset], ...]
+    emulator_pin: frozenset
+    realtime_vcpus: frozenset = frozenset()
+    realtime_priority: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class OwnerInfo:
     """Who and what the guest is, kept in the domain's Nova metadata so an
     operator reading ``virsh dumpxml`` sees the server behind a domain."""
@@ -114,3 +168,15 @@ class GuestSpec:
     owner: OwnerInfo
     package_version: str
     vnc_listen: str | None = None
+    # NUMA, pinning and memory: empty/None for a guest without a NUMA claim.
+    numa_cells: tuple[GuestCell, ...] = ()
+    cpu_tuning: CPUTuning | None = None
+    # Host CPUs a guest without NUMA claim floats over (None: anywhere).
+    cpuset: frozenset | None = None
+    # Guest memory shared with other processes (vhost-user back ends).
+    shared_memory: bool = False
+    locked_memory: bool = False
+    # False keeps KSM from merging the guest's pages.
+    share_pages: bool = True
+    pmu: bool | None = None
+    memballoon: bool = True

@@ -41,6 +41,8 @@ from oslo_log import log as logging
 from oslo_utils import strutils
 from oslo_utils import units
 
+from nova_kvmx.guest import spec
+
 CONF = nova.conf.CONF
 LOG = logging.getLogger(__name__)
 
@@ -299,3 +301,28 @@ def has_hyperthreading(caps):
     return any(len(cpu.siblings or ()) > 1
                for cell in (topology.cells if topology is not None else ())
                for cpu in cell.cpus)
+
+
+def guest_cpu_pools(numa, cpu_sets):
+    """Where the unpinned threads of guests run on this host
+    (:class:`spec.HostCPUs`), as Nova's libvirt driver places them.
+
+    A guest without a NUMA claim is confined to the shared CPUs only when
+    ``[compute] cpu_shared_set`` or ``vcpu_pin_set`` says which; emulator
+    threads under the ``share`` policy go to ``cpu_shared_set`` only.
+    """
+    shared_option = CONF.compute.cpu_shared_set or CONF.vcpu_pin_set
+    return spec.HostCPUs(
+        cell_shared=tuple((cell.id, frozenset(cell.cpuset))
+                          for cell in (numa.cells if numa else ())),
+        floating=cpu_sets.shared if shared_option else None,
+        emulator_shared=(cpu_sets.shared if CONF.compute.cpu_shared_set and
+                         not CONF.vcpu_pin_set else frozenset()))
+
+
+def small_page_kb(numa):
+    """The host's base page size (the smallest it reports), 4 KiB when
+    libvirt reports no NUMA cells."""
+    if not numa or not numa.cells[0].mempages:
+        return 4
+    return min(pages.size_kb for pages in numa.cells[0].mempages)

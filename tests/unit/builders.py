@@ -38,11 +38,13 @@ def flavor(vcpus=2, memory_mb=512, root_gb=1, extra_specs=None, **kw):
     return objects.Flavor(**fields)
 
 
-def instance(display_name='vnf-1', flavor_obj=None, uuid=INSTANCE_UUID):
+def instance(display_name='vnf-1', flavor_obj=None, uuid=INSTANCE_UUID,
+             numa_topology=None):
     return objects.Instance(
         id=1, uuid=uuid, display_name=display_name,
         flavor=flavor_obj or flavor(), user_id=USER_ID,
-        project_id=PROJECT_ID, kernel_id=None, ramdisk_id=None)
+        project_id=PROJECT_ID, kernel_id=None, ramdisk_id=None,
+        numa_topology=numa_topology)
 
 
 def image(with_id=True, **props):
