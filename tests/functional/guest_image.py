@@ -34,6 +34,7 @@ from oslo_concurrency import processutils
 
 BOOT_MARKER_PREFIX = 'KVMX-GUEST-BOOTED'
 POWEROFF_MARKER_PREFIX = 'KVMX-GUEST-POWEROFF'
+NUMA_MARKER_PREFIX = 'KVMX-GUEST-NUMA-NODE'
 DEFAULT_MARKER = 'kvmx'
 # console=ttyS0: the marker must land in libvirt's serial <log>.
 # panic=0: a broken guest stays visibly hung instead of reboot-looping.
@@ -196,6 +197,10 @@ for ev in /sys/class/input/event*; do
     fi
 done
 [ -n "$!" ] || echo "KVMX-GUEST-WARNING no ACPI power button"
+# The NUMA nodes the guest sees, with their CPUs, for NUMA flavor tests.
+for n in /sys/devices/system/node/node*; do
+    [ -d "$n" ] && echo "%(numa)s ${n##*/} cpus=$(cat $n/cpulist)"
+done
 echo "%(booted)s %(marker)s"
 while :; do sleep 3600; done
 '''
@@ -229,7 +234,8 @@ def build_initramfs(dest_path, marker=DEFAULT_MARKER):
     modules = _modules_for(find_kernel()[1])
     init = _INIT % {'modules': ' '.join(n for n, _ in modules),
                     'marker': marker, 'booted': BOOT_MARKER_PREFIX,
-                    'poweroff': POWEROFF_MARKER_PREFIX}
+                    'poweroff': POWEROFF_MARKER_PREFIX,
+                    'numa': NUMA_MARKER_PREFIX}
     d, f = 0o040755, 0o100755
     entries = [(n, d, b'', (0, 0)) for n in
                ('bin', 'dev', 'lib', 'lib/modules', 'proc', 'sys', 'tmp')]

@@ -120,19 +120,6 @@ class CPUSetsReportTest(base.RealLibvirtTestCase):
         self.assertIn('1', str(ex))
         self.assertIn('cpu_dedicated_set', str(ex))
 
-    def test_pinned_flavor_claims_pcpu_and_is_refused_cleanly(self):
-        self.flags(cpu_shared_set='0', cpu_dedicated_set='1',
-                   group='compute')
-        self.start_compute()
-        flavor_id = self.create_flavor(
-            name='kvmx.pinned', extra_specs={'hw:cpu_policy': 'dedicated'})
-        # Nova claimed the dedicated CPU; the driver refuses to boot a guest
-        # that would not be pinned, and leaves nothing behind.
-        fault = self.boot_and_expect_error(self.create_bootable_image(),
-                                           flavor_id)
-        self.assertIn('does not render NUMA, CPU pinning and hugepage guests',
-                      fault)
-
     def test_1g_pages_flavor_finds_no_host(self):
         self.start_compute()
         flavor_id = self.create_flavor(
