@@ -89,9 +89,11 @@ def plan_cpu_tuning(claim, realtime, settings):
     pins = {}
     for cell in claim.cells:
         floating = settings.host_cpus.shared_in_cell(cell.id)
+        # Read once: the object builds a new dict on every access.
+        pinning = cell.cpu_pinning or {}
         for vcpu in cell.total_cpus:
-            if cell.cpu_pinning and vcpu in cell.cpu_pinning:
-                pins[vcpu] = frozenset([cell.cpu_pinning[vcpu]])
+            if vcpu in pinning:
+                pins[vcpu] = frozenset([pinning[vcpu]])
             elif floating:
                 pins[vcpu] = floating
             else:

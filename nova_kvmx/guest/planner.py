@@ -18,8 +18,8 @@ host-wide :class:`DriverSettings`.
 """
 
 from nova import exception
-from nova.virt import hardware
 
+from nova_kvmx.guest import cpu_topology
 from nova_kvmx.guest import numa
 from nova_kvmx.guest import spec
 
@@ -79,7 +79,7 @@ def plan_cpu(flavor, image_meta, settings):
             raise exception.Invalid(
                 '[kvmx] cpu_mode=custom needs [kvmx] cpu_models')
         model = settings.cpu_models[0]
-    topology = hardware.get_best_cpu_topology(flavor, image_meta)
+    topology = cpu_topology.best_cpu_topology(flavor, image_meta)
     return spec.CPUSpec(
         mode=None if mode == 'none' else mode,
         model=model,
