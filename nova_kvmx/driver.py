@@ -32,6 +32,7 @@ from nova_kvmx.host import connection
 from nova_kvmx.host import resources
 from nova_kvmx.host import topology
 from nova_kvmx import lifecycle
+from nova_kvmx import snapshot
 from nova_kvmx import storage
 from nova_kvmx import version
 
@@ -68,6 +69,8 @@ class KVMXDriver(driver.ComputeDriver):
         self._lifecycle = lifecycle.GuestLifecycle(
             self._host, self._storage, self._get_settings,
             CONF.kvmx.domain_start_timeout)
+        self._snapshots = snapshot.Snapshotter(
+            self._lifecycle, self._storage, CONF.kvmx.snapshot_timeout)
 
     # -- host ---------------------------------------------------------------
 
@@ -203,6 +206,10 @@ class KVMXDriver(driver.ComputeDriver):
     def resume_state_on_host_boot(self, context, instance, network_info,
                                   share_info, block_device_info=None):
         self._lifecycle.resume_state_on_host_boot(context, instance)
+
+    def snapshot(self, context, instance, image_id, update_task_state):
+        self._snapshots.snapshot(context, instance, image_id,
+                                 update_task_state)
 
     # -- consoles -------------------------------------------------------------
 

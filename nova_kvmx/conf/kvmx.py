@@ -99,6 +99,14 @@ button before it falls back to a hard reboot.
 Seconds to wait for a started domain to report the running state.
 """),
     cfg.IntOpt(
+        'snapshot_timeout',
+        default=600,
+        min=1,
+        help="""
+Seconds a live snapshot waits for the copy of the root disk to get in sync
+before it gives up (the guest keeps running either way).
+"""),
+    cfg.IntOpt(
         'console_output_max_kb',
         default=100,
         min=1,

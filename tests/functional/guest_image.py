@@ -38,7 +38,9 @@ NUMA_MARKER_PREFIX = 'KVMX-GUEST-NUMA-NODE'
 DEFAULT_MARKER = 'kvmx'
 # console=ttyS0: the marker must land in libvirt's serial <log>.
 # panic=0: a broken guest stays visibly hung instead of reboot-looping.
-KERNEL_CMDLINE = 'console=ttyS0 panic=0 quiet'
+# no_timer_check: under TCG on a loaded host the kernel's IO-APIC timer
+# check can miss its ticks and panic ("IO-APIC + timer doesn't work").
+KERNEL_CMDLINE = 'console=ttyS0 panic=0 no_timer_check quiet'
 BUSYBOX = '/bin/busybox'
 
 # Kernel options the power-button path needs -> module providing it when =m.

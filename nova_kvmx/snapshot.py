@@ -1,0 +1,173 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""Snapshots of a guest's root disk, uploaded to Glance.
+
+Live while QEMU has the disk open (running or paused guest): a shallow
+block copy (libvirt ``blockCopy`` as a transient job, so the persistent
+domain stays defined and untouched) mirrors the top of the root disk onto
+a new qcow2 over the same base; once in sync the job is cancelled, which
+leaves that new file as a point-in-time copy while the guest keeps
+running on its own disk. Cold otherwise: the overlay is read directly.
+Either way the copy and its base are flattened into one image of the
+source image's format (raw or qcow2) and uploaded.
+
+Guests are not quiesced (no guest agent support yet): an image that
+requires it (``os_require_quiesce``) is refused before anything starts.
+"""
+
+import contextlib
+import os
+import shutil
+import tempfile
+import time
+
+from nova.compute import task_states
+from nova import exception
+from nova.image import glance
+import nova.privsep.path
+from nova.virt import images
+from lxml import etree
+from oslo_concurrency import processutils
+from oslo_log import log as logging
+from oslo_utils import excutils
+from oslo_utils import strutils
+
+LOG = logging.getLogger(__name__)
+
+POLL_INTERVAL = 0.2
+UPLOAD_FORMATS = ('raw', 'qcow2')
+
+
+class Snapshotter(object):
+    def __init__(self, lifecycle, storage, timeout):
+        """:param timeout: seconds a live copy may take to get in sync"""
+        self.lifecycle = lifecycle
+        self.storage = storage
+        self.timeout = timeout
+        self.image_api = glance.API()
+
+    def snapshot(self, context, instance, image_id, update_task_state):
+        guest = self.lifecycle.find_guest(instance)
+        if guest is None:
+            raise exception.InstanceNotRunning(instance_id=instance.uuid)
+        image_meta = instance.image_meta
+        if strutils.bool_from_string(
+                image_meta.properties.get('os_require_quiesce', False)):
+            raise exception.InstanceQuiesceNotSupported(
+                instance_id=instance.uuid,
+                reason='nova-kvmx does not quiesce guests')
+        name = self.image_api.get(context, image_id)['name']
+        disk_format = image_meta.disk_format \
+            if 'disk_format' in image_meta and \
+            image_meta.disk_format in UPLOAD_FORMATS else 'qcow2'
+        root = self.storage.files_of(instance).root_disk
+
+        update_task_state(task_state=task_states.IMAGE_PENDING_UPLOAD)
+        with self.workdir() as workdir:
+            out = os.path.join(workdir, 'snapshot')
+            try:
+                self.extract(guest, root, workdir, out, disk_format,
+                             instance)
+            except Exception:
+                with excutils.save_and_reraise_exception():
+                    LOG.exception('Snapshot of the root disk failed',
+                                  instance=instance)
+            update_task_state(task_state=task_states.IMAGE_UPLOADING,
+                              expected_state=task_states.IMAGE_PENDING_UPLOAD)
+            with open(out, 'rb') as data:
+                self.image_api.update(
+                    context, image_id,
+                    snapshot_metadata(instance, name, disk_format),
+                    data=data, purge_props=False)
+        LOG.info('Snapshot uploaded as image %s', image_id, instance=instance)
+
+    def extract(self, guest, root, workdir, out, disk_format, instance):
+        if guest.is_active():
+            LOG.info('Live snapshot of the root disk', instance=instance)
+            self.live_copy(guest, root, os.path.join(workdir, 'delta'),
+                           out, disk_format)
+        else:
+            LOG.info('Cold snapshot of the root disk', instance=instance)
+            images.convert_image(root, out, 'qcow2', disk_format)
+
+    @contextlib.contextmanager
+    def workdir(self):
+        """A private directory under the instances path (QEMU, running as
+        another user, writes the live copy there)."""
+        parent = os.path.join(self.storage.instances_path, 'snapshots')
+        os.makedirs(parent, mode=0o711, exist_ok=True)
+        path = tempfile.mkdtemp(dir=parent)
+        os.chmod(path, 0o711)
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def live_copy(self, guest, root, delta, out, disk_format):
+        info = images.qemu_img_info(root, format='qcow2')
+        processutils.execute(
+            'qemu-img', 'create', '-f', 'qcow2', '-F', 'raw',
+            '-b', info.backing_file, delta, str(info.virtual_size))
+        target = guest_disk_target(guest, root)
+        device = guest.get_block_device(target)
+        device.copy(copy_destination(delta), shallow=True, reuse_ext=True,
+                    transient=True)
+        try:
+            self.wait_in_sync(device)
+        finally:
+            # Cancelling a synced copy leaves ``delta`` a point-in-time
+            # copy; the guest stays on its own disk.
+            device.abort_job()
+        # libvirt gave the copy to QEMU's user: take it back to read it.
+        nova.privsep.path.chown(delta, uid=os.getuid())
+        images.convert_image(delta, out, 'qcow2', disk_format)
+
+    def wait_in_sync(self, device):
+        deadline = time.monotonic() + self.timeout
+        while not device.is_job_complete():
+            if time.monotonic() > deadline:
+                raise exception.NovaException(
+                    'The live copy of the root disk was not in sync after '
+                    '%ds ([kvmx] snapshot_timeout)' % self.timeout)
+            time.sleep(POLL_INTERVAL)
+
+
+def guest_disk_target(guest, path):
+    """The target device (vda, sda) of the guest disk backed by ``path``."""
+    for disk in guest.get_all_disks():
+        if disk.source_path == path:
+            return disk.target_dev
+    raise exception.DiskNotFound(location=path)
+
+
+def copy_destination(path):
+    """The <disk> XML a block copy writes to: an existing qcow2 file."""
+    disk = etree.Element('disk', type='file')
+    etree.SubElement(disk, 'driver', type='qcow2')
+    etree.SubElement(disk, 'source', file=path)
+    return etree.tostring(disk, encoding='unicode')
+
+
+def snapshot_metadata(instance, name, disk_format):
+    """The image record Nova's libvirt driver gives a snapshot."""
+    properties = {
+        'image_location': 'snapshot',
+        'image_state': 'available',
+        'owner_id': instance.project_id,
+        'kernel_id': instance.kernel_id,
+        'ramdisk_id': instance.ramdisk_id,
+    }
+    if instance.get('os_type'):
+        properties['os_type'] = instance.os_type
+    return {'name': name, 'status': 'active', 'disk_format': disk_format,
+            'container_format': 'bare', 'properties': properties}
