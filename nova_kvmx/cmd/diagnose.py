@@ -67,7 +67,7 @@ def _pages_reason(host_cell, inst_cell):
     wants = []
     for size in sizes:
         if size not in pages:
-            wants.append('%s pages, the cell has none (it has %s)' % (
+            wants.append('needs %s pages, the cell has none (it has %s)' % (
                 page_label(size),
                 ', '.join(page_label(s) for s in sorted(pages))))
         elif memory_kb % size:
@@ -77,11 +77,11 @@ def _pages_reason(host_cell, inst_cell):
             free = pages[size]
             reserved = (' (%d reserved by reserved_huge_pages)'
                         % free.reserved if free.reserved else '')
-            wants.append('%d free %s pages, has %d%s' % (
+            wants.append('needs %d free %s pages, has %d%s' % (
                 memory_kb // size, page_label(size), free.free, reserved))
     request = _PAGE_REQUESTS.get(inst_cell.pagesize)
     prefix = ('hw:mem_page_size=%s: ' % request) if request else ''
-    return prefix + 'needs ' + '; or '.join(wants)
+    return prefix + '; or '.join(wants)
 
 
 def _memory_reason(host_cell, inst_cell):
@@ -190,6 +190,11 @@ def _supports_pagesize(host_cell, inst_cell):
         return False
 
 
+def _ids(noun, ids):
+    return '%s%s %s' % (noun, 's' if len(ids) > 1 else '',
+                        hardware.format_cpu_spec(ids))
+
+
 def fitting_cells(host, instance, limits=None):
     """{guest node id: {host cell id: reason or None}} over all pairs."""
     result = {}
@@ -214,12 +219,15 @@ def numa_reasons(host, instance, limits=None):
         for cell, reason in reasons.items():
             grouped.setdefault((guest, reason or 'fits alone'), []).append(
                 cell)
+    # ...and guest nodes with the same cells and reason too.
+    merged = {}
+    for (guest, reason), cells in grouped.items():
+        merged.setdefault((tuple(cells), reason), []).append(guest)
     lines = []
-    for (guest, reason), cells in sorted(grouped.items(),
-                                         key=lambda item: min(item[1])):
-        lines.append('%s %s: guest node %d: %s' % (
-            'cells' if len(cells) > 1 else 'cell',
-            hardware.format_cpu_spec(cells), guest, reason))
+    for (cells, reason), guests in sorted(merged.items(),
+                                          key=lambda item: item[0][0]):
+        lines.append('%s: %s: %s' % (_ids('cell', cells),
+                                     _ids('guest node', guests), reason))
     fits = {guest: {c for c, r in reasons.items() if r is None}
             for guest, reasons in table.items()}
     if all(fits.values()):
@@ -227,6 +235,6 @@ def numa_reasons(host, instance, limits=None):
             'each guest node fits some cell, but no set of distinct cells '
             'fits them all (%s)' % '; '.join(
                 'guest node %d fits cells %s' % (
-                    g, hardware.format_cpu_spec(c, allow_ranges=False))
+                    g, hardware.format_cpu_spec(c))
                 for g, c in sorted(fits.items())))
     return lines

@@ -28,6 +28,7 @@ import dataclasses
 
 from nova.compute import provider_tree
 import nova.conf
+import nova.conf.neutron
 from nova import objects
 from nova.pci import stats as pci_stats
 from nova.pci import whitelist
@@ -55,6 +56,10 @@ class Explanation:
     """Plain data (for the table and ``--format json``)."""
 
     fits: bool = False
+    # The two halves of Nova's verdict: Placement's allocation candidates,
+    # then the scheduler filters (NUMATopologyFilter, PciPassthroughFilter).
+    fits_placement: bool = False
+    fits_filters: bool = False
     host: dict = dataclasses.field(default_factory=dict)
     request: dict = dataclasses.field(default_factory=dict)
     placement: dict = dataclasses.field(default_factory=dict)
@@ -79,6 +84,9 @@ class Explanation:
 def host_numa(facts):
     """The NUMATopology our driver reports for the host (raises Nova's
     InvalidConfiguration naming the option, as nova-compute would)."""
+    # The [neutron_physnet_*] and [neutron_tunnel] options, which only
+    # Nova's (and our) driver registers, once the configuration is loaded.
+    nova.conf.neutron.register_dynamic_opts(CONF)
     return topology.numa_topology(
         facts.caps, topology.cpu_sets(facts.online_cpus),
         CONF.reserved_huge_pages,
@@ -349,7 +357,9 @@ def explain(facts, req, local_gb=None):
             'vcpu': vcpu, 'host_cpus': cpus(cpu_sets.shared),
             'host_cell': None, 'pinned': False, 'realtime': False}
             for vcpu in range(req.flavor.vcpus)]
-    result.fits = fits_numa and not problems
+    result.fits_placement = not problems
+    result.fits_filters = fits_numa
+    result.fits = result.fits_placement and result.fits_filters
     return result
 
 

@@ -69,6 +69,10 @@ def read_capabilities(path):
     except etree.XMLSyntaxError as ex:
         raise HostDumpUnreadable(path=path, reason='not well-formed XML: %s'
                                  % ex)
+    except exception.InvalidInput as ex:
+        raise HostDumpUnreadable(
+            path=path, reason='%s: is it the output of "virsh '
+                              'capabilities"?' % ex.format_message())
     except (TypeError, ValueError, AttributeError) as ex:
         raise HostDumpUnreadable(
             path=path, reason='not libvirt capabilities XML: %s' % ex)

@@ -29,6 +29,7 @@ warnings.filterwarnings('ignore', message=r'\s*Eventlet is deprecated')
 
 from nova import exception  # noqa: E402
 from nova import objects  # noqa: E402
+from nova.pci import request as pci_request  # noqa: E402
 from oslo_config import cfg  # noqa: E402
 
 from nova_kvmx import conf as kvmx_conf  # noqa: E402
@@ -100,11 +101,10 @@ def parser():
 
 
 def load_config(config_files):
-    """Nova's CONF from the node's files, with the options only Nova's
-    driver registers ([neutron_physnet_*])."""
+    """Nova's CONF from the node's files."""
     CONF(args=[], project='nova', default_config_files=config_files)
-    import nova.conf.neutron
-    nova.conf.neutron.register_dynamic_opts(CONF)
+    # Nova parses [pci] alias once per process; this may be a new config.
+    pci_request.get_alias_from_config.cache_clear()
 
 
 def _setup_logging(debug):

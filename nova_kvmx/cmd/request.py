@@ -68,7 +68,15 @@ def validate_extra_specs(extra_specs):
     if not validators.VALIDATORS:
         validators.load_validators()
     for name, value in sorted(extra_specs.items()):
-        validators.validate(name, value)
+        try:
+            validators.validate(name, value)
+        except exception.ValidationError as ex:
+            # Nova's message does not always name the spec (the API
+            # answers one flavor update at a time); here it must.
+            message = ex.format_message()
+            if name not in message:
+                message = '%s=%s: %s' % (name, value, message)
+            raise exception.ValidationError(detail=message) from ex
 
 
 def image_meta(properties):
@@ -114,8 +122,9 @@ def build(vcpus, memory_mb, disk_gb=0, extra_specs=None,
     pci_requests = pci_request.get_pci_requests_from_flavor(
         flavor, affinity_policy=hardware.get_pci_numa_policy_constraint(
             flavor, meta))
-    context = nova_context.RequestContext(user_id='explain',
-                                          project_id='explain')
+    # is_admin given: otherwise the context would load Nova's API policy.
+    context = nova_context.RequestContext(
+        user_id='explain', project_id='explain', is_admin=False)
     spec = objects.RequestSpec.from_components(
         context, _INSTANCE_UUID, meta, flavor, numa, pci_requests, {}, None,
         None)
