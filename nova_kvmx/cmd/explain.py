@@ -113,12 +113,12 @@ def allocation_ratios():
     return virt_driver.ComputeDriver._get_allocation_ratios({})
 
 
-def host_inventory(numa_cpus, memory_mb, local_gb):
+def host_inventory(cpu_sets, memory_mb, local_gb):
     """The Placement inventory our driver reports: {rc: record}."""
     tree = provider_tree.ProviderTree()
     tree.new_root(_NODE, _NODE_UUID)
     resources.update_inventory(tree, _NODE, {
-        'vcpus': len(numa_cpus.shared), 'pcpus': len(numa_cpus.dedicated),
+        'vcpus': len(cpu_sets.shared), 'pcpus': len(cpu_sets.dedicated),
         'memory_mb': memory_mb, 'local_gb': local_gb or 0,
     }, allocation_ratios())
     inventory = tree.data(_NODE).inventory
