@@ -1,0 +1,113 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""Text output of the operator commands: aligned tables for people, JSON
+for scripts."""
+
+import json
+
+
+def table(headers, rows, indent='  '):
+    """Lines of a left-aligned table; None cells print as '-'."""
+    rows = [['-' if v is None else str(v) for v in row] for row in rows]
+    widths = [max(len(str(h)), *(len(r[i]) for r in rows))
+              for i, h in enumerate(headers)]
+    lines = []
+    for row in [list(headers)] + rows:
+        lines.append(indent + '  '.join(
+            v.ljust(w) for v, w in zip(row, widths)).rstrip())
+    return lines
+
+
+def to_json(data):
+    return json.dumps(data, indent=2, sort_keys=True)
+
+
+def _kv(mapping):
+    return ', '.join('%s=%s' % kv for kv in sorted(mapping.items())) or '-'
+
+
+def explanation_lines(exp):
+    """The human-readable form of an ``explain.Explanation``."""
+    host, req, placement = exp.host, exp.request, exp.placement
+    lines = ['Host: %s' % host['source']]
+    if host['cells']:
+        lines += table(
+            ('cell', 'shared CPUs', 'dedicated CPUs', 'memory MiB',
+             'free pages'),
+            [(c['cell'], c['shared_cpus'], c['dedicated_cpus'],
+              c['memory_mb'], ', '.join('%s=%s' % kv for kv in
+                                        c['free_pages'].items()))
+             for c in host['cells']])
+    else:
+        lines.append('  no NUMA cells reported')
+    lines.append('  Placement inventory (capacity): %s' % _kv(
+        host['inventory']))
+    lines += ['', 'Request: %d vCPUs, %d MiB, %d GiB disk' % (
+        req['vcpus'], req['memory_mb'], req['disk_gb'])]
+    lines.append('  extra specs: %s' % _kv(req['extra_specs']))
+    if req['image_properties']:
+        lines.append('  image properties: %s' % _kv(
+            req['image_properties']))
+    lines.append('  Placement: resources %s' % _kv(placement['resources']))
+    if placement['required_traits'] or placement['forbidden_traits']:
+        lines.append('  traits: required %s; forbidden %s' % (
+            ','.join(placement['required_traits']) or '-',
+            ','.join(placement['forbidden_traits']) or '-'))
+    if placement['not_checked']:
+        lines.append('  not checked here: %s' % ', '.join(
+            placement['not_checked']))
+    lines.append('  NUMA fit: %s' % exp.numa)
+
+    lines += ['', 'Verdict: %s' % ('FITS' if exp.fits else 'DOES NOT FIT')]
+    if exp.guest_cells:
+        lines += ['', 'Guest NUMA nodes']
+        lines += table(
+            ('guest node', 'host cell', 'vCPUs', 'dedicated', 'memory MiB',
+             'pages'),
+            [(c['guest_node'], c['host_cell'], c['vcpus'],
+              c['dedicated_vcpus'], c['memory_mb'],
+              '%d x %s' % (c['pages'], c['page_size'])
+              if c['page_size'] else None) for c in exp.guest_cells])
+    if exp.vcpu_pins and (exp.fits or exp.guest_cells):
+        lines += ['', 'vCPUs']
+        lines += table(
+            ('vCPU', 'host CPUs', 'host cell', 'pinned', 'realtime'),
+            [(p['vcpu'], p['host_cpus'], p['host_cell'],
+              'yes' if p['pinned'] else 'floating',
+              'yes' if p['realtime'] else 'no') for p in exp.vcpu_pins])
+    if exp.emulator_threads:
+        lines.append('  emulator threads (policy %s): host CPUs %s' % (
+            exp.emulator_threads['policy'] or 'none',
+            exp.emulator_threads['host_cpus']))
+    if exp.pci_devices:
+        lines += ['', 'PCI devices']
+        lines += table(
+            ('alias', 'address', 'type', 'vendor:product', 'NUMA node'),
+            [(d['alias'], d['address'], d['dev_type'],
+              '%s:%s' % (d['vendor_id'], d['product_id']), d['numa_node'])
+             for d in exp.pci_devices])
+    if exp.reasons:
+        lines += ['', 'Why not'] + ['  ' + r for r in exp.reasons]
+    if exp.notes:
+        lines += [''] + ['Note: ' + n for n in exp.notes]
+    return lines
+
+
+def check_lines(results):
+    """PASS/WARN/FAIL lines of host-check results, each with its fix."""
+    lines = []
+    for r in results:
+        lines.append('%-4s  %s: %s' % (r.status, r.name, r.detail))
+        if r.fix and r.status != 'PASS':
+            lines.append('      fix: %s' % r.fix)
+    return lines
