@@ -25,10 +25,12 @@ as empty: Nova counts usage from its database, which a host dump lacks.
 
 import copy
 import dataclasses
+import os
 
 from nova.compute import provider_tree
 import nova.conf
 import nova.conf.neutron
+from nova import exception as nova_exception
 from nova import objects
 from nova.pci import stats as pci_stats
 from nova.pci import whitelist
@@ -37,7 +39,9 @@ from nova.virt import hardware
 
 from nova_kvmx.cmd import diagnose
 from nova_kvmx.cmd import request as server_request
+from nova_kvmx.guest import numa as guest_numa
 from nova_kvmx.guest import planner
+from nova_kvmx.guest import render
 from nova_kvmx.guest import spec
 from nova_kvmx.host import resources
 from nova_kvmx.host import topology
@@ -229,31 +233,21 @@ def pci_reasons(req, stats):
     return lines
 
 
-def _emulator_pins(policy, cells, non_realtime_cpus):
-    """Host CPUs of the emulator threads, by Nova's libvirt driver rules
-    (``LibvirtDriver._get_emulatorpin_cpuset``): isolate -> the CPU Nova
-    reserved; share -> cpu_shared_set when set; otherwise the CPUs of the
-    non-realtime vCPUs. Written out here because Nova keeps them in a
-    driver method that needs a live connection."""
-    if policy == 'isolate':
-        return set().union(*(c.cpuset_reserved or set() for c in cells))
-    shared = hardware.get_cpu_shared_set()
-    if policy == 'share' and shared:
-        return set(shared)
-    return non_realtime_cpus
-
-
-def describe_fit(numa, fitted, req):
-    """Guest node, vCPU and emulator thread rows of a fitted topology.
-    Pinned vCPUs get their pCPU; the others float over their host cell's
-    shared CPUs, as Nova's libvirt driver places them."""
+def describe_fit(numa, fitted, req, cpu_sets):
+    """Guest node, vCPU and emulator thread rows of a fitted topology,
+    placed by the driver's own planner (nova_kvmx.guest.numa): what the
+    domain would carry."""
     realtime = hardware.get_realtime_cpu_constraint(
         req.flavor, req.image_meta) or set()
+    settings = spec.DriverSettings(
+        host_cpus=topology.guest_cpu_pools(numa, cpu_sets),
+        small_page_kb=topology.small_page_kb(numa))
+    tuning = guest_numa.plan_cpu_tuning(fitted, frozenset(realtime),
+                                        settings)
     host_cells = {c.id: c for c in numa.cells}
-    guest_cells, pins, non_realtime = [], [], set()
+    guest_cells, pins = [], []
     for index, cell in enumerate(fitted.cells):
         host = host_cells[cell.id]
-        pinning = cell.cpu_pinning or {}
         pagesize = None
         if host.mempages:
             pagesize = cell.pagesize or hardware._get_smallest_pagesize(host)
@@ -265,19 +259,15 @@ def describe_fit(numa, fitted, req):
             'page_size': diagnose.page_label(pagesize) if pagesize else None,
             'pages': cell.memory * 1024 // pagesize if pagesize else None,
         })
+        pinning = cell.cpu_pinning or {}
+        host_cpus = dict(tuning.vcpu_pins)
         for vcpu in sorted(cell.total_cpus):
-            host_cpus = ({pinning[vcpu]} if vcpu in pinning
-                         else set(host.cpuset))
-            if vcpu not in realtime:
-                non_realtime |= host_cpus
-            pins.append({'vcpu': vcpu, 'host_cpus': cpus(host_cpus),
+            pins.append({'vcpu': vcpu, 'host_cpus': cpus(host_cpus[vcpu]),
                          'host_cell': cell.id, 'pinned': vcpu in pinning,
                          'realtime': vcpu in realtime})
-    policy = req.numa_topology.emulator_threads_policy
     return guest_cells, pins, {
-        'policy': policy,
-        'host_cpus': cpus(_emulator_pins(policy, fitted.cells,
-                                         non_realtime))}
+        'policy': req.numa_topology.emulator_threads_policy,
+        'host_cpus': cpus(tuning.emulator_pin)}
 
 
 def _host_view(facts, numa, inventory):
@@ -338,8 +328,17 @@ def explain(facts, req, local_gb=None):
         result.numa = 'fits' if fits_numa else 'does not fit'
         if fitted is not None:
             result.fitted = fitted
-            (result.guest_cells, result.vcpu_pins,
-             result.emulator_threads) = describe_fit(numa, fitted, req)
+            try:
+                (result.guest_cells, result.vcpu_pins,
+                 result.emulator_threads) = describe_fit(numa, fitted, req,
+                                                         cpu_sets)
+            except nova_exception.Invalid as ex:
+                # Placed by Nova, refused by the driver at spawn (e.g. a
+                # realtime guest sharing emulator threads with no
+                # cpu_shared_set): the server would end in ERROR.
+                fits_numa = False
+                result.reasons.append('the driver would refuse the claim: '
+                                      '%s' % ex)
             result.pci_devices = chosen_pci_devices(req, stats, fitted.cells)
         elif numa is None:
             result.reasons.append('the guest has a NUMA topology and the '
@@ -372,3 +371,29 @@ def _numa_reasons(numa, req, stats):
         return (['the NUMA cells fit without PCI devices, not with them'] +
                 pci_reasons(req, stats))
     return diagnose.numa_reasons(numa, req.numa_topology, _limits())
+
+
+def domain_xml(facts, req, fitted):
+    """The domain XML the driver would define for this server on this host,
+    from Nova's claim ``fitted`` (None for a guest without NUMA topology);
+    disk paths are where the instance's files would be. PCI devices and
+    network interfaces are not part of it."""
+    numa = host_numa(facts)
+    cpu_sets = topology.cpu_sets(facts.online_cpus)
+    settings = spec.DriverSettings(
+        virt_type=CONF.kvmx.virt_type, cpu_mode=CONF.kvmx.cpu_mode,
+        cpu_models=tuple(CONF.kvmx.cpu_models),
+        machine_type=CONF.kvmx.machine_type, arch=facts.caps.host.cpu.arch,
+        host_cpus=topology.guest_cpu_pools(numa, cpu_sets),
+        small_page_kb=topology.small_page_kb(numa),
+        realtime_priority=CONF.kvmx.realtime_scheduler_priority)
+    instance = objects.Instance(
+        id=1, uuid=req.spec.instance_uuid, display_name='explain',
+        flavor=req.flavor, user_id='explain', project_id='explain',
+        kernel_id=None, ramdisk_id=None, numa_topology=fitted)
+    inst_dir = os.path.join(CONF.instances_path, instance.uuid)
+    files = spec.GuestFiles(root_disk=os.path.join(inst_dir, 'disk'),
+                            console_log=os.path.join(inst_dir,
+                                                     'console.log'))
+    return render.render_domain(planner.plan_guest(
+        None, instance, req.image_meta, files, settings))

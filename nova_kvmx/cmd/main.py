@@ -84,9 +84,10 @@ def parser():
                     default=[], help='a flavor extra spec (repeat)')
     ex.add_argument('--image-property', action='append', default=[],
                     metavar='KEY=VALUE', help='an image property (repeat)')
-    # A --xml option (the domain the driver would define) belongs here
-    # once the guest planner renders NUMA claims: Explanation.fitted is
-    # the claim it would render.
+    ex.add_argument('--xml', action='store_true',
+                    help='when it fits, also print the domain XML the '
+                         'driver would define (without PCI devices and '
+                         'network interfaces)')
 
     hc = sub.add_parser(
         'host-check', parents=[common],
@@ -139,10 +140,16 @@ def run_explain(args, out):
             args.connection_uri or CONF.kvmx.connection_uri)
         local_gb = _local_gb()
     result = explain.explain(facts, req, local_gb=local_gb)
+    xml = None
+    if args.xml and result.fits:
+        xml = explain.domain_xml(facts, req, result.fitted)
     if args.format == 'json':
-        out.write(report.to_json(result.as_dict()) + '\n')
+        out.write(report.to_json(dict(result.as_dict(), domain_xml=xml)) +
+                  '\n')
     else:
         out.write('\n'.join(report.explanation_lines(result)) + '\n')
+        if xml:
+            out.write('\nDomain XML:\n%s\n' % xml)
     return 0 if result.fits else 1
 
 

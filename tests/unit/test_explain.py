@@ -327,6 +327,20 @@ class FitTest(ExplainTestCase):
                         'hw:emulator_threads_policy': 'share'})
         self.assertEqual('0-1,16-17', result.emulator_threads['host_cpus'])
 
+    def test_realtime_sharing_emulator_threads_without_shared_set(self):
+        # Nova places it; the driver refuses it at spawn, as Nova's own
+        # driver does: explain says so rather than "fits".
+        self.configure({'compute': {'cpu_shared_set': None,
+                                    'cpu_dedicated_set': '0-31'}})
+        result = explain.explain(snc_host(), request.build(
+            2, 1024, extra_specs={'hw:cpu_policy': 'dedicated',
+                                  'hw:cpu_realtime': 'yes',
+                                  'hw:cpu_realtime_mask': '^0',
+                                  'hw:emulator_threads_policy': 'share'}))
+        self.assertFalse(result.fits)
+        self.assertIn('the driver would refuse the claim',
+                      ' '.join(result.reasons))
+
     def test_host_as_reported(self):
         result = self.explain(1, 512)
         self.assertEqual(

@@ -30,6 +30,7 @@ import testtools
 
 from nova_kvmx.cmd import main
 from tests.unit import test_explain
+from tests.unit import xml_schema
 
 CONF = nova.conf.CONF
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
@@ -102,6 +103,34 @@ class ExplainCommandTest(CommandTestCase):
         self.assertEqual(['1G', '1G'],
                          [c['page_size'] for c in result['guest_cells']])
         self.assertEqual(4, len(result['host']['cells']))
+
+    def test_domain_xml_realises_the_pins_shown(self):
+        status, out, _err = self.explain(
+            '--vcpus', '8', '--ram', '8192', '--format', 'json', '--xml',
+            *[a for s in NFV_SPECS for a in ('--extra-spec', s)])
+
+        self.assertEqual(0, status)
+        result = json.loads(out)
+        xml_schema.assert_valid_domain(self, result['domain_xml'])
+        root = xml_schema.parse(result['domain_xml'])
+        self.assertEqual(
+            {str(p['vcpu']): p['host_cpus'] for p in result['vcpu_pins']},
+            {pin.get('vcpu'): pin.get('cpuset') for pin in
+             xml_schema.findall(root, 'cputune/vcpupin')})
+        self.assertEqual(result['emulator_threads']['host_cpus'],
+                         xml_schema.find(root, 'cputune/emulatorpin')
+                         .get('cpuset'))
+        self.assertEqual([str(c['host_cell']) for c in result['guest_cells']],
+                         [m.get('nodeset') for m in xml_schema.findall(
+                             root, 'numatune/memnode')])
+
+    def test_no_domain_xml_when_it_does_not_fit(self):
+        status, out, _err = self.explain(
+            '--vcpus', '4', '--ram', '20480', '--xml',
+            '--extra-spec', 'hw:cpu_policy=dedicated',
+            '--extra-spec', 'hw:mem_page_size=1GB')
+        self.assertEqual(1, status)
+        self.assertNotIn('Domain XML', out)
 
     def test_does_not_fit(self):
         status, out, err = self.explain(
