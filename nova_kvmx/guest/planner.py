@@ -20,6 +20,7 @@ host-wide :class:`DriverSettings`.
 from nova import exception
 from nova.virt import hardware
 
+from nova_kvmx.guest import devices
 from nova_kvmx.guest import spec
 
 # The consoles Nova's libvirt driver puts on a direct kernel boot command
@@ -30,7 +31,8 @@ CONSOLE_CMDLINE = 'console=tty0 console=ttyS0'
 _DISK_PREFIX = {'virtio': 'vd', 'scsi': 'sd', 'sata': 'sd'}
 
 
-def plan_guest(context, instance, image_meta, files, settings):
+def plan_guest(context, instance, image_meta, files, settings,
+               network_info=None, vf_netdevs=None):
     """Decide the guest that realises ``instance`` on this host.
 
     :param context: the request context (for the owner's names only)
@@ -38,6 +40,8 @@ def plan_guest(context, instance, image_meta, files, settings):
     :param image_meta: nova.objects.ImageMeta of the boot image
     :param files: spec.GuestFiles prepared for the instance
     :param settings: spec.DriverSettings of this host
+    :param network_info: the instance's ports (nova.network.model)
+    :param vf_netdevs: {VF PCI address: netdev} of its macvtap ports
     """
     flavor = instance.flavor
     props = image_meta.properties
@@ -57,6 +61,8 @@ def plan_guest(context, instance, image_meta, files, settings):
         owner=plan_owner(context, instance, image_meta),
         package_version=settings.package_version,
         vnc_listen=settings.vnc_listen,
+        devices=devices.plan_devices(instance, image_meta, settings.virt_type,
+                                     network_info, vf_netdevs),
     )
 
 

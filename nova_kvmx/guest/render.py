@@ -20,6 +20,8 @@ nothing else.
 
 from nova.virt.libvirt import config as vconfig
 
+from nova_kvmx.guest import render_devices
+
 # SMBIOS values cloud-init and other guest tools use to recognise a Nova
 # guest; the same as Nova's libvirt driver sets.
 SMBIOS_MANUFACTURER = 'OpenStack Foundation'
@@ -53,6 +55,8 @@ def build_domain(guest):
     conf.clock = build_clock()
     for disk in guest.disks:
         conf.add_device(build_disk(disk))
+    for device in render_devices.build_devices(guest.devices):
+        conf.add_device(device)
     for device in build_console(guest.console_log):
         conf.add_device(device)
     if guest.vnc_listen is not None:

@@ -114,3 +114,6 @@ class GuestSpec:
     owner: OwnerInfo
     package_version: str
     vnc_listen: str | None = None
+    # NICs and passthrough devices (guest.devices InterfaceSpec and
+    # HostdevSpec), in order.
+    devices: tuple = ()
