@@ -48,7 +48,7 @@ except ImportError:  # pragma: no cover - libvirt-python is a requirement
 
 class GuestLifecycle(object):
     def __init__(self, host, storage, settings_source, start_timeout,
-                 network=None):
+                 network):
         """:param settings_source: callable returning the DriverSettings
         (known once init_host has looked at the host).
         :param network: the vif.GuestNetwork plugging the guests' ports
@@ -57,7 +57,7 @@ class GuestLifecycle(object):
         self.storage = storage
         self.settings = settings_source
         self.start_timeout = start_timeout
-        self.network = network or vif.GuestNetwork(host, start_timeout)
+        self.network = network
 
     # -- creation -----------------------------------------------------------
 
@@ -260,9 +260,17 @@ class GuestLifecycle(object):
         self.host.get_guest(instance).resume()
 
     def suspend(self, instance):
-        """Managed save: memory to disk, domain stopped."""
+        """Managed save: memory to disk, domain stopped. libvirt cannot
+        save a guest with host PCI devices: they are hot-unplugged first
+        and given back by resume (as Nova's libvirt driver does)."""
         guest = self.host.get_guest(instance)
-        guest.save_memory_state()
+        assigned = self.assigned_devices(instance)
+        self.network.detach_live(guest, assigned)
+        try:
+            guest.save_memory_state()
+        except Exception:
+            with excutils.save_and_reraise_exception():
+                self.network.attach_live(guest, assigned)
 
     def resume(self, instance):
         """Start from the managed save image written by suspend."""
@@ -270,6 +278,17 @@ class GuestLifecycle(object):
         guest.launch()
         self.wait_for_power_state(guest, power_state.RUNNING,
                                   self.start_timeout)
+        self.network.attach_live(guest, self.assigned_devices(instance))
+
+    def assigned_devices(self, instance):
+        """The instance's host PCI devices (VFs, PFs, alias devices), from
+        its ports in Nova's cache and its claims."""
+        network_info = instance.get_network_info()
+        vif.load_claims(instance)
+        return [spec for spec in devices.plan_devices(
+            instance, instance.image_meta, self.settings().virt_type,
+            network_info, vif.vf_netdevs(network_info))
+            if devices.is_host_device(spec)]
 
     def wait_for_power_state(self, guest, state, timeout):
         deadline = time.monotonic() + timeout

@@ -239,11 +239,22 @@ class GuestNetwork(object):
             self.unplug(instance, vif)
         LOG.info('Port %s detached', vif['id'], instance=instance)
 
+    def detach_live(self, guest, specs):
+        """Hot-unplug ``specs``' devices from the running guest only (its
+        definition keeps them)."""
+        for spec in specs:
+            self._detach(guest, spec, persistent=False)
+
+    def attach_live(self, guest, specs):
+        for spec in specs:
+            guest.attach_device(render_devices.build_device(spec),
+                                persistent=False, live=True)
+
     def _live(self, guest):
         return guest.get_power_state(self.host) in (power_state.RUNNING,
                                                     power_state.PAUSED)
 
-    def _detach(self, guest, spec):
+    def _detach(self, guest, spec, persistent=True):
         """Detach ``spec``'s device; a guest may ignore the first unplug
         request (while it boots), so it is repeated until the deadline."""
         conf = render_devices.build_device(spec)
@@ -254,7 +265,7 @@ class GuestNetwork(object):
                     device=_describe(spec),
                     reason='the guest did not release it within %d seconds'
                     % self.detach_timeout)
-            guest.detach_device(conf, persistent=True,
+            guest.detach_device(conf, persistent=persistent,
                                 live=self._live(guest))
             _wait_gone(guest, spec, min(deadline, time.monotonic() + 5))
 

@@ -120,6 +120,12 @@ def needs_shared_memory(devices):
                for d in devices)
 
 
+def is_host_device(spec):
+    """True for a spec that gives the guest a host PCI function (a PF, a
+    VF or an alias device), which libvirt assigns through VFIO."""
+    return isinstance(spec, HostdevSpec) or spec.net_type == 'hostdev'
+
+
 def osvif_vif(vif):
     """Nova's os-vif object for a port os-vif plugs, else None."""
     if vif['type'] not in OS_VIF_TYPES:

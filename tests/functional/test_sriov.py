@@ -234,6 +234,32 @@ class PCIPassthroughTest(SRIOVTestBase):
         self.assertEqual('available',
                          self.pci_devices()[claimed.address].status)
 
+    def test_suspend_gives_back_host_devices(self):
+        # libvirt cannot save a domain with assigned host devices: they
+        # leave the running guest before the save and come back on resume.
+        port = self.add_port('direct')
+        server = self.boot({'pci_passthrough:alias': 'nic-vf:1'},
+                           networks=[{'port': port['id']}])
+        alias_vf = [d.address for d in self.claimed(server)
+                    if d.address != self.neutron.show_port(port['id'])[
+                        'port']['binding:profile']['pci_slot']]
+        self.api.post_server_action(server['id'], {'suspend': None})
+        self._wait_for_state_change(server, 'SUSPENDED')
+        held = self.held_xml(server)
+        self.assertEqual([], held.findall('./devices/hostdev'))
+        self.assertEqual([], held.findall('./devices/interface'))
+        self.assertTrue(self.domain(server).hasManagedSaveImage(0))
+
+        self.api.post_server_action(server['id'], {'resume': None})
+        self._wait_for_state_change(server, 'ACTIVE')
+        held = self.held_xml(server)
+        self.assertEqual(alias_vf, [source_address(h) for h in
+                                    held.findall('./devices/hostdev')])
+        self.assertEqual([port['mac_address']], [
+            m.get('address') for m in held.findall('./devices/interface/mac')])
+        # Still the same claim.
+        self.assertEqual(2, len(self.claimed(server)))
+
     def wait_until(self, predicate, what, timeout=60):
         deadline = time.monotonic() + timeout
         while not predicate():
