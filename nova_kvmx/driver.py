@@ -22,6 +22,7 @@ import os
 import nova.conf
 import nova.conf.neutron
 from nova.virt import driver
+import os_vif
 from oslo_log import log as logging
 
 from nova_kvmx import conf as kvmx_conf  # noqa: F401 (registers [kvmx])
@@ -29,12 +30,14 @@ from nova_kvmx import console
 from nova_kvmx.guest import planner
 from nova_kvmx.guest import spec
 from nova_kvmx.host import connection
+from nova_kvmx.host import iommu
 from nova_kvmx.host import resources
 from nova_kvmx.host import topology
 from nova_kvmx import lifecycle
 from nova_kvmx import snapshot
 from nova_kvmx import storage
 from nova_kvmx import version
+from nova_kvmx import vif
 
 CONF = nova.conf.CONF
 LOG = logging.getLogger(__name__)
@@ -51,6 +54,7 @@ class KVMXDriver(driver.ComputeDriver):
         supports_image_type_qcow2=True,
         supports_image_type_raw=True,
         supports_pcpus=True,
+        supports_attach_interface=True,
     )
 
     def __init__(self, virtapi, read_only=False):
@@ -66,9 +70,11 @@ class KVMXDriver(driver.ComputeDriver):
             CONF.instances_path, CONF.image_cache.subdirectory_name,
             CONF.default_ephemeral_format or 'ext4')
         self._settings = None
+        self._network = vif.GuestNetwork(
+            self._host, CONF.libvirt.device_detach_timeout)
         self._lifecycle = lifecycle.GuestLifecycle(
             self._host, self._storage, self._get_settings,
-            CONF.kvmx.domain_start_timeout)
+            CONF.kvmx.domain_start_timeout, self._network)
         self._snapshots = snapshot.Snapshotter(
             self._lifecycle, self._storage, CONF.kvmx.snapshot_timeout)
 
@@ -83,6 +89,12 @@ class KVMXDriver(driver.ComputeDriver):
             # threads initialize() started.
             self._host.close()
             raise
+        os_vif.initialize()
+        if CONF.pci.device_spec:
+            for problem in iommu.problems(iommu.read_facts()):
+                LOG.warning('PCI passthrough is configured ([pci] '
+                            'device_spec) but this host is not ready for '
+                            'it: %s', problem)
         LOG.info('nova-kvmx ready: libvirt %s, virt_type %s',
                  CONF.kvmx.connection_uri, CONF.kvmx.virt_type)
 
@@ -164,12 +176,13 @@ class KVMXDriver(driver.ComputeDriver):
 
     def destroy(self, context, instance, network_info, block_device_info=None,
                 destroy_disks=True, destroy_secrets=True):
-        self._lifecycle.destroy(instance, destroy_disks)
+        self._lifecycle.destroy(instance, network_info, destroy_disks)
 
     def cleanup(self, context, instance, network_info, block_device_info=None,
                 destroy_disks=True, migrate_data=None, destroy_vifs=True,
                 destroy_secrets=True):
-        self._lifecycle.destroy(instance, destroy_disks)
+        self._lifecycle.destroy(instance, network_info if destroy_vifs else
+                                None, destroy_disks)
 
     def delete_instance_files(self, instance):
         return self._storage.destroy(instance)
@@ -181,14 +194,14 @@ class KVMXDriver(driver.ComputeDriver):
                block_device_info=None, bad_volumes_callback=None,
                accel_info=None, share_info=None):
         self._lifecycle.reboot(context, instance, reboot_type,
-                               CONF.kvmx.soft_reboot_timeout)
+                               CONF.kvmx.soft_reboot_timeout, network_info)
 
     def power_off(self, instance, timeout=0, retry_interval=0):
         self._lifecycle.power_off(instance, timeout, retry_interval)
 
     def power_on(self, context, instance, network_info,
                  block_device_info=None, accel_info=None, share_info=None):
-        self._lifecycle.power_on(context, instance)
+        self._lifecycle.power_on(context, instance, network_info)
 
     def pause(self, instance):
         self._lifecycle.pause(instance)
@@ -205,7 +218,18 @@ class KVMXDriver(driver.ComputeDriver):
 
     def resume_state_on_host_boot(self, context, instance, network_info,
                                   share_info, block_device_info=None):
-        self._lifecycle.resume_state_on_host_boot(context, instance)
+        self._lifecycle.resume_state_on_host_boot(context, instance,
+                                                  network_info)
+
+    # -- ports ----------------------------------------------------------------
+
+    def attach_interface(self, context, instance, image_meta, vif):
+        self._network.attach_interface(instance, image_meta, vif,
+                                       CONF.kvmx.virt_type)
+
+    def detach_interface(self, context, instance, vif):
+        self._network.detach_interface(instance, instance.image_meta, vif,
+                                       CONF.kvmx.virt_type)
 
     def snapshot(self, context, instance, image_id, update_task_state):
         self._snapshots.snapshot(context, instance, image_id,

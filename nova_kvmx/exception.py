@@ -33,6 +33,39 @@ class UnsupportedVIFType(exception.InternalError):
                '%(port_id)s')
 
 
+class UnknownVnicType(exception.InternalError):
+    msg_fmt = ('Port %(port_id)s has vnic_type %(vnic_type)s, which Neutron '
+               'does not define')
+
+
+class PortWithoutDevice(exception.InternalError):
+    msg_fmt = ('Port %(port_id)s (vnic_type %(vnic_type)s) has no PCI device '
+               'or VF netdev on this host in its binding')
+
+
+class InvalidPortBinding(exception.InternalError):
+    msg_fmt = ('Port %(port_id)s has an invalid binding: %(reason)s')
+
+
+class UnclaimedDevice(exception.InternalError):
+    msg_fmt = ('PCI device %(address)s of %(owner)s was not claimed by Nova '
+               'for this instance')
+
+
+class ClaimedDeviceMissing(exception.PciDeviceNotFoundById):
+    msg_fmt = ('PCI device %(id)s claimed for %(owner)s is not on this host '
+               '(anymore): libvirt does not know it')
+
+
+class PFWithoutSRIOV(exception.PciDeviceNotFoundById):
+    msg_fmt = ('VF %(id)s claimed for %(owner)s is gone: its PF %(pf)s no '
+               'longer has SR-IOV virtual functions enabled')
+
+
+class VIFPlugFailed(exception.VirtualInterfacePlugException):
+    msg_fmt = ('Could not plug port %(port_id)s: %(reason)s')
+
+
 class UnsupportedDisks(exception.InternalError):
     msg_fmt = ('nova-kvmx does not support %(what)s yet: %(detail)s')
 

@@ -31,8 +31,10 @@ from oslo_log import log as logging
 from oslo_utils import excutils
 
 from nova_kvmx import exception as kvmx_exception
+from nova_kvmx.guest import devices
 from nova_kvmx.guest import planner
 from nova_kvmx.guest import render
+from nova_kvmx import vif
 
 LOG = logging.getLogger(__name__)
 
@@ -45,36 +47,61 @@ except ImportError:  # pragma: no cover - libvirt-python is a requirement
 
 
 class GuestLifecycle(object):
-    def __init__(self, host, storage, settings_source, start_timeout):
+    def __init__(self, host, storage, settings_source, start_timeout,
+                 network):
         """:param settings_source: callable returning the DriverSettings
-        (known once init_host has looked at the host)."""
+        (known once init_host has looked at the host).
+        :param network: the vif.GuestNetwork plugging the guests' ports
+        """
         self.host = host
         self.storage = storage
         self.settings = settings_source
         self.start_timeout = start_timeout
+        self.network = network
 
     # -- creation -----------------------------------------------------------
 
     def spawn(self, context, instance, image_meta, injected_files,
               admin_password, network_info, block_device_info=None):
-        reject_network_info(network_info)
         reject_volumes(block_device_info)
         self.host.get_connection()
+        self.check_devices(instance, network_info)
         files = self.storage.prepare(context, instance, image_meta,
                                      injected_files, admin_password,
                                      network_info)
         try:
-            xml = self.domain_xml(context, instance, image_meta, files)
-            self.start_new_domain(instance, xml)
+            xml = self.domain_xml(context, instance, image_meta, files,
+                                  network_info)
+            self.start_with_network(instance, xml, network_info)
         except Exception:
             with excutils.save_and_reraise_exception():
                 self.storage.destroy(instance)
         LOG.info('Guest started', instance=instance)
 
-    def domain_xml(self, context, instance, image_meta, files):
+    def check_devices(self, instance, network_info):
+        """Fail, naming the device, before anything is created or removed
+        when a claimed PCI device left the host."""
+        vif.load_claims(instance)
+        vif.check_host_devices(self.host, devices.passthrough_devices(
+            instance, network_info))
+
+    def domain_xml(self, context, instance, image_meta, files,
+                   network_info=None):
+        vif.load_claims(instance)
         guest = planner.plan_guest(context, instance, image_meta, files,
-                                   self.settings())
+                                   self.settings(), network_info,
+                                   vif.vf_netdevs(network_info))
         return render.render_domain(guest)
+
+    def start_with_network(self, instance, xml, network_info):
+        """Plug the ports, then start the domain; a domain that does not
+        start leaves no port plugged."""
+        self.network.plug_all(instance, network_info)
+        try:
+            self.start_new_domain(instance, xml)
+        except Exception:
+            with excutils.save_and_reraise_exception():
+                self.network.unplug_all(instance, network_info)
 
     def start_new_domain(self, instance, xml):
         """Define and start a domain; undefine it again if it fails."""
@@ -102,10 +129,13 @@ class GuestLifecycle(object):
 
     # -- removal ------------------------------------------------------------
 
-    def destroy(self, instance, destroy_disks=True):
+    def destroy(self, instance, network_info=None, destroy_disks=True):
+        """Remove the domain, then unplug its ports (libvirt has let go of
+        their devices by then) and, if asked, its files."""
         guest = self.find_guest(instance)
         if guest is not None:
             self.undefine(guest, instance)
+        self.network.unplug_all(instance, network_info)
         if destroy_disks:
             self.storage.destroy(instance)
 
@@ -182,10 +212,11 @@ class GuestLifecycle(object):
                     instance=instance)
         return False
 
-    def power_on(self, context, instance):
-        self.hard_reboot(context, instance)
+    def power_on(self, context, instance, network_info=None):
+        self.hard_reboot(context, instance, network_info)
 
-    def reboot(self, context, instance, reboot_type, soft_timeout):
+    def reboot(self, context, instance, reboot_type, soft_timeout,
+               network_info=None):
         if reboot_type == 'SOFT':
             guest = self.host.get_guest(instance)
             if (guest.get_power_state(self.host) == power_state.RUNNING and
@@ -197,25 +228,29 @@ class GuestLifecycle(object):
                 return
             LOG.warning('Soft reboot failed, rebooting hard',
                         instance=instance)
-        self.hard_reboot(context, instance)
+        self.hard_reboot(context, instance, network_info)
 
-    def hard_reboot(self, context, instance):
+    def hard_reboot(self, context, instance, network_info=None):
         """Stop, re-render and start: the new domain realises what Nova
-        holds for the instance now (flavor, image properties, claim)."""
+        holds for the instance now (flavor, image properties, claim,
+        ports). Ports are plugged again (plugging is idempotent): after a
+        host reboot their host side is gone."""
+        self.check_devices(instance, network_info)
         guest = self.find_guest(instance)
         if guest is not None:
             self.undefine(guest, instance)
         xml = self.domain_xml(context, instance, instance.image_meta,
-                              self.storage.files_of(instance))
+                              self.storage.files_of(instance), network_info)
+        self.network.plug_all(instance, network_info)
         self.start_new_domain(instance, xml)
         LOG.info('Guest hard rebooted', instance=instance)
 
-    def resume_state_on_host_boot(self, context, instance):
+    def resume_state_on_host_boot(self, context, instance, network_info=None):
         guest = self.find_guest(instance)
         if (guest is not None and
                 guest.get_power_state(self.host) == power_state.RUNNING):
             return
-        self.hard_reboot(context, instance)
+        self.hard_reboot(context, instance, network_info)
 
     def pause(self, instance):
         self.host.get_guest(instance).pause()
@@ -224,9 +259,17 @@ class GuestLifecycle(object):
         self.host.get_guest(instance).resume()
 
     def suspend(self, instance):
-        """Managed save: memory to disk, domain stopped."""
+        """Managed save: memory to disk, domain stopped. libvirt cannot
+        save a guest with host PCI devices: they are hot-unplugged first
+        and given back by resume (as Nova's libvirt driver does)."""
         guest = self.host.get_guest(instance)
-        guest.save_memory_state()
+        assigned = self.assigned_devices(instance)
+        self.network.detach_live(guest, assigned)
+        try:
+            guest.save_memory_state()
+        except Exception:
+            with excutils.save_and_reraise_exception():
+                self.network.attach_live(guest, assigned)
 
     def resume(self, instance):
         """Start from the managed save image written by suspend."""
@@ -234,6 +277,17 @@ class GuestLifecycle(object):
         guest.launch()
         self.wait_for_power_state(guest, power_state.RUNNING,
                                   self.start_timeout)
+        self.network.attach_live(guest, self.assigned_devices(instance))
+
+    def assigned_devices(self, instance):
+        """The instance's host PCI devices (VFs, PFs, alias devices), from
+        its ports in Nova's cache and its claims."""
+        network_info = instance.get_network_info()
+        vif.load_claims(instance)
+        return [spec for spec in devices.plan_devices(
+            instance, instance.image_meta, self.settings().virt_type,
+            network_info, vif.vf_netdevs(network_info))
+            if devices.is_host_device(spec)]
 
     def wait_for_power_state(self, guest, state, timeout):
         deadline = time.monotonic() + timeout
@@ -269,14 +323,3 @@ def reject_volumes(block_device_info):
         raise kvmx_exception.UnsupportedDisks(
             what='volumes',
             detail='%d attached at boot' % len(volumes))
-
-
-def reject_network_info(network_info):
-    """Refuse ports before anything is created on the host.
-
-    VIF plugging is not part of this driver yet; a port we cannot wire is a
-    clear error rather than a guest without its network.
-    """
-    for vif in network_info or []:
-        raise kvmx_exception.UnsupportedVIFType(
-            vif_type=vif.get('type'), port_id=vif.get('id'))

@@ -21,6 +21,7 @@ from nova import exception
 
 from nova_kvmx.guest import cpu_topology
 from nova_kvmx.guest import numa
+from nova_kvmx.guest import devices
 from nova_kvmx.guest import spec
 
 # The consoles Nova's libvirt driver puts on a direct kernel boot command
@@ -31,7 +32,8 @@ CONSOLE_CMDLINE = 'console=tty0 console=ttyS0'
 _DISK_PREFIX = {'virtio': 'vd', 'scsi': 'sd', 'sata': 'sd'}
 
 
-def plan_guest(context, instance, image_meta, files, settings):
+def plan_guest(context, instance, image_meta, files, settings,
+               network_info=None, vf_netdevs=None):
     """Decide the guest that realises ``instance`` on this host.
 
     :param context: the request context (for the owner's names only)
@@ -39,11 +41,19 @@ def plan_guest(context, instance, image_meta, files, settings):
     :param image_meta: nova.objects.ImageMeta of the boot image
     :param files: spec.GuestFiles prepared for the instance
     :param settings: spec.DriverSettings of this host
+    :param network_info: the instance's ports (nova.network.model)
+    :param vf_netdevs: {VF PCI address: netdev} of its macvtap ports
     """
     flavor = instance.flavor
     props = image_meta.properties
     disks = plan_disks(files, props, settings.disk_cache)
     machine_type = props.get('hw_machine_type', settings.machine_type)
+    nics_and_hostdevs = devices.plan_devices(
+        instance, image_meta, settings.virt_type, network_info, vf_netdevs)
+    memory = numa.plan_numa(instance.numa_topology, flavor, image_meta,
+                            machine_type, settings)
+    if devices.needs_shared_memory(nics_and_hostdevs):
+        memory['shared_memory'] = True
     return spec.GuestSpec(
         uuid=instance.uuid,
         name=instance.name,
@@ -59,8 +69,8 @@ def plan_guest(context, instance, image_meta, files, settings):
         owner=plan_owner(context, instance, image_meta),
         package_version=settings.package_version,
         vnc_listen=settings.vnc_listen,
-        **numa.plan_numa(instance.numa_topology, flavor, image_meta,
-                         machine_type, settings),
+        devices=nics_and_hostdevs,
+        **memory,
     )
 
 

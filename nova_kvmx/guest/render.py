@@ -20,6 +20,7 @@ nothing else.
 
 from nova.virt.libvirt import config as vconfig
 
+from nova_kvmx.guest import render_devices
 from nova_kvmx.guest import render_numa
 
 # SMBIOS values cloud-init and other guest tools use to recognise a Nova
@@ -56,6 +57,8 @@ def build_domain(guest):
     conf.clock = build_clock()
     for disk in guest.disks:
         conf.add_device(build_disk(disk))
+    for device in render_devices.build_devices(guest.devices):
+        conf.add_device(device)
     for device in build_console(guest.console_log):
         conf.add_device(device)
     if guest.vnc_listen is not None:

@@ -93,10 +93,17 @@ def build_memory_backing(guest):
             page.size_kb = cell.page_size_kb
             page.nodeset = [cell.id]
             pages.append(page)
-    if not (pages or guest.locked_memory or not guest.share_pages):
+    # Shared memory (vhost-user) must be file backed: huge pages are;
+    # otherwise libvirt's file-backed RAM, shared.
+    file_backed = guest.shared_memory and (
+        not guest.numa_cells or
+        not all(cell.page_size_kb for cell in guest.numa_cells))
+    if not (pages or file_backed or guest.locked_memory or
+            not guest.share_pages):
         return None
     backing = vconfig.LibvirtConfigGuestMemoryBacking()
     backing.hugepages = pages
     backing.locked = guest.locked_memory
     backing.sharedpages = guest.share_pages
+    backing.filesource = backing.sharedaccess = file_backed
     return backing

@@ -180,3 +180,6 @@ class GuestSpec:
     share_pages: bool = True
     pmu: bool | None = None
     memballoon: bool = True
+    # NICs and passthrough devices (guest.devices InterfaceSpec and
+    # HostdevSpec), in order.
+    devices: tuple = ()

@@ -77,6 +77,26 @@ class GlanceFixture(nova_fixtures.GlanceFixture):
         return image
 
 
+class ClosedLibvirtHosts(fixtures.Fixture):
+    """Nova's test services stop in a background thread that may not reach
+    the driver's cleanup_host (or never start, when start-up fails) before
+    the test's thread pools are torn down, which would wait forever for the
+    libvirt Host's event thread. Close every Host the test created (close()
+    is idempotent)."""
+
+    def _setUp(self):
+        hosts = []
+        real_new_host = connection.new_host
+
+        def new_host(*args, **kwargs):
+            hosts.append(real_new_host(*args, **kwargs))
+            return hosts[-1]
+
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova_kvmx.host.connection.new_host', new_host))
+        self.addCleanup(lambda: [host.close() for host in hosts])
+
+
 class RealLibvirtTestCase(integrated_helpers.InstanceHelperMixin,
                           test.TestCase):
     """Boots real guests through Nova's API on the local libvirtd."""
@@ -142,21 +162,7 @@ class RealLibvirtTestCase(integrated_helpers.InstanceHelperMixin,
         return self.compute
 
     def _close_libvirt_hosts_at_cleanup(self):
-        """Nova's test services stop in a background thread that may not
-        reach the driver's cleanup_host (or never start, when start-up
-        fails) before the test's thread pools are torn down, which would
-        wait forever for the libvirt Host's event thread. Close every Host
-        the test created (close() is idempotent)."""
-        hosts = []
-        real_new_host = connection.new_host
-
-        def new_host(*args, **kwargs):
-            hosts.append(real_new_host(*args, **kwargs))
-            return hosts[-1]
-
-        self.useFixture(fixtures.MonkeyPatch(
-            'nova_kvmx.host.connection.new_host', new_host))
-        self.addCleanup(lambda: [host.close() for host in hosts])
+        self.useFixture(ClosedLibvirtHosts())
 
     # -- images -------------------------------------------------------------
 

@@ -19,6 +19,7 @@ its elements are compared with the claim.
 
 import ddt
 from nova import exception
+from nova.network import model
 from nova.virt import hardware
 import testtools
 
@@ -322,3 +323,40 @@ class HugepagesTest(NUMARenderTestCase):
         flavor = b.flavor(vcpus=2, extra_specs={
             'hw:mem_page_size': '16MB'})
         self.assertIsNone(self.host.claim(flavor, b.image()))
+
+
+class VhostUserMemoryTest(NUMARenderTestCase):
+    """A vhost-user port needs guest RAM the switch can map."""
+
+    def vhostuser_domain(self, inst):
+        port = model.VIF(
+            id='d2e3a1f4-1b5c-4c8e-9a0b-3f2e1d0c9b8a',
+            address='fa:16:3e:11:22:33', type='vhostuser',
+            network=model.Network(id='5a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d',
+                                  bridge='br-int', subnets=[], mtu=1500),
+            details={'vhostuser_socket': '/run/openvswitch/vhu0',
+                     'vhostuser_mode': 'server',
+                     'vhostuser_ovs_plug': True},
+            devname='tapd2e3a1f4-1b')
+        xml = render.render_domain(b.plan(
+            inst=inst, driver_settings=self.host.settings,
+            network_info=[port]))
+        xml_schema.assert_valid_domain(self, xml)
+        return xml_schema.parse(xml)
+
+    def test_hugepage_guest_shares_its_pages(self):
+        root = self.vhostuser_domain(self.host.instance(
+            vcpus=2, hw_cpu_policy='dedicated', hw_mem_page_size='2MB'))
+        self.assertEqual('shared', xml_schema.find(
+            root, 'cpu/numa/cell').get('memAccess'))
+        self.assertEqual([], xml_schema.findall(root, 'memoryBacking/source'))
+
+    def test_small_page_numa_guest_gets_shared_file_memory(self):
+        root = self.vhostuser_domain(self.host.instance(
+            vcpus=2, hw_cpu_policy='dedicated'))
+        self.assertEqual('shared', xml_schema.find(
+            root, 'cpu/numa/cell').get('memAccess'))
+        self.assertEqual('file', xml_schema.find(
+            root, 'memoryBacking/source').get('type'))
+        self.assertEqual('shared', xml_schema.find(
+            root, 'memoryBacking/access').get('mode'))
