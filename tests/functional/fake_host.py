@@ -26,6 +26,7 @@ import subprocess
 import sys
 
 import fixtures
+from lxml import etree
 from nova import context as nova_context
 import nova.conf
 from nova import test
@@ -33,6 +34,7 @@ from nova.tests import fixtures as nova_fixtures
 from nova.tests.fixtures import libvirt as fakelibvirt
 from nova.tests.functional import fixtures as func_fixtures
 from nova.tests.functional import integrated_helpers
+from nova.virt.libvirt import guest as libvirt_guest
 
 from nova_kvmx import conf as kvmx_conf  # noqa: F401 (registers [kvmx])
 from nova_kvmx.host import iommu
@@ -73,6 +75,17 @@ class FakeLibvirtTestCase(integrated_helpers.InstanceHelperMixin,
             'nova_kvmx.host.iommu.read_facts',
             return_value=iommu.PassthroughFacts(
                 iommu_groups=64, vfio_pci=iommu.VFIO_LOADED)))
+        # Nova's fake libvirt keeps only part of a domain's XML: record
+        # the whole XML the driver gives it.
+        self.created_xml = []
+        real_create = libvirt_guest.Guest.create
+
+        def create(xml, host):
+            self.created_xml.append(xml)
+            return real_create(xml, host)
+
+        self.useFixture(fixtures.MockPatch(
+            'nova.virt.libvirt.guest.Guest.create', side_effect=create))
         self.mock_conn = self.useFixture(fixtures.MockPatch(
             'nova.virt.libvirt.host.Host.get_connection')).mock
         self.useFixture(base.ClosedLibvirtHosts())
@@ -88,14 +101,17 @@ class FakeLibvirtTestCase(integrated_helpers.InstanceHelperMixin,
         self.start_service('scheduler')
         self.ctxt = nova_context.get_admin_context()
 
-    def start_compute(self, pci_info):
-        """nova-compute on a fake host with 2 NUMA nodes and ``pci_info``
-        (a fakelibvirt.HostPCIDevicesInfo)."""
+    def start_compute(self, pci_info=None, host_info=None):
+        """nova-compute on a fake host: ``host_info``
+        (a fakelibvirt.HostInfo; default 2 NUMA nodes of 2 cores x 2
+        threads) with ``pci_info`` (a fakelibvirt.HostPCIDevicesInfo)."""
+        pci_info = pci_info or fakelibvirt.HostPCIDevicesInfo(
+            num_pci=0, num_pfs=0, num_vfs=0)
         self.fake_conn = fakelibvirt.Connection(
             'qemu:///system', version=fakelibvirt.FAKE_LIBVIRT_VERSION,
             hv_version=fakelibvirt.FAKE_QEMU_VERSION,
-            host_info=fakelibvirt.HostInfo(cpu_nodes=2, cpu_sockets=1,
-                                           cpu_cores=2, cpu_threads=2),
+            host_info=host_info or fakelibvirt.HostInfo(
+                cpu_nodes=2, cpu_sockets=1, cpu_cores=2, cpu_threads=2),
             pci_info=pci_info, hostname=self.compute_host)
         self.mock_conn.return_value = self.fake_conn
         self.libvirt.update_sriov_mac_address_mapping(
@@ -116,6 +132,14 @@ class FakeLibvirtTestCase(integrated_helpers.InstanceHelperMixin,
                 'properties': {}}
         with open(path, 'rb') as data:
             return self.glance.create(self.ctxt, meta, data=data)['id']
+
+    def given_xml(self, server):
+        """The last domain XML the driver gave libvirt for ``server``."""
+        for xml in reversed(self.created_xml):
+            root = etree.fromstring(xml)
+            if root.findtext('uuid') == server['id']:
+                return root
+        self.fail('no domain was created for server %s' % server['id'])
 
     def domain(self, server):
         """The domain the fake libvirt holds for a server."""

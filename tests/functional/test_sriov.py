@@ -24,11 +24,9 @@ import os
 import time
 from unittest import mock
 
-import fixtures
 from lxml import etree
 from nova import objects
 from nova.tests.fixtures import libvirt as fakelibvirt
-from nova.virt.libvirt import guest as libvirt_guest
 from oslo_serialization import jsonutils
 
 from tests.functional import fake_host
@@ -68,15 +66,6 @@ class SRIOVTestBase(fake_host.FakeLibvirtTestCase):
         self.pci_info = fakelibvirt.HostPCIDevicesInfo(num_pfs=2, num_vfs=8)
         self.neutron._networks[self.neutron.network_2['id']] = \
             self.neutron.network_2
-        self.created_xml = []
-        real_create = libvirt_guest.Guest.create
-
-        def create(xml, host):
-            self.created_xml.append(xml)
-            return real_create(xml, host)
-
-        self.useFixture(fixtures.MockPatch(
-            'nova.virt.libvirt.guest.Guest.create', side_effect=create))
         self.image_id = self.create_image()
 
     def add_port(self, vnic_type, vif_type='hw_veb', vlan=100,
