@@ -213,6 +213,13 @@ class RealLibvirtTestCase(integrated_helpers.InstanceHelperMixin,
                              status))
             time.sleep(0.5)
 
+    def _wait_for_state_change(self, server, expected_status,
+                               max_retries=None, wait_for_fault_key=True):
+        """Nova's helper (used by _create_server and others) gives a server
+        about 5 s to change state; a real guest under TCG on a loaded host
+        can take longer, so it gets this base's deadline instead."""
+        return self.wait_for_status(server, expected_status)
+
     def wait_for_console(self, server, text, count=1,
                          timeout=STATE_TIMEOUT):
         """Wait until ``text`` appears ``count`` times in the console output
