@@ -29,7 +29,6 @@ from nova.virt.libvirt import utils as libvirt_utils
 from oslo_serialization import jsonutils
 from oslo_utils import units
 
-from nova_kvmx.host import devices
 from nova_kvmx.host import topology
 
 CONF = nova.conf.CONF
@@ -93,7 +92,8 @@ def inventory_totals(host, instances_path):
 
 
 def available_resources(host, instances_path, nodename, virt_type):
-    """The compute node record; each host fact is read once."""
+    """The compute node record; each host fact is read once, the PCI
+    devices come from the host's cache (:meth:`Host.pci_devices_json`)."""
     caps = host.get_capabilities()
     cpus = topology.cpu_sets(host.get_online_cpus())
     numa = _numa_topology(caps, cpus)
@@ -110,8 +110,7 @@ def available_resources(host, instances_path, nodename, virt_type):
         'cpu_info': cpu_info(caps),
         'disk_available_least': free_gb,
         'supported_instances': [(arch, virt_type, fields.VMMode.HVM)],
-        'pci_passthrough_devices': jsonutils.dumps(
-            devices.pci_devices(host.get_connection())),
+        'pci_passthrough_devices': host.pci_devices_json(),
         'numa_topology': numa._to_json() if numa else None,
     }
 

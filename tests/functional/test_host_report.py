@@ -13,14 +13,21 @@
 """What the compute node reports to Placement, read back from Placement."""
 
 import os
+import time
 
 import libvirt
 import os_traits as ot
 from nova import exception as nova_exception
 import nova.conf.neutron
 from nova import objects
+from oslo_concurrency import processutils
+from oslo_utils import uuidutils
 
+from nova_kvmx.host import connection
 from tests.functional import base
+
+# Seconds to wait for libvirt to deliver a node-device event.
+EVENT_TIMEOUT = 30
 
 
 class HostReportTest(base.RealLibvirtTestCase):
@@ -166,3 +173,91 @@ class PCIReportTest(base.RealLibvirtTestCase):
             ':', '_').replace('.', '_') for d in tracked})
         self.assertEqual({'available'}, {d.status for d in tracked})
         self.assertEqual({'type-PCI'}, {d.dev_type for d in tracked})
+
+
+def wait_until(predicate, what, timeout=EVENT_TIMEOUT):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError('%s did not happen within %ds' % (
+                what, timeout))
+        time.sleep(0.1)
+
+
+def udevd_running():
+    for pid in filter(str.isdigit, os.listdir('/proc')):
+        try:
+            with open('/proc/%s/comm' % pid) as f:
+                if f.read().strip() in ('systemd-udevd', 'udevd'):
+                    return True
+        except OSError:
+            pass
+    return False
+
+
+class NodeDeviceEventsTest(base.RealLibvirtTestCase):
+    """The PCI report follows node-device events delivered by libvirt's
+    event loop, which the driver's Host runs."""
+
+    START_COMPUTE = False
+
+    # A vHBA on the test driver's FC HBA: the node device libvirt's test
+    # driver can create and destroy, with lifecycle events.
+    VHBA = """<device><parent>scsi_host1</parent>
+      <capability type='scsi_host'><capability type='fc_host'>
+        <wwnn>2001001b32a9da4e</wwnn><wwpn>2101001b32a9da4e</wwpn>
+      </capability></capability></device>"""
+
+    def test_test_driver_events_reach_the_report(self):
+        """libvirt's test:///default driver sends lifecycle events for the
+        vHBAs it creates; a vHBA is no PCI device, so the report keeps its
+        (empty) JSON while it reads the device the events name."""
+        host = connection.new_host('test:///default')
+        host.initialize()
+        report = host.pci_report
+        before = host.pci_devices_json()
+        dev = host.get_connection().nodeDeviceCreateXML(self.VHBA, 0)
+        name = dev.name()
+        self.addCleanup(self._destroy, dev)
+        wait_until(lambda: name in report.pending(),
+                   'the creation event of %s' % name)
+        self.assertIs(before, host.pci_devices_json())
+        self.assertEqual(set(), report.pending())
+        dev.destroy()
+        wait_until(lambda: name in report.pending(),
+                   'the deletion event of %s' % name)
+        self.assertIs(before, host.pci_devices_json())
+        host.close()
+        self.assertEqual(set(), report.pending())
+
+    @staticmethod
+    def _destroy(dev):
+        try:
+            dev.destroy()
+        except libvirt.libvirtError:
+            pass  # destroyed by the test
+
+    def test_real_libvirtd_events_reach_the_report(self):
+        """libvirtd learns of node devices from udev: without udevd (this
+        machine runs none unless started) it sends no node-device
+        events."""
+        if not udevd_running():
+            self.skipTest('no udevd runs: libvirtd sends no node-device '
+                          'events (start systemd-udevd to run this test)')
+        self.start_compute()
+        report = self.driver._host.pci_report
+        ifname = 'kvmx%s' % uuidutils.generate_uuid()[:8]
+        processutils.execute('ip', 'link', 'add', ifname, 'type', 'ifb')
+        self.addCleanup(processutils.execute, 'ip', 'link', 'del', ifname,
+                        check_exit_code=False)
+
+        def named():
+            return [n for n in report.pending()
+                    if n.startswith('net_%s_' % ifname)]
+
+        wait_until(named, 'the creation event of %s' % ifname)
+        node = self.driver.get_available_nodes()[0]
+        self.driver.get_available_resource(node)
+        self.assertEqual([], named())
+        processutils.execute('ip', 'link', 'del', ifname)
+        wait_until(named, 'the deletion event of %s' % ifname)
