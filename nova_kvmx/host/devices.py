@@ -48,16 +48,21 @@ def _net_facts(doc):
     match = _PCI_NODEDEV.match(doc.findtext('parent') or '')
     if match is None or cap is None:
         return None
+    ifname = cap.findtext('interface')
+    if not ifname:
+        LOG.warning('Skipping net node device %s: its XML has no interface.',
+                    doc.findtext('name') or '(unnamed)')
+        return None
     address = '%s:%s:%s.%s' % match.groups()
     features = [f.get('name') for f in cap.findall('feature')]
-    return address, features, cap.findtext('interface'), \
-        cap.findtext('address')
+    return address, features, ifname, cap.findtext('address')
 
 
 def net_facts(xml_string):
-    """(PCI address, features, interface name, MAC) of a ``net`` node
-    device, or None when its parent is not a PCI function or its XML is not
-    well-formed."""
+    """(PCI address, features, interface name, MAC or None) of a ``net``
+    node device; None when its parent is not a PCI function, and with a
+    warning naming the device when its XML is not well-formed or lacks the
+    interface name."""
     doc = pci.parse(xml_string)
     return _net_facts(doc) if doc is not None else None
 
@@ -236,7 +241,8 @@ class PCIReport:
     def _assemble(self):
         features, ifnames, macs = {}, {}, {}
         for address, feats, ifname, mac in self._netdevs.values():
-            features[address], ifnames[address], macs[address] = \
-                feats, ifname, mac
+            features[address], ifnames[address] = feats, ifname
+            if mac:
+                macs[address] = mac
         return pci.assemble(list(self._functions.values()), features,
                             ifnames, macs)

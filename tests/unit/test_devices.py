@@ -83,6 +83,19 @@ class NetFactsTest(testtools.TestCase):
         self.assertIsNone(devices.net_facts(NET_ETH0[:100]))
         self.assertIn('not well-formed', log.output)
 
+    def test_missing_interface_is_skipped_with_a_warning(self):
+        log = self.useFixture(fixtures.FakeLogger())
+        self.assertIsNone(devices.net_facts(
+            NET_ETH0.replace('<interface>eth0</interface>', '')))
+        self.assertIn('net_eth0_02_fc_00_00_00_01: its XML has no interface',
+                      log.output)
+
+    def test_missing_mac_is_left_out(self):
+        self.assertEqual(
+            ('0000:00:03.0', ['rx', 'tx', 'sg', 'tso'], 'eth0', None),
+            devices.net_facts(NET_ETH0.replace(
+                '<address>02:fc:00:00:00:01</address>', '')))
+
 
 class PCIReportTest(testtools.TestCase):
     """The PCI report is kept between periods and follows node-device
@@ -218,6 +231,16 @@ class PCIReportTest(testtools.TestCase):
         self.assertNotIn(self.VF, self.devices())
         self.assertIn('Skipping PCI node device %s: its XML has no '
                       'vendor_id' % self.VF, self.log.output)
+
+    def test_netdev_without_mac_gives_its_pf_none(self):
+        self.conn._add_nodedev(fakelibvirt.NodeDevice(
+            self.conn, xml=NET_PF.replace(
+                '<address>3c:fd:fe:a1:b2:c0</address>', '')))
+        self.conn.send_lifecycle('net_ens1f0_3c_fd_fe_a1_b2_c0',
+                                 nodedev_events.CREATED)
+        self.assertNotIn('mac_address', self.devices()[self.PF])
+        self.assertEqual([], [d for d in self.devices().values()
+                              if 'capabilities' in d])
 
     def test_device_gone_during_the_listing_is_left_out(self):
         gone = fakelibvirt.NodeDevice(self.conn, xml=NET_PF)
