@@ -16,6 +16,7 @@ import os
 import time
 
 import libvirt
+from lxml import etree
 import os_traits as ot
 from nova import exception as nova_exception
 import nova.conf.neutron
@@ -173,6 +174,42 @@ class PCIReportTest(base.RealLibvirtTestCase):
             ':', '_').replace('.', '_') for d in tracked})
         self.assertEqual({'available'}, {d.status for d in tracked})
         self.assertEqual({'type-PCI'}, {d.dev_type for d in tracked})
+
+    def test_report_in_placement(self):
+        """Nova's resource tracker, not the driver, models PCI devices in
+        Placement (nova.compute.pci_placement_translator), from the PCI
+        tracker this driver feeds: one child provider per device, named
+        after it, with one unit of its vendor/product resource class."""
+        self.flags(device_spec=['{"vendor_id": "1af4"}'],
+                   report_in_placement=True, group='pci')
+        self.start_compute()
+        name = self.driver.get_available_nodes()[0]
+        expected = {}
+        for dev in self.libvirt().listAllDevices(
+                libvirt.VIR_CONNECT_LIST_NODE_DEVICES_CAP_PCI_DEV):
+            cap = etree.fromstring(dev.XMLDesc(0)).find('capability')
+            if cap.find('vendor').get('id') == '0x1af4':
+                address = '0000:%02x:%02x.%x' % tuple(
+                    int(cap.findtext(f), 0)
+                    for f in ('bus', 'slot', 'function'))
+                expected['%s_%s' % (name, address.upper())] = (
+                    'CUSTOM_PCI_1AF4_%s' % cap.find('product').get(
+                        'id')[2:].upper())
+        self.assertNotEqual({}, expected)  # virtio devices of this VM
+        root = self.placement.get('/resource_providers?name=%s' % name).body[
+            'resource_providers'][0]['uuid']
+        children = [rp for rp in self.placement.get(
+            '/resource_providers?in_tree=%s' % root, version='1.14').body[
+                'resource_providers'] if rp['uuid'] != root]
+        actual = {}
+        for rp in children:
+            self.assertEqual(root, rp['parent_provider_uuid'])
+            inventory = self.placement.get(
+                '/resource_providers/%s/inventories' % rp['uuid']).body[
+                    'inventories']
+            self.assertEqual([1], [i['total'] for i in inventory.values()])
+            actual[rp['name']] = list(inventory)[0]
+        self.assertEqual(expected, actual)
 
 
 def wait_until(predicate, what, timeout=EVENT_TIMEOUT):
