@@ -128,6 +128,23 @@ class CPUSetsReportTest(base.RealLibvirtTestCase):
         self.assertIn('1', str(ex))
         self.assertIn('cpu_dedicated_set', str(ex))
 
+    def test_malformed_set_refused_at_start(self):
+        self.flags(cpu_shared_set='0-x', group='compute')
+        ex = self.assertRaises(nova_exception.InvalidConfiguration,
+                               self.start_compute)
+        self.assertIn("Invalid '[compute] cpu_shared_set'", str(ex))
+
+    def test_reserving_more_pages_than_exist_refused_at_start(self):
+        cell = etree.fromstring(self.libvirt().getCapabilities()).find(
+            'host/topology/cells/cell')
+        pages = int(cell.find("pages[@size='2048']").text)
+        self.flags(reserved_huge_pages=[
+            'node:%s,size:2048,count:%d' % (cell.get('id'), pages + 1)])
+        ex = self.assertRaises(nova_exception.InvalidConfiguration,
+                               self.start_compute)
+        self.assertIn("reserves %d pages of 2048 KiB on NUMA node %s, which "
+                      "has %d" % (pages + 1, cell.get('id'), pages), str(ex))
+
     def test_pinned_flavor_claims_pcpu_and_is_refused_cleanly(self):
         self.flags(cpu_shared_set='0', cpu_dedicated_set='1',
                    group='compute')
