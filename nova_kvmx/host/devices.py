@@ -149,7 +149,13 @@ class PCIReport:
         elif not self._callback_ids:
             self._walk(conn)
         else:
-            for name in self._drain():
+            names = self._drain()
+            pfs = self._pfs_of(names)
+            for name in names:
+                self._reread(conn, name)
+            # A VF that comes or goes changes its PF's virt_functions, which
+            # libvirt reads from sysfs when asked, with no event for the PF.
+            for name in (pfs | self._pfs_of(names)) - names:
                 self._reread(conn, name)
 
     def _register(self, conn):
@@ -186,6 +192,16 @@ class PCIReport:
         while self._events:
             names.add(self._events.popleft())
         return names
+
+    def _pfs_of(self, names):
+        """Node-device names of the PFs of the VFs among ``names``."""
+        pfs = set()
+        for name in names:
+            parent = self._functions.get(name, (None, {}))[1].get(
+                'parent_addr')
+            if parent:
+                pfs.add('pci_' + parent.replace(':', '_').replace('.', '_'))
+        return pfs
 
     def _walk(self, conn):
         seen = set()

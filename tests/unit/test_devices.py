@@ -153,7 +153,9 @@ class PCIReportTest(testtools.TestCase):
         self.assertEqual({self.VF}, self.report.pending())
         self.assertEqual(1, self.devices()[self.VF]['numa_node'])
         self.assertEqual(set(), self.report.pending())
-        lookup.assert_called_once_with(self.VF)
+        # and its PF, in case the VF was created or deleted
+        self.assertEqual([mock.call(self.VF), mock.call(self.PF)],
+                         lookup.call_args_list)
         listing.assert_not_called()
 
     def test_event_without_change_keeps_the_report(self):
@@ -231,6 +233,25 @@ class PCIReportTest(testtools.TestCase):
         self.assertNotIn(self.VF, self.devices())
         self.assertIn('Skipping PCI node device %s: its XML has no '
                       'vendor_id' % self.VF, self.log.output)
+
+    def test_new_vf_gets_its_number_from_its_pf(self):
+        """libvirt sends no event for a PF whose VFs change: the PF is read
+        again with its VF, for the VF's number."""
+        self.conn = self.connection(num_pfs=1, num_vfs=1)
+        self.assertEqual({self.PF, self.VF}, set(self.devices()))
+        self.conn._add_nodedev(fakelibvirt.NodeDevice(self.conn, xml=NET_PF))
+        self.conn.send_lifecycle('net_ens1f0_3c_fd_fe_a1_b2_c0',
+                                 nodedev_events.CREATED)
+        info = self.conn.pci_info
+        info.add_device(dev_type='VF', bus=0x81, slot=0, function=2,
+                        iommu_group=42, numa_node=0, vf_ratio=2,
+                        parent=(0x81, 0, 0))
+        info.devices[self.PF].vf_ratio = 2
+        info.devices[self.PF].generate_xml()
+        self.conn.send_lifecycle('pci_0000_81_00_2', nodedev_events.CREATED)
+        self.assertEqual(
+            {'pf_mac_address': '3c:fd:fe:a1:b2:c0', 'vf_num': 1},
+            self.devices()['pci_0000_81_00_2']['capabilities']['sriov'])
 
     def test_netdev_without_mac_gives_its_pf_none(self):
         self.conn._add_nodedev(fakelibvirt.NodeDevice(
