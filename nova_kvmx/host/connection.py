@@ -95,8 +95,9 @@ class Host(libvirt_host.Host):
         # delayed ones be cancelled for good.
         with self._wrapped_conn_lock:
             conn, self._wrapped_conn = self._wrapped_conn, None
+        # Deregister while the connection is still open.
+        self._pci_report.close()
         if conn is not None:
-            self._pci_report.close()
             try:
                 conn.close()
             except Exception as ex:
