@@ -7,7 +7,19 @@ node)``, for ``nova_kvmx.driver.KVMXDriver`` and for
 ``nova.virt.libvirt.driver.LibvirtDriver``, both on the *same* fake libvirt
 connection (Nova's ``nova.tests.fixtures.libvirt``) so that the shapes need
 not exist on this machine. Prints the cold (first call after init_host) and
-warm (median of --repeat calls) times in ms and the ratio Nova/ours.
+warm (median of --repeat calls) times in ms and the ratio Nova/ours; for
+ours also the median of periods that each follow one node-device update
+event (one VF moved to another NUMA node: re-read, the report assembled
+again), and at the end how the times grow.
+
+Nova's fake libvirt has no node-device events: the benchmark adds to its
+Connection a ``nodeDeviceEventRegisterAny`` that only records the callback
+and returns an id (tests/unit/nodedev_events.py), so that our driver takes
+its cached path (without events it lists every device in every period).
+Nova's own driver caches its PCI report for the life of the process
+(``functools.cache`` on ``LibvirtDriver._get_pci_passthrough_devices`` in
+Nova 34: it never sees a device change), so its warm figure has no PCI
+work either.
 
 Figures only: nothing is asserted. Libvirt itself is faked, so the numbers
 measure the drivers' own Python work (XML parsing, object building), not
@@ -35,6 +47,7 @@ import json  # noqa: E402
 import logging  # noqa: E402
 import platform  # noqa: E402
 import pstats  # noqa: E402
+import resource  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -48,6 +61,7 @@ from nova.tests.fixtures import libvirt as fakelibvirt  # noqa: E402
 from nova import version as nova_version  # noqa: E402
 
 from nova_kvmx import driver as kvmx_driver  # noqa: E402
+from tests.unit import nodedev_events  # noqa: E402
 
 CONF = nova.conf.CONF
 CORES, THREADS = 4, 2          # per NUMA node: 8 host CPUs
@@ -78,11 +92,20 @@ def pci_info(numa_nodes, vfs):
     return info
 
 
+def change_device(conn, name):
+    """Move a device to another NUMA node and send its update event, as
+    libvirt would."""
+    pci_dev = conn.pci_info.devices[name]
+    pci_dev.numa_node = (pci_dev.numa_node + 1) % 2
+    pci_dev.generate_xml()
+    conn.send_update(name)
+
+
 def make_connection(numa_nodes, vfs, instances, tmp):
     host_info = fakelibvirt.HostInfo(
         cpu_nodes=numa_nodes, cpu_sockets=1, cpu_cores=CORES,
         cpu_threads=THREADS, kB_mem=numa_nodes * 16 * 1024 * 1024)
-    conn = fakelibvirt.Connection(
+    conn = nodedev_events.Connection(
         'qemu:///system', hostname='bench', host_info=host_info,
         pci_info=pci_info(numa_nodes, vfs))
     for n in range(instances):
@@ -104,18 +127,42 @@ def configure(numa_nodes, vfs, tmp):
     CONF.set_override('device_spec', spec, 'pci')
 
 
-def timed(drv, node, repeat):
+def wall_clock():
+    return time.perf_counter()
+
+
+def cpu_clock():
+    """CPU seconds of this process and of its finished children (Nova's
+    driver runs ``uptime``): unlike wall time, not inflated by other
+    processes on a busy machine."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
+CLOCK = wall_clock
+
+
+def timed(drv, node, repeat, conn=None):
+    """(cold, warm) ms; with ``conn``, also the median ms of periods that
+    each follow an update event of one VF (the last device listed)."""
     # one tree across calls, as the resource tracker keeps its cached tree
     tree = provider_tree.ProviderTree()
     tree.new_root(node, str(uuid.uuid4()))
 
-    def once():
-        t0 = time.perf_counter()
+    def once(event=None):
+        if event:
+            change_device(conn, event)
+        t0 = CLOCK()
         drv.get_available_resource(node)
         drv.update_provider_tree(tree, node)
-        return (time.perf_counter() - t0) * 1000
+        return (CLOCK() - t0) * 1000
     cold = once()
-    return cold, statistics.median(once() for _ in range(repeat))
+    warm = statistics.median(once() for _ in range(repeat))
+    if conn is None:
+        return cold, warm
+    names = list(conn.pci_info.devices)
+    return cold, warm, statistics.median(
+        once(names[-1]) for _ in range(repeat)) if names else None
 
 
 def new_driver(kind):
@@ -129,14 +176,15 @@ def new_driver(kind):
 
 
 def measure(kind, conn, repeat, profile=False):
-    """(cold ms, warm ms) or an 'n/a: reason' string."""
+    """(cold ms, warm ms[, event ms]) or an 'n/a: reason' string."""
     try:
         with fixtures.MonkeyPatch(
                 'nova.tests.fixtures.libvirt.openAuth',
                 lambda *a, **k: conn):
             drv = new_driver(kind)
             node = drv.get_available_nodes()[0]
-            result = timed(drv, node, repeat)
+            result = timed(drv, node, repeat,
+                           conn if kind == 'ours' else None)
             if profile:
                 prof = cProfile.Profile()
                 prof.enable()
@@ -158,11 +206,24 @@ class Env(fixtures.Fixture):
     """Nova's LibvirtFixture plus our modules pointed at fake libvirt,
     and no database for Nova's driver."""
 
+    def __init__(self, events=True):
+        super().__init__()
+        self.events = events
+
     def _setUp(self):
         self.useFixture(fakelibvirt.LibvirtFixture())
-        for mod in ('nova_kvmx.host.devices', 'nova_kvmx.lifecycle'):
-            self.useFixture(fixtures.MonkeyPatch(mod + '.libvirt',
-                                                 fakelibvirt))
+        self.useFixture(nodedev_events.Fixture())
+        if not self.events:
+            # as libvirt refuses it when no event loop runs
+            self.useFixture(fixtures.MockPatch(
+                'tests.unit.nodedev_events.Connection.'
+                'nodeDeviceEventRegisterAny',
+                side_effect=fakelibvirt.make_libvirtError(
+                    fakelibvirt.libvirtError, 'internal error: could not '
+                    'initialize domain event timer',
+                    error_code=fakelibvirt.VIR_ERR_INTERNAL_ERROR)))
+        self.useFixture(fixtures.MonkeyPatch('nova_kvmx.lifecycle.libvirt',
+                                             fakelibvirt))
         # Nova's driver asks the database for this host's instances (disk
         # overcommit); there is no database here: none are known to it.
         from nova import objects
@@ -179,7 +240,48 @@ class Env(fixtures.Fixture):
 
 
 def fmt(res, idx):
-    return '%9.1f' % res[idx] if isinstance(res, tuple) else '%9s' % 'n/a'
+    if isinstance(res, tuple) and res[idx] is not None:
+        return '%9.1f' % res[idx]
+    return '%9s' % 'n/a'
+
+
+# (axis, its place in a result key, unit, the other axes' values shown,
+#  the figures whose growth is printed: (driver, index in its tuple, name))
+GROWTH = (
+    ('vfs', 1, 1000, {2: 100}, (('ours', 0, 'ours-cold'),
+                                ('ours', 2, 'ours-event'),
+                                ('nova', 0, 'nova-cold'))),
+    ('inst', 2, 100, {1: 1024}, (('ours', 1, 'ours-warm'),
+                                 ('nova', 1, 'nova-warm'))),
+    ('numa', 0, 1, {1: 1024, 2: 100}, (('ours', 1, 'ours-warm'),
+                                       ('nova', 1, 'nova-warm'))),
+)
+
+
+def growth(results):
+    """How the times grow along each axis: ms per unit between successive
+    points (steady slopes: linear growth)."""
+    lines = []
+    names = ('numa', 'vfs', 'inst')
+    for axis, pos, unit, shown, figures in GROWTH:
+        rows = {}
+        for key in sorted(results):
+            if all(key[p] == v for p, v in shown.items()):
+                rows.setdefault(key[:pos] + key[pos + 1:], []).append(key)
+        for other, row in sorted(rows.items()):
+            for kind, idx, label in figures:
+                pts = [(k[pos], results[k][kind]) for k in row
+                       if isinstance(results[k][kind], tuple) and
+                       results[k][kind][idx] is not None]
+                if len(pts) < 3:
+                    continue
+                slopes = ['%.1f' % ((b[idx] - a[idx]) / (y - x) * unit)
+                          for (x, a), (y, b) in zip(pts, pts[1:])]
+                where = ' '.join('%s=%d' % (n, v) for n, v in zip(
+                    [n for n in names if n != axis], other))
+                lines.append('%-10s %-16s ms per %d %s: %s' % (
+                    label, where, unit, axis, ' / '.join(slopes)))
+    return lines
 
 
 def main():
@@ -188,9 +290,17 @@ def main():
                    help='small grid: NUMA {2,4} x VFs {0,1024} x inst {0,100}')
     p.add_argument('--repeat', type=int, default=7,
                    help='warm calls per driver and shape (median printed)')
+    p.add_argument('--cpu', action='store_true',
+                   help='CPU time of the process and its children instead '
+                        'of wall time (steadier on a busy machine)')
+    p.add_argument('--no-events', action='store_true',
+                   help='libvirt refuses node-device events: ours lists '
+                        'every device every period')
     p.add_argument('--profile', action='store_true',
                    help='cProfile our warm path at 4 NUMA/1024 VFs/100 inst')
     args = p.parse_args()
+    global CLOCK
+    CLOCK = cpu_clock if args.cpu else wall_clock
     logging.disable(logging.CRITICAL)  # Nova logs every fake device
     CONF([], project='nova', default_config_files=[])
 
@@ -206,14 +316,24 @@ def main():
         os.cpu_count(), platform.python_version(),
         nova_version.version_string(), platform.platform()))
     print('calls: get_available_resource + update_provider_tree on Nova\'s '
-          'fake libvirt; warm = median of %d; times in ms' % args.repeat)
-    head = '%5s %5s %5s | %9s %9s | %9s %9s | %7s %7s' % (
-        'numa', 'vfs', 'inst', 'ours-cold', 'ours-warm', 'nova-cold',
-        'nova-warm', 'x-cold', 'x-warm')
+          'fake libvirt; warm = median of %d; %s in ms; load average %s' % (
+              args.repeat, 'CPU times' if args.cpu else 'wall times',
+              ' '.join('%.1f' % x for x in os.getloadavg())))
+    if args.no_events:
+        print('fake libvirt: node-device event registration refused '
+              '(ours lists every device every period)')
+    else:
+        print('fake libvirt: nodeDeviceEventRegisterAny added to its '
+              'Connection (records the callback); ours-event = a period '
+              'after one VF changed (update event)')
+    head = '%5s %5s %5s | %9s %9s %10s | %9s %9s | %7s %7s' % (
+        'numa', 'vfs', 'inst', 'ours-cold', 'ours-warm', 'ours-event',
+        'nova-cold', 'nova-warm', 'x-cold', 'x-warm')
     print(head)
     print('-' * len(head))
-    notes = []
-    with Env(), tempfile.TemporaryDirectory() as tmp:
+    notes, results = [], {}
+    with Env(events=not args.no_events), \
+            tempfile.TemporaryDirectory() as tmp:
         for numa, vfs, inst in grid:
             configure(numa, vfs, tmp)
             res = {}
@@ -229,13 +349,19 @@ def main():
             if all(isinstance(r, tuple) for r in res.values()):
                 ratio = ['%7.2f' % (res['nova'][i] / res['ours'][i])
                          for i in (0, 1)]
-            print('%5d %5d %5d | %s %s | %s %s | %s %s' % (
+            results[numa, vfs, inst] = res
+            print('%5d %5d %5d | %s %s %s | %s %s | %s %s' % (
                 numa, vfs, inst, fmt(res['ours'], 0), fmt(res['ours'], 1),
-                fmt(res['nova'], 0), fmt(res['nova'], 1), *ratio),
-                flush=True)
+                ' ' + fmt(res['ours'], 2), fmt(res['nova'], 0),
+                fmt(res['nova'], 1), *ratio), flush=True)
     for note in notes:
         print(note)
     print('x = Nova / ours (above 1: ours is faster)')
+    lines = growth(results)
+    if lines:
+        print('growth:')
+        for line in lines:
+            print('  ' + line)
 
 
 if __name__ == '__main__':

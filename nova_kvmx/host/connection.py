@@ -27,6 +27,7 @@ from oslo_log import log as logging
 from oslo_utils import versionutils
 
 from nova_kvmx import exception
+from nova_kvmx.host import devices
 
 LOG = logging.getLogger(__name__)
 
@@ -50,9 +51,23 @@ class Host(libvirt_host.Host):
     worker of Nova's default thread pool and libvirt events forever.
     """
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._pci_report = devices.PCIReport()
+
     @property
     def uri(self):
         return self._uri
+
+    @property
+    def pci_report(self):
+        """The :class:`nova_kvmx.host.devices.PCIReport` of this host."""
+        return self._pci_report
+
+    def pci_devices_json(self):
+        """``pci_passthrough_devices`` of the compute node record, kept
+        between periodic tasks and refreshed on node-device events."""
+        return self._pci_report.json(self.get_connection())
 
     def get_connection(self):
         """The connection, or LibvirtUnreachable naming the URI (Nova's
@@ -63,10 +78,11 @@ class Host(libvirt_host.Host):
             raise exception.LibvirtUnreachable(uri=self._uri) from ex
 
     def close(self):
-        """Stop the connection-event thread, the delayed lifecycle events
-        and the connection. The thread is told to stop first: it occupies a
-        worker of Nova's default pool, and a pool being shut down waits for
-        it while the delayed events may wait for the pool."""
+        """Stop the connection-event thread, the node-device events, the
+        delayed lifecycle events and the connection. The thread is told to
+        stop first: it occupies a worker of Nova's default pool, and a pool
+        being shut down waits for it while the delayed events may wait for
+        the pool."""
         if getattr(self, '_closed', False):
             return
         self._closed = True
@@ -79,6 +95,8 @@ class Host(libvirt_host.Host):
         # delayed ones be cancelled for good.
         with self._wrapped_conn_lock:
             conn, self._wrapped_conn = self._wrapped_conn, None
+        # Deregister while the connection is still open.
+        self._pci_report.close()
         if conn is not None:
             try:
                 conn.close()

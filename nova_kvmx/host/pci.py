@@ -100,12 +100,12 @@ def _base(cfgdev):
     return device
 
 
-def _finish(device, serial, pf, net_features, ifnames, macs):
+def _finish(device, serial, vf_num, net_features, ifnames, macs):
     """Add the optional keys, in Nova's rules.
 
     :param serial: the device's VPD serial number, or for a VF without one
         its PF's
-    :param pf: for a VF, its PF's ``LibvirtConfigNodeDevicePciCap``, if
+    :param vf_num: for a VF, its place in its PF's ``virt_functions``, if
         known
     """
     address, caps = device['address'], {}
@@ -116,11 +116,9 @@ def _finish(device, serial, pf, net_features, ifnames, macs):
                 device['parent_ifname'] = ifnames[pf_addr]
             if net_features[address]:
                 caps['network'] = list(net_features[address])
-        vfs = _fun_cap(pf, 'virt_functions') if pf is not None else None
-        vf_addrs = [_address(*a) for a in vfs.device_addrs] if vfs else []
-        if pf_addr in macs and address in vf_addrs:
+        if pf_addr in macs and vf_num is not None:
             caps['sriov'] = {'pf_mac_address': macs[pf_addr],
-                             'vf_num': vf_addrs.index(address)}
+                             'vf_num': vf_num}
     if serial:
         caps['vpd'] = {'card_serial_number': serial}
     if caps:
@@ -131,20 +129,36 @@ def _finish(device, serial, pf, net_features, ifnames, macs):
     return device
 
 
-def _read(xml_string):
-    """(config, base dict) of a PCI node device; (None, None) for another
-    device; None, with a warning, for one that cannot be reported."""
+def _vf_nums(pf_cap):
+    """{VF address: VF number} of a PF's ``virt_functions``."""
+    vfs = _fun_cap(pf_cap, 'virt_functions')
+    return {_address(*a): n
+            for n, a in enumerate(vfs.device_addrs if vfs else ())}
+
+
+def parse(xml_string, name=None):
+    """The lxml root of a node device's XML, or None, with a warning
+    naming the device, when the XML is not well-formed."""
     try:
-        doc = etree.fromstring(xml_string.encode()
-                               if isinstance(xml_string, str) else xml_string)
+        return etree.fromstring(xml_string.encode()
+                                if isinstance(xml_string, str) else xml_string)
     except (etree.XMLSyntaxError, TypeError, ValueError) as ex:
-        LOG.warning('Skipping a node device whose XML is not well-formed: '
-                    '%s', ex)
+        LOG.warning('Skipping node device %s: its XML is not well-formed: '
+                    '%s', name or '(unnamed)', ex)
         return None
-    # Nova's parser reads <capability type='net'> into pci_capability too:
-    # only the document's own capability type tells a PCI function.
-    if doc.find("capability[@type='pci']") is None:
-        return None, None
+
+
+def is_function(doc):
+    """Whether a parsed node device is a PCI function. Nova's parser reads
+    ``<capability type='net'>`` into ``pci_capability`` too: only the
+    document's own capability type tells."""
+    return doc.find("capability[@type='pci']") is not None
+
+
+def read_function(doc):
+    """(PCI capability, base dict) of a parsed PCI node device, for
+    :func:`assemble`; None, with a warning naming the device, for one that
+    cannot be reported."""
     name = doc.findtext('name') or '(unnamed)'
     cfgdev = vconfig.LibvirtConfigNodeDevice()
     try:
@@ -158,7 +172,36 @@ def _read(xml_string):
         LOG.warning('Skipping PCI node device %s: its XML has no %s.',
                     name, ', '.join(missing))
         return None
-    return cfgdev, _base(cfgdev)
+    return cfgdev.pci_capability, _base(cfgdev)
+
+
+def assemble(functions, net_features_by_pci_addr=None,
+             ifname_by_pci_addr=None, mac_by_pci_addr=None):
+    """Nova's PCI device dicts of the functions from :func:`read_function`,
+    in their order. The functions are left as they are, so that a caller
+    can keep them and assemble again when some of them change.
+
+    Other parameters as :func:`device_from_xml`.
+    """
+    caps = {device['address']: cap for cap, device in functions}
+    vf_nums = {}  # of each PF, computed once
+    result = []
+    for cap, device in functions:
+        pf_addr = device.get('parent_addr')
+        pf, vf_num = caps.get(pf_addr), None
+        if pf is not None:
+            if pf_addr not in vf_nums:
+                vf_nums[pf_addr] = _vf_nums(pf)
+            vf_num = vf_nums[pf_addr].get(device['address'])
+        serial = _serial(cap)
+        if not serial and pf is not None:
+            # A VF may not expose VPD (a firmware setting): its card's
+            # serial number is then its PF's, as in Nova.
+            serial = _serial(pf)
+        result.append(_finish(
+            dict(device), serial, vf_num, net_features_by_pci_addr or {},
+            ifname_by_pci_addr or {}, mac_by_pci_addr or {}))
+    return result
 
 
 def device_from_xml(xml_string, net_features_by_pci_addr=None,
@@ -191,19 +234,8 @@ def devices_from_xml(xml_strings, net_features_by_pci_addr=None,
 
     Parameters as :func:`device_from_xml`.
     """
-    read = [r for r in map(_read, xml_strings)
-            if r is not None and r[0] is not None]
-    caps = {device['address']: cfgdev.pci_capability
-            for cfgdev, device in read}
-    result = []
-    for cfgdev, device in read:
-        pf = caps.get(device.get('parent_addr'))
-        serial = _serial(cfgdev.pci_capability)
-        if not serial and pf is not None:
-            # A VF may not expose VPD (a firmware setting): its card's
-            # serial number is then its PF's, as in Nova.
-            serial = _serial(pf)
-        result.append(_finish(
-            device, serial, pf, net_features_by_pci_addr or {},
-            ifname_by_pci_addr or {}, mac_by_pci_addr or {}))
-    return result
+    docs = [doc for doc in map(parse, xml_strings)
+            if doc is not None and is_function(doc)]
+    return assemble([f for f in map(read_function, docs) if f is not None],
+                    net_features_by_pci_addr, ifname_by_pci_addr,
+                    mac_by_pci_addr)

@@ -29,7 +29,6 @@ from nova.virt.libvirt import utils as libvirt_utils
 from oslo_serialization import jsonutils
 from oslo_utils import units
 
-from nova_kvmx.host import devices
 from nova_kvmx.host import topology
 
 CONF = nova.conf.CONF
@@ -64,38 +63,44 @@ def physnet_numa_nodes():
             for name in CONF.neutron.physnets}
 
 
-def host_topology(host):
-    """The host's NUMATopology under Nova's CPU, hugepage and network
-    affinity options; raises InvalidConfiguration (or
-    InvalidNetworkNUMAAffinity) when the options do not fit the host."""
-    caps = host.get_capabilities()
-    cpus = topology.cpu_sets(host.get_online_cpus())
+def _numa_topology(caps, cpus):
     return topology.numa_topology(
         caps, cpus, CONF.reserved_huge_pages,
         physnet_nodes=physnet_numa_nodes(),
         tunnel_nodes=CONF.neutron_tunnel.numa_nodes)
 
 
+def host_topology(host):
+    """The host's NUMATopology under Nova's CPU, hugepage and network
+    affinity options; raises InvalidConfiguration (or
+    InvalidNetworkNUMAAffinity) when the options do not fit the host."""
+    return _numa_topology(host.get_capabilities(),
+                          topology.cpu_sets(host.get_online_cpus()))
+
+
+def _totals(cpus, memory_mb, local_gb):
+    return {'vcpus': len(cpus.shared), 'pcpus': len(cpus.dedicated),
+            'memory_mb': memory_mb, 'local_gb': local_gb}
+
+
 def inventory_totals(host, instances_path):
     """The totals Placement inventory needs: none of the costly parts of
     the compute node record (PCI devices, NUMA topology), as
     update_provider_tree runs right after get_available_resource."""
-    cpus = topology.cpu_sets(host.get_online_cpus())
-    return {
-        'vcpus': len(cpus.shared),
-        'pcpus': len(cpus.dedicated),
-        'memory_mb': host.get_memory_mb_total(),
-        'local_gb': disk_gb(instances_path)[0],
-    }
+    return _totals(topology.cpu_sets(host.get_online_cpus()),
+                   host.get_memory_mb_total(), disk_gb(instances_path)[0])
 
 
 def available_resources(host, instances_path, nodename, virt_type):
+    """The compute node record; each host fact is read once, the PCI
+    devices come from the host's cache (:meth:`Host.pci_devices_json`)."""
     caps = host.get_capabilities()
-    numa = host_topology(host)
-    _total_gb, used_gb, free_gb = disk_gb(instances_path)
+    cpus = topology.cpu_sets(host.get_online_cpus())
+    numa = _numa_topology(caps, cpus)
+    total_gb, used_gb, free_gb = disk_gb(instances_path)
     arch = caps.host.cpu.arch
     return {
-        **inventory_totals(host, instances_path),
+        **_totals(cpus, host.get_memory_mb_total(), total_gb),
         'vcpus_used': 0,
         'memory_mb_used': host.get_memory_mb_used(),
         'local_gb_used': used_gb,
@@ -105,8 +110,7 @@ def available_resources(host, instances_path, nodename, virt_type):
         'cpu_info': cpu_info(caps),
         'disk_available_least': free_gb,
         'supported_instances': [(arch, virt_type, fields.VMMode.HVM)],
-        'pci_passthrough_devices': jsonutils.dumps(
-            devices.pci_devices(host.get_connection())),
+        'pci_passthrough_devices': host.pci_devices_json(),
         'numa_topology': numa._to_json() if numa else None,
     }
 

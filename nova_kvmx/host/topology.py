@@ -22,9 +22,12 @@ CPUs come in as arguments; options are read only through Nova's parsers.
 
 Where we differ from Nova's driver, deliberately:
 
-- No legacy fallback. Nova reports ``pcpuset = cpuset`` when
-  ``cpu_dedicated_set`` is unset (for hosts upgraded from before Train);
-  here pinned guests get only ``[compute] cpu_dedicated_set``.
+- No fallback without CPU options. With none of them set, Nova reports
+  ``pcpuset = cpuset`` (for hosts upgraded from before Train); here pinned
+  guests then get no CPU. The deprecated ``vcpu_pin_set`` is honoured as
+  Nova documents it: its CPUs serve unpinned guests (VCPU inventory) and
+  pinned ones (each cell's ``pcpuset``, found by Nova's scheduler through
+  its VCPU fallback query), with no PCPU inventory.
 - Configuration Nova would accept and misreport is refused: CPUs that are
   not online, reservations of pages a cell lacks or for a node the host
   lacks (Nova ignores those), more pages than a cell has. Every error is an
@@ -53,9 +56,17 @@ VCPU_PIN_SET = 'vcpu_pin_set'
 
 @dataclasses.dataclass(frozen=True)
 class CPUSets:
-    """Host CPUs for unpinned guests (VCPU) and for pinned ones (PCPU)."""
+    """Host CPUs for unpinned guests (VCPU) and for pinned ones (PCPU).
+    ``legacy``: they come from the deprecated ``vcpu_pin_set``, whose CPUs
+    pinned guests share with unpinned ones."""
     shared: frozenset
     dedicated: frozenset
+    legacy: bool = False
+
+    @property
+    def pinnable(self):
+        """The CPUs pinned guests may use (a cell's ``pcpuset``)."""
+        return self.shared if self.legacy else self.dedicated
 
 
 def _spec(cpus):
@@ -100,8 +111,9 @@ def cpu_sets(online_cpus):
 def split_cpus(online_cpus, shared=(), dedicated=(), vcpu_pin=()):
     """Shared and dedicated CPUs, decided as Nova's libvirt driver does.
 
-    ``vcpu_pin`` alone makes those CPUs shared, and wins over ``shared``
-    (Nova warns and does the same); with ``dedicated`` it is an error.
+    ``vcpu_pin`` alone makes those CPUs shared, and pinnable (``legacy``),
+    and wins over ``shared`` (Nova warns and does the same); with
+    ``dedicated`` it is an error.
     With no option at all every online CPU is shared; with ``dedicated``
     alone none is.
 
@@ -136,7 +148,7 @@ def split_cpus(online_cpus, shared=(), dedicated=(), vcpu_pin=()):
                 "'%s' names CPUs %s that are not online on this host "
                 "(online: %s)." % (option, _spec(cpus - online),
                                    _spec(online)))
-    return CPUSets(shared=shared, dedicated=dedicated)
+    return CPUSets(shared=shared, dedicated=dedicated, legacy=bool(vcpu_pin))
 
 
 def _parse_reservation(entry):
@@ -250,7 +262,7 @@ def _numa_cell(cell, cpu_sets, reserved, network_metadata):
         id=cell.id,
         socket=_socket(cell),
         cpuset=cpus & cpu_sets.shared,
-        pcpuset=cpus & cpu_sets.dedicated,
+        pcpuset=cpus & cpu_sets.pinnable,
         memory=cell.memory // units.Ki,
         cpu_usage=0,
         memory_usage=0,

@@ -21,6 +21,7 @@ cast-as-call). Everything else -- API, conductor, scheduler, Placement,
 Glance and Neutron fakes, databases -- is Nova's test harness unchanged.
 """
 
+import fcntl
 import os
 import shutil
 import sys
@@ -61,6 +62,37 @@ STATE_TIMEOUT = 120
 class _Unpoisoned(fixtures.Fixture):
     def __init__(self, *args, **kwargs):
         super().__init__()
+
+
+class HostHugepages(fixtures.Fixture):
+    """Exclusive use of the host's huge pages for one test at a time.
+
+    Test workers run in parallel against one host; a test that measures
+    the free 2 MiB pages must not see another test's guest take some.
+    A lock file held (flock) for the test's duration, waited for with a
+    deadline."""
+
+    def __init__(self, timeout=STATE_TIMEOUT * 3):
+        super().__init__()
+        self.timeout = timeout
+
+    def _setUp(self):
+        path = os.path.join(os.environ.get('KVMX_TEST_DIR', '/var/tmp'),
+                            'kvmx-hugepages.lock')
+        lock = open(path, 'a')
+        self.addCleanup(lock.close)
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise AssertionError(
+                        'huge pages still in use by another test after '
+                        '%ds' % self.timeout)
+                time.sleep(0.5)
+        self.addCleanup(fcntl.flock, lock, fcntl.LOCK_UN)
 
 
 class GlanceFixture(nova_fixtures.GlanceFixture):

@@ -13,14 +13,22 @@
 """What the compute node reports to Placement, read back from Placement."""
 
 import os
+import time
 
 import libvirt
+from lxml import etree
 import os_traits as ot
 from nova import exception as nova_exception
 import nova.conf.neutron
 from nova import objects
+from oslo_concurrency import processutils
+from oslo_utils import uuidutils
 
+from nova_kvmx.host import connection
 from tests.functional import base
+
+# Seconds to wait for libvirt to deliver a node-device event.
+EVENT_TIMEOUT = 30
 
 
 class HostReportTest(base.RealLibvirtTestCase):
@@ -120,6 +128,23 @@ class CPUSetsReportTest(base.RealLibvirtTestCase):
         self.assertIn('1', str(ex))
         self.assertIn('cpu_dedicated_set', str(ex))
 
+    def test_malformed_set_refused_at_start(self):
+        self.flags(cpu_shared_set='0-x', group='compute')
+        ex = self.assertRaises(nova_exception.InvalidConfiguration,
+                               self.start_compute)
+        self.assertIn("Invalid '[compute] cpu_shared_set'", str(ex))
+
+    def test_reserving_more_pages_than_exist_refused_at_start(self):
+        cell = etree.fromstring(self.libvirt().getCapabilities()).find(
+            'host/topology/cells/cell')
+        pages = int(cell.find("pages[@size='2048']").text)
+        self.flags(reserved_huge_pages=[
+            'node:%s,size:2048,count:%d' % (cell.get('id'), pages + 1)])
+        ex = self.assertRaises(nova_exception.InvalidConfiguration,
+                               self.start_compute)
+        self.assertIn("reserves %d pages of 2048 KiB on NUMA node %s, which "
+                      "has %d" % (pages + 1, cell.get('id'), pages), str(ex))
+
     def test_1g_pages_flavor_finds_no_host(self):
         self.start_compute()
         flavor_id = self.create_flavor(
@@ -153,3 +178,127 @@ class PCIReportTest(base.RealLibvirtTestCase):
             ':', '_').replace('.', '_') for d in tracked})
         self.assertEqual({'available'}, {d.status for d in tracked})
         self.assertEqual({'type-PCI'}, {d.dev_type for d in tracked})
+
+    def test_report_in_placement(self):
+        """Nova's resource tracker, not the driver, models PCI devices in
+        Placement (nova.compute.pci_placement_translator), from the PCI
+        tracker this driver feeds: one child provider per device, named
+        after it, with one unit of its vendor/product resource class."""
+        self.flags(device_spec=['{"vendor_id": "1af4"}'],
+                   report_in_placement=True, group='pci')
+        self.start_compute()
+        name = self.driver.get_available_nodes()[0]
+        expected = {}
+        for dev in self.libvirt().listAllDevices(
+                libvirt.VIR_CONNECT_LIST_NODE_DEVICES_CAP_PCI_DEV):
+            cap = etree.fromstring(dev.XMLDesc(0)).find('capability')
+            if cap.find('vendor').get('id') == '0x1af4':
+                address = '0000:%02x:%02x.%x' % tuple(
+                    int(cap.findtext(f), 0)
+                    for f in ('bus', 'slot', 'function'))
+                expected['%s_%s' % (name, address.upper())] = (
+                    'CUSTOM_PCI_1AF4_%s' % cap.find('product').get(
+                        'id')[2:].upper())
+        self.assertNotEqual({}, expected)  # virtio devices of this VM
+        root = self.placement.get('/resource_providers?name=%s' % name).body[
+            'resource_providers'][0]['uuid']
+        children = [rp for rp in self.placement.get(
+            '/resource_providers?in_tree=%s' % root, version='1.14').body[
+                'resource_providers'] if rp['uuid'] != root]
+        actual = {}
+        for rp in children:
+            self.assertEqual(root, rp['parent_provider_uuid'])
+            inventory = self.placement.get(
+                '/resource_providers/%s/inventories' % rp['uuid']).body[
+                    'inventories']
+            self.assertEqual([1], [i['total'] for i in inventory.values()])
+            actual[rp['name']] = list(inventory)[0]
+        self.assertEqual(expected, actual)
+
+
+def wait_until(predicate, what, timeout=EVENT_TIMEOUT):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError('%s did not happen within %ds' % (
+                what, timeout))
+        time.sleep(0.1)
+
+
+def udevd_running():
+    for pid in filter(str.isdigit, os.listdir('/proc')):
+        try:
+            with open('/proc/%s/comm' % pid) as f:
+                if f.read().strip() in ('systemd-udevd', 'udevd'):
+                    return True
+        except OSError:
+            pass
+    return False
+
+
+class NodeDeviceEventsTest(base.RealLibvirtTestCase):
+    """The PCI report follows node-device events delivered by libvirt's
+    event loop, which the driver's Host runs."""
+
+    START_COMPUTE = False
+
+    # A vHBA on the test driver's FC HBA: the node device libvirt's test
+    # driver can create and destroy, with lifecycle events.
+    VHBA = """<device><parent>scsi_host1</parent>
+      <capability type='scsi_host'><capability type='fc_host'>
+        <wwnn>2001001b32a9da4e</wwnn><wwpn>2101001b32a9da4e</wwpn>
+      </capability></capability></device>"""
+
+    def test_test_driver_events_reach_the_report(self):
+        """libvirt's test:///default driver sends lifecycle events for the
+        vHBAs it creates; a vHBA is no PCI device, so the report keeps its
+        (empty) JSON while it reads the device the events name."""
+        host = connection.new_host('test:///default')
+        host.initialize()
+        report = host.pci_report
+        before = host.pci_devices_json()
+        dev = host.get_connection().nodeDeviceCreateXML(self.VHBA, 0)
+        name = dev.name()
+        self.addCleanup(self._destroy, dev)
+        wait_until(lambda: name in report.pending(),
+                   'the creation event of %s' % name)
+        self.assertIs(before, host.pci_devices_json())
+        self.assertEqual(set(), report.pending())
+        dev.destroy()
+        wait_until(lambda: name in report.pending(),
+                   'the deletion event of %s' % name)
+        self.assertIs(before, host.pci_devices_json())
+        host.close()
+        self.assertEqual(set(), report.pending())
+
+    @staticmethod
+    def _destroy(dev):
+        try:
+            dev.destroy()
+        except libvirt.libvirtError:
+            pass  # destroyed by the test
+
+    def test_real_libvirtd_events_reach_the_report(self):
+        """libvirtd learns of node devices from udev: without udevd (this
+        machine runs none unless started) it sends no node-device
+        events."""
+        if not udevd_running():
+            self.skipTest('no udevd runs: libvirtd sends no node-device '
+                          'events (start systemd-udevd to run this test)')
+        self.start_compute()
+        report = self.driver._host.pci_report
+        ifname = 'kvmx%s' % uuidutils.generate_uuid()[:8]
+        processutils.execute('ip', 'link', 'add', ifname, 'type', 'ifb')
+        self.addCleanup(processutils.execute, 'ip', 'link', 'del', ifname,
+                        check_exit_code=False)
+
+        def named():
+            return [n for n in report.pending()
+                    if n.startswith('net_%s_' % ifname)]
+
+        wait_until(named, 'the creation event of %s' % ifname)
+        node = self.driver.get_available_nodes()[0]
+        self.driver.get_available_resource(node)
+        self.assertEqual([], named())
+        processutils.execute('ip', 'link', 'del', ifname)
+        wait_until(named, 'the deletion event of %s' % ifname)

@@ -34,6 +34,7 @@ from lxml import etree
 from nova import objects
 from nova.tests.functional.api import client
 from nova.virt import hardware
+from oslo_utils import uuidutils
 
 from nova_kvmx.guest import planner
 from nova_kvmx.guest import render
@@ -73,6 +74,7 @@ class PinnedHugepageGuestTest(base.RealLibvirtTestCase):
         self.start_compute()
 
     def test_pinned_hugepage_guest(self):
+        self.useFixture(base.HostHugepages())
         flavor_id = self.create_flavor(
             name='kvmx.pinned.2m', vcpus=1, ram=256, extra_specs={
                 'hw:cpu_policy': 'dedicated', 'hw:mem_page_size': '2MB'})
@@ -133,8 +135,10 @@ class TwoCellGuestTest(base.RealLibvirtTestCase):
             online=range(2), shared=None, dedicated='0-1'))
 
     def test_guest_sees_two_nodes_pinned_as_claimed(self):
+        self.useFixture(base.HostHugepages())
         host = self.two_node_host()
         inst = host.instance(vcpus=2, memory_mb=256, hw_numa_nodes=2,
+                             uuid=uuidutils.generate_uuid(),
                              hw_cpu_policy='dedicated',
                              hw_mem_page_size='2MB')
         claim = inst.numa_topology
@@ -208,6 +212,7 @@ class RealtimeDomainTest(base.RealLibvirtTestCase):
             caps=test_topology.fake_host(cpu_nodes=1, cpu_cores=2),
             online=range(2), shared=None, dedicated='0-1'))
         inst = host.instance(vcpus=2, memory_mb=256,
+                             uuid=uuidutils.generate_uuid(),
                              hw_cpu_policy='dedicated',
                              hw_cpu_realtime='yes',
                              hw_cpu_realtime_mask='^0',

@@ -70,7 +70,7 @@ class NFVHost(fixtures.Fixture):
             self.numa, constraints, provider_mapping=None)
 
     def instance(self, vcpus=4, memory_mb=2048, image_meta=None,
-                 **extra_specs):
+                 uuid=b.INSTANCE_UUID, **extra_specs):
         """An instance of a flavor with ``extra_specs`` (``hw_foo`` for
         ``hw:foo``), claimed on this host; AssertionError if it does not
         fit."""
@@ -82,7 +82,7 @@ class NFVHost(fixtures.Fixture):
         if claim is None and hardware.numa_get_constraints(
                 flavor, image_meta) is not None:
             raise AssertionError('%r does not fit the host' % extra_specs)
-        return b.instance(flavor_obj=flavor, numa_topology=claim)
+        return b.instance(flavor_obj=flavor, numa_topology=claim, uuid=uuid)
 
     def host_cell(self, cell_id):
         return next(c for c in self.numa.cells if c.id == cell_id)

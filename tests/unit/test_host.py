@@ -27,10 +27,13 @@ import libvirt
 from lxml import etree
 from nova.compute import provider_tree
 import nova.conf
+import nova.conf.neutron
+from nova import objects
 from nova.virt import driver
 from nova.virt.libvirt import config as vconfig
 import os_resource_classes as orc
 from oslo_config import fixture as config_fixture
+from oslo_serialization import jsonutils
 import testtools
 
 from nova_kvmx import exception
@@ -201,3 +204,40 @@ class UpdateInventoryTest(testtools.TestCase):
                           'max_unit': 4, 'step_size': 1,
                           'allocation_ratio': 1.0}, inventory[orc.PCPU])
         self.assertEqual(2, inventory[orc.VCPU]['total'])
+
+
+class AvailableResourcesTest(testtools.TestCase):
+    """The compute node record from libvirt's test:///default driver (8
+    CPUs, 3 online, 2 NUMA cells), each host fact read once."""
+
+    def setUp(self):
+        super().setUp()
+        self.useFixture(fixtures.FakeLogger())
+        libvirt.registerErrorHandler(lambda ctxt, err: None, None)
+        self.addCleanup(libvirt.registerErrorHandler, None, None)
+        self.useFixture(config_fixture.Config(nova.conf.CONF))
+        nova.conf.neutron.register_dynamic_opts(nova.conf.CONF)
+        self.host = connection.new_host('test:///default')
+        self.addCleanup(self.host.close)
+        self.conn = self.host.get_connection()
+
+    def test_record_reads_each_fact_once(self):
+        cpu_map = self.useFixture(fixtures.MockPatchObject(
+            self.conn, 'getCPUMap', wraps=self.conn.getCPUMap)).mock
+        statvfs = self.useFixture(fixtures.MockPatch(
+            'os.statvfs', wraps=os.statvfs)).mock
+        record = resources.available_resources(
+            self.host, '/', 'compute1', 'qemu')
+        self.assertEqual((1, 1), (cpu_map.call_count, statvfs.call_count))
+        _count, online, _ = self.conn.getCPUMap()
+        st = os.statvfs('/')
+        self.assertEqual(
+            (sum(online), 0, self.conn.getInfo()[1],
+             st.f_frsize * st.f_blocks // 1024 ** 3),
+            (record['vcpus'], record['pcpus'], record['memory_mb'],
+             record['local_gb']))
+        numa = objects.NUMATopology.obj_from_db_obj(record['numa_topology'])
+        self.assertEqual(sum(online),
+                         sum(len(cell.cpuset) for cell in numa.cells))
+        self.assertEqual([], jsonutils.loads(
+            record['pci_passthrough_devices']))

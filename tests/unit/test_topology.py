@@ -121,23 +121,25 @@ class ConfigTestCase(testtools.TestCase):
 class CPUSetsTest(ConfigTestCase):
 
     @ddt.data(
-        # options, shared, dedicated
-        ({}, '0-31', ''),
-        ({'cpu_shared_set': '0-1,16-17'}, '0-1,16-17', ''),
+        # options, shared, dedicated, pinnable
+        ({}, '0-31', '', ''),
+        ({'cpu_shared_set': '0-1,16-17'}, '0-1,16-17', '', ''),
         ({'cpu_shared_set': '0-1,16-17', 'cpu_dedicated_set': '2-15,18-31'},
-         '0-1,16-17', '2-15,18-31'),
-        ({'cpu_dedicated_set': '4-15,20-31'}, '', '4-15,20-31'),
-        ({'vcpu_pin_set': '2-15'}, '2-15', ''),
+         '0-1,16-17', '2-15,18-31', '2-15,18-31'),
+        ({'cpu_dedicated_set': '4-15,20-31'}, '', '4-15,20-31', '4-15,20-31'),
+        # Nova's documented legacy: VCPU inventory and pinned guests alike.
+        ({'vcpu_pin_set': '2-15'}, '2-15', '', '2-15'),
         # vcpu_pin_set wins over cpu_shared_set, as in Nova.
-        ({'vcpu_pin_set': '2-15', 'cpu_shared_set': '0-1'}, '2-15', ''),
+        ({'vcpu_pin_set': '2-15', 'cpu_shared_set': '0-1'}, '2-15', '',
+         '2-15'),
     )
     @ddt.unpack
-    def test_sets(self, options, shared, dedicated):
+    def test_sets(self, options, shared, dedicated, pinnable):
         self.configure(**options)
+        sets = topology.cpu_sets(ALL_CPUS)
         self.assertEqual(
-            topology.CPUSets(shared=frozenset(cpus(shared)),
-                             dedicated=frozenset(cpus(dedicated))),
-            topology.cpu_sets(ALL_CPUS))
+            (cpus(shared), cpus(dedicated), cpus(pinnable)),
+            (sets.shared, sets.dedicated, sets.pinnable))
 
     def test_vcpu_pin_set_with_shared_set_warns(self):
         self.configure(vcpu_pin_set='2-15', cpu_shared_set='0-1')
@@ -192,7 +194,8 @@ class NUMATopologyTest(ConfigTestCase):
          [('', ''), ('', '4-7,20-23'), ('', '8-11,24-27'),
           ('', '12-15,28-31')]),
         ({'vcpu_pin_set': '2-15'},
-         [('2-3', ''), ('4-7', ''), ('8-11', ''), ('12-15', '')]),
+         [('2-3', '2-3'), ('4-7', '4-7'), ('8-11', '8-11'),
+          ('12-15', '12-15')]),
     )
     @ddt.unpack
     def test_cpus_per_cell(self, options, expected):
@@ -359,6 +362,16 @@ class NovaFittingTest(ConfigTestCase):
             self.assertEqual(4, len(pinned))
             self.assertLessEqual(pinned, host.cells[cell.id].pcpuset)
             self.assertLessEqual(pinned, cpus(dedicated))
+
+    def test_vcpu_pin_set_pins_within_it(self):
+        """As Nova documents: pinned guests land on vcpu_pin_set's CPUs."""
+        host = self.host_topology(vcpu_pin_set='4-15')
+        fitted = hardware.numa_fit_instance_to_host(
+            host, self.dedicated_instance(), provider_mapping=None)
+        self.assertIsNotNone(fitted)
+        for cell in fitted.cells:
+            self.assertLessEqual(set(cell.cpu_pinning.values()),
+                                 cpus('4-15'))
 
     def test_no_dedicated_set_no_pinning(self):
         # Nova's driver would offer every CPU for pinning here (its legacy
