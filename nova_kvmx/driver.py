@@ -34,6 +34,7 @@ from nova_kvmx.host import iommu
 from nova_kvmx.host import resources
 from nova_kvmx.host import topology
 from nova_kvmx import lifecycle
+from nova_kvmx import migration
 from nova_kvmx import snapshot
 from nova_kvmx import storage
 from nova_kvmx import version
@@ -54,6 +55,7 @@ class KVMXDriver(driver.ComputeDriver):
         supports_image_type_qcow2=True,
         supports_image_type_raw=True,
         supports_pcpus=True,
+        supports_migrate_to_same_host=True,
         supports_attach_interface=True,
     )
 
@@ -77,6 +79,7 @@ class KVMXDriver(driver.ComputeDriver):
             CONF.kvmx.domain_start_timeout, self._network)
         self._snapshots = snapshot.Snapshotter(
             self._lifecycle, self._storage, CONF.kvmx.snapshot_timeout)
+        self._moves = migration.ColdMigration(self._lifecycle, self._storage)
 
     # -- host ---------------------------------------------------------------
 
@@ -230,6 +233,35 @@ class KVMXDriver(driver.ComputeDriver):
     def detach_interface(self, context, instance, vif):
         self._network.detach_interface(instance, instance.image_meta, vif,
                                        CONF.kvmx.virt_type)
+
+    # -- resize and cold migration ------------------------------------------
+
+    def migrate_disk_and_power_off(self, context, instance, dest, flavor,
+                                   network_info, block_device_info=None,
+                                   timeout=0, retry_interval=0):
+        return self._moves.migrate_disk_and_power_off(
+            context, instance, dest, flavor, network_info, block_device_info,
+            timeout, retry_interval)
+
+    def finish_migration(self, context, migration, instance, disk_info,
+                         network_info, image_meta, resize_instance,
+                         allocations, block_device_info=None, power_on=True,
+                         share_info=None):
+        self._moves.finish_migration(
+            context, migration, instance, disk_info, network_info,
+            image_meta, resize_instance, allocations, block_device_info,
+            power_on, share_info)
+
+    def confirm_migration(self, context, migration, instance, network_info):
+        self._moves.confirm_migration(context, migration, instance,
+                                      network_info)
+
+    def finish_revert_migration(self, context, instance, network_info,
+                                migration, block_device_info=None,
+                                power_on=True, share_info=None):
+        self._moves.finish_revert_migration(
+            context, instance, network_info, migration, block_device_info,
+            power_on, share_info)
 
     def snapshot(self, context, instance, image_id, update_task_state):
         self._snapshots.snapshot(context, instance, image_id,
