@@ -35,6 +35,7 @@ from nova_kvmx.host import resources
 from nova_kvmx.host import topology
 from nova_kvmx import lifecycle
 from nova_kvmx import migration
+from nova_kvmx import rescue
 from nova_kvmx import snapshot
 from nova_kvmx import storage
 from nova_kvmx import version
@@ -80,6 +81,7 @@ class KVMXDriver(driver.ComputeDriver):
         self._snapshots = snapshot.Snapshotter(
             self._lifecycle, self._storage, CONF.kvmx.snapshot_timeout)
         self._moves = migration.ColdMigration(self._lifecycle, self._storage)
+        self._rescuer = rescue.Rescuer(self._lifecycle, self._storage)
 
     # -- host ---------------------------------------------------------------
 
@@ -233,6 +235,16 @@ class KVMXDriver(driver.ComputeDriver):
     def detach_interface(self, context, instance, vif):
         self._network.detach_interface(instance, instance.image_meta, vif,
                                        CONF.kvmx.virt_type)
+
+    # -- rescue ---------------------------------------------------------------
+
+    def rescue(self, context, instance, network_info, image_meta,
+               rescue_password, block_device_info, share_info):
+        self._rescuer.rescue(context, instance, network_info, image_meta,
+                             rescue_password, block_device_info, share_info)
+
+    def unrescue(self, context, instance):
+        self._rescuer.unrescue(context, instance)
 
     # -- resize and cold migration ------------------------------------------
 

@@ -146,6 +146,25 @@ class InstanceStorage(object):
             kernel=kernel, ramdisk=ramdisk, config_drive=config_drive,
             ephemeral=ephemeral, swap=swap)
 
+    def rescue_files(self, context, instance, image_meta):
+        """The files of a rescue guest: a fresh overlay of the rescue image
+        (``disk.rescue``), the instance's root disk attached second, its
+        kernel, ramdisk and config drive, the same console log."""
+        own = self.files_of(instance)
+        rescue_disk = os.path.join(self.instance_dir(instance),
+                                   'disk.rescue')
+        with fileutils.remove_path_on_error(rescue_disk):
+            create_overlay(self.cached_image(context, image_meta.id),
+                           rescue_disk, 0)
+        return spec.GuestFiles(
+            root_disk=rescue_disk, console_log=own.console_log,
+            kernel=own.kernel, ramdisk=own.ramdisk,
+            config_drive=own.config_drive, rescued_root=own.root_disk)
+
+    def remove_rescue_files(self, instance):
+        fileutils.delete_if_exists(
+            os.path.join(self.instance_dir(instance), 'disk.rescue'))
+
     def create_ephemeral(self, inst_dir, size_gb):
         path = os.path.join(inst_dir, 'disk.eph0')
         create_overlay(self.blank_disk(
