@@ -19,7 +19,9 @@ boundaries.
 
 import os
 
+from nova import context as nova_context
 import nova.conf
+from nova import objects  # noqa: F401 (named in a signature)
 import nova.conf.neutron
 from nova.virt import driver
 import os_vif
@@ -243,7 +245,8 @@ class KVMXDriver(driver.ComputeDriver):
         self._rescuer.rescue(context, instance, network_info, image_meta,
                              rescue_password, block_device_info, share_info)
 
-    def unrescue(self, context, instance):
+    def unrescue(self, context: nova_context.RequestContext,
+                 instance: 'objects.Instance'):
         self._rescuer.unrescue(context, instance)
 
     # -- resize and cold migration ------------------------------------------
