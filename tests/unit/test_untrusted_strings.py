@@ -1,0 +1,63 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""Strings an image owner or a port's binding controls, on their way into
+the domain: kept exactly and escaped by the XML library, or refused with a
+Nova error naming what is wrong -- never an lxml or Unicode error, never
+markup of their own.
+"""
+
+import ddt
+from nova import exception
+import testtools
+
+from tests.unit import builders as b
+from tests.unit import xml_schema
+
+MARKUP = '"\'<devices><disk/></devices>&amp;../../etc/shadow'
+# What XML 1.0 cannot carry at all: NUL, control characters, U+FFFE and a
+# lone surrogate (how Python decodes a non-UTF-8 byte with surrogateescape).
+NOT_XML = ['a\x00b', 'a\x1bb', 'a\ufffeb', 'a\udc80b']
+
+
+@ddt.ddt
+class ImageStringsTest(testtools.TestCase):
+
+    def render(self, **props):
+        return b.render_xml(image_meta=b.image(**props),
+                            guest_files=b.files(kernel=True))
+
+    def test_command_line_is_kept_exactly(self):
+        for cmdline in (MARKUP, 'x' * 65536, 'console=ttyS0 \u00e9\U0001f600'):
+            xml = self.render(os_command_line=cmdline)
+            xml_schema.assert_valid_domain(self, xml)
+            self.assertEqual(cmdline, xml_schema.find(
+                xml_schema.parse(xml), 'os/cmdline').text)
+
+    @ddt.data(*NOT_XML)
+    def test_command_line_xml_cannot_carry(self, cmdline):
+        ex = self.assertRaises(exception.ImageUnacceptable, self.render,
+                               os_command_line=cmdline)
+        self.assertIn(b.IMAGE_ID, str(ex))
+        self.assertIn('os_command_line', str(ex))
+
+    @ddt.data('q35', 'pc-q35-7.2', 'pc-i440fx-7.2', 'virt_1.0')
+    def test_machine_types(self, machine):
+        xml = self.render(hw_machine_type=machine)
+        self.assertEqual(machine, xml_schema.find(
+            xml_schema.parse(xml), 'os/type').get('machine'))
+
+    @ddt.data('', ' ', MARKUP, 'q35 ', 'q35\n', *NOT_XML)
+    def test_machine_type_libvirt_cannot_take(self, machine):
+        ex = self.assertRaises(exception.InvalidMachineType, self.render,
+                               hw_machine_type=machine)
+        self.assertIn(b.IMAGE_ID, str(ex))
