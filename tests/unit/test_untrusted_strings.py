@@ -20,7 +20,10 @@ import ddt
 from nova import exception
 import testtools
 
+from nova_kvmx import exception as kvmx_exception
+from nova_kvmx.guest import devices
 from tests.unit import builders as b
+from tests.unit import test_guest_devices as tgd
 from tests.unit import xml_schema
 
 MARKUP = '"\'<devices><disk/></devices>&amp;../../etc/shadow'
@@ -61,3 +64,56 @@ class ImageStringsTest(testtools.TestCase):
         ex = self.assertRaises(exception.InvalidMachineType, self.render,
                                hw_machine_type=machine)
         self.assertIn(b.IMAGE_ID, str(ex))
+
+
+# Names Linux refuses for a network device, or that libvirt's schema does.
+BAD_NETDEVS = ['', '.', '..', '../../etc', 'br int', 'br:0', '"><x/>',
+               'x' * 16, 'br\u00e9', *NOT_XML]
+
+
+@ddt.ddt
+class PortStringsTest(testtools.TestCase):
+    """A port's bridge, tap and socket come from its binding. They name a
+    network device or a socket; anything else is refused naming the port
+    before anything is plugged."""
+
+    def plan_port(self, vif):
+        return devices.plan_port(vif, b.flavor(), b.image(), 'kvm')
+
+    def assert_refused(self, vif, text):
+        ex = self.assertRaises(kvmx_exception.InvalidPortBinding,
+                               self.plan_port, vif)
+        self.assertIn(tgd.PORT, str(ex))
+        self.assertIn(text, str(ex))
+
+    @ddt.data(*BAD_NETDEVS)
+    def test_linux_bridge_name(self, name):
+        self.assert_refused(tgd.port('bridge', bridge=name), 'bridge')
+
+    @ddt.data(*BAD_NETDEVS)
+    def test_ovs_bridge_name(self, name):
+        self.assert_refused(tgd.port('ovs', bridge=name,
+                                     ovs_interfaceid=tgd.PORT), 'bridge')
+
+    @ddt.data(*BAD_NETDEVS)
+    def test_tap_name(self, name):
+        for vif in (tgd.port('bridge', bridge='br0'),
+                    tgd.port('ovs', bridge='br-int',
+                             details={'ovs_hybrid_plug': True})):
+            vif['devname'] = name
+            self.assert_refused(vif, 'tap')
+
+    @ddt.data('relative/sock', '/run/openvswitch/../../etc/shadow',
+              '/run/vhu/', *['/run/' + s for s in NOT_XML])
+    def test_vhostuser_socket(self, path):
+        self.assert_refused(tgd.port('vhostuser', bridge='br-int', details={
+            'vhostuser_socket': path, 'vhostuser_mode': 'client',
+            'vhostuser_ovs_plug': True}), 'socket')
+
+    def test_good_names_pass(self):
+        spec = self.plan_port(tgd.port('bridge', bridge='brq-1_a.b'))
+        self.assertEqual('brq-1_a.b', spec.source)
+        spec = self.plan_port(tgd.port('vhostuser', bridge='br-int', details={
+            'vhostuser_socket': '/run/openvswitch/vhu1"<x>',
+            'vhostuser_mode': 'client', 'vhostuser_ovs_plug': True}))
+        self.assertEqual('/run/openvswitch/vhu1"<x>', spec.source)
