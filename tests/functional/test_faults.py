@@ -1,0 +1,110 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""Faults under a running nova-compute, on the real libvirtd.
+
+libvirtd goes away and comes back (a relay to its socket is cut and
+restored, see libvirt_proxy). Guests, the compute service, Placement and
+the host are checked the way an operator would.
+"""
+
+import time
+
+from nova.compute import power_state
+
+from tests.functional import base
+from tests.functional import leftovers
+from tests.functional import libvirt_proxy
+
+# Seconds to wait for an asynchronous reaction (a libvirt event, the
+# service status); every wait has this deadline.
+EVENT_TIMEOUT = 60
+
+
+class FaultTestCase(leftovers.LeftoversMixin, base.RealLibvirtTestCase):
+
+    def boot(self, flavor_id=None, expected='ACTIVE', **request):
+        server = self._build_server(
+            image_uuid=self.create_bootable_image(),
+            flavor_id=flavor_id or self.create_flavor(), networks='none')
+        server.update(request)
+        return self.wait_for_status(
+            self.api.post_server({'server': server}), expected)
+
+    def wait_until(self, what, check, timeout=EVENT_TIMEOUT):
+        deadline = time.monotonic() + timeout
+        while not check():
+            if time.monotonic() > deadline:
+                self.fail('%s: not after %ds' % (what, timeout))
+            time.sleep(0.5)
+
+    def qemu_pid(self, server):
+        with open('/run/libvirt/qemu/%s.pid' %
+                  server['OS-EXT-SRV-ATTR:instance_name']) as f:
+            return int(f.read())
+
+    def power_state(self, server):
+        return self.api.get_server(server['id'])['OS-EXT-STS:power_state']
+
+    def assert_events_reach_nova(self, server):
+        """Pause and resume the guest behind Nova's back (the test's own
+        connection): Nova's power state follows only through the driver's
+        lifecycle events (the power-state sync period is off)."""
+        dom = self.domain(server)
+        dom.suspend()
+        self.wait_until('PAUSED reaches Nova', lambda: self.power_state(
+            server) == power_state.PAUSED)
+        dom.resume()
+        self.wait_until('RUNNING reaches Nova', lambda: self.power_state(
+            server) == power_state.RUNNING)
+
+    def run_update_available_resource(self):
+        """The periodic task as Nova runs it: it must not raise."""
+        self.compute.manager.update_available_resource(self.ctxt)
+
+
+class LibvirtLossTest(FaultTestCase):
+    """libvirtd lost and back under a running nova-compute."""
+
+    START_COMPUTE = False
+
+    def setUp(self):
+        super().setUp()
+        self.proxy = self.useFixture(libvirt_proxy.LibvirtSocketProxy())
+        self.flags(connection_uri=self.proxy.uri, group='kvmx')
+        self.start_compute()
+
+    def test_running_guest_untouched_while_libvirtd_is_away(self):
+        self.scenario('libvirtd lost and back with a guest running')
+        server = self.boot()
+        xml, pid = self.domain(server).XMLDesc(0), self.qemu_pid(server)
+
+        self.proxy.cut()
+        # Nova's periodic tasks skip their run, saying why.
+        self.run_update_available_resource()
+        self.assertIn('Virt driver is not ready', self.stdlog.logger.output)
+        self.compute.manager._sync_power_states(self.ctxt)
+        self.assertIn('Skipping _sync_power_states periodic task due to: '
+                      'Cannot connect to libvirt', self.stdlog.logger.output)
+        self.compute.manager._cleanup_running_deleted_instances(self.ctxt)
+        server = self.api.get_server(server['id'])
+        self.assertEqual(('ACTIVE', power_state.RUNNING), (
+            server['status'], server['OS-EXT-STS:power_state']))
+
+        self.proxy.restore()
+        self.run_update_available_resource()   # reconnects
+        # The guest ran on, unchanged, and the driver has its events again.
+        self.assertEqual((xml, pid), (self.domain(server).XMLDesc(0),
+                                      self.qemu_pid(server)))
+        self.assert_events_reach_nova(server)
+        self._delete_server(server)
+        self.assert_nothing_left(server)
