@@ -18,8 +18,10 @@ the host are checked the way an operator would.
 """
 
 import time
+from unittest import mock
 
 from nova.compute import power_state
+from nova import objects
 
 from tests.functional import base
 from tests.functional import leftovers
@@ -33,9 +35,13 @@ EVENT_TIMEOUT = 60
 class FaultTestCase(leftovers.LeftoversMixin, base.RealLibvirtTestCase):
 
     def boot(self, flavor_id=None, expected='ACTIVE', **request):
+        if flavor_id is None:
+            if not hasattr(self, 'tiny_flavor'):
+                self.tiny_flavor = self.create_flavor()
+            flavor_id = self.tiny_flavor
         server = self._build_server(
-            image_uuid=self.create_bootable_image(),
-            flavor_id=flavor_id or self.create_flavor(), networks='none')
+            image_uuid=self.create_bootable_image(), flavor_id=flavor_id,
+            networks='none')
         server.update(request)
         return self.wait_for_status(
             self.api.post_server({'server': server}), expected)
@@ -67,6 +73,19 @@ class FaultTestCase(leftovers.LeftoversMixin, base.RealLibvirtTestCase):
         self.wait_until('RUNNING reaches Nova', lambda: self.power_state(
             server) == power_state.RUNNING)
 
+    def service(self):
+        return self.api.get_services(host=self.compute_host,
+                                     binary='nova-compute')[0]
+
+    def provider_traits(self):
+        rp_uuid = objects.ComputeNodeList.get_all_by_host(
+            self.ctxt, self.compute_host)[0].uuid
+        return self.placement.get('/resource_providers/%s/traits' % rp_uuid,
+                                  version='1.6').body['traits']
+
+    def log_count(self, text):
+        return self.stdlog.logger.output.count(text)
+
     def run_update_available_resource(self):
         """The periodic task as Nova runs it: it must not raise."""
         self.compute.manager.update_available_resource(self.ctxt)
@@ -83,12 +102,31 @@ class LibvirtLossTest(FaultTestCase):
         self.flags(connection_uri=self.proxy.uri, group='kvmx')
         self.start_compute()
 
+    def assert_service_disabled_while_libvirt_is_away(self):
+        self.wait_until('the service is disabled', lambda: self.service()[
+            'status'] == 'disabled')
+        self.assertTrue(self.service()['disabled_reason'].startswith(
+            'AUTO: Connection to libvirt lost'))
+        self.assertIn('COMPUTE_STATUS_DISABLED', self.provider_traits())
+
+    def assert_service_enabled_again(self):
+        self.wait_until('the service is enabled', lambda: self.service()[
+            'status'] == 'enabled')
+        self.assertIsNone(self.service()['disabled_reason'])
+        self.wait_until('the trait is gone', lambda: (
+            'COMPUTE_STATUS_DISABLED' not in self.provider_traits()))
+
     def test_running_guest_untouched_while_libvirtd_is_away(self):
         self.scenario('libvirtd lost and back with a guest running')
         server = self.boot()
         xml, pid = self.domain(server).XMLDesc(0), self.qemu_pid(server)
 
         self.proxy.cut()
+        self.assert_service_disabled_while_libvirt_is_away()
+        # No build comes here meanwhile.
+        refused = self.boot(expected='ERROR')
+        self.assertIn('No valid host', refused['fault']['message'])
+        self._delete_server(refused)
         # Nova's periodic tasks skip their run, saying why.
         self.run_update_available_resource()
         self.assertIn('Virt driver is not ready', self.stdlog.logger.output)
@@ -102,9 +140,50 @@ class LibvirtLossTest(FaultTestCase):
 
         self.proxy.restore()
         self.run_update_available_resource()   # reconnects
+        self.assert_service_enabled_again()
         # The guest ran on, unchanged, and the driver has its events again.
         self.assertEqual((xml, pid), (self.domain(server).XMLDesc(0),
                                       self.qemu_pid(server)))
         self.assert_events_reach_nova(server)
         self._delete_server(server)
         self.assert_nothing_left(server)
+
+    def test_libvirtd_lost_during_the_periodic_task(self):
+        self.scenario('libvirtd lost during update_available_resource')
+        real = self.driver.get_available_resource
+
+        def lost_midway(nodename):
+            # The task has the node's resources; libvirtd goes away before
+            # it reports the provider tree.
+            resources = real(nodename)
+            self.proxy.cut()
+            return resources
+
+        error = 'Error updating resources for node'
+        errors = self.log_count(error)
+        with mock.patch.object(self.driver, 'get_available_resource',
+                               side_effect=lost_midway):
+            self.run_update_available_resource()
+        self.assertEqual(errors + 1, self.log_count(error))
+        self.assert_service_disabled_while_libvirt_is_away()
+
+        self.proxy.restore()
+        self.run_update_available_resource()
+        self.assertEqual(errors + 1, self.log_count(error))
+        self.assert_service_enabled_again()
+
+    def test_operator_disable_outlives_libvirtd_loss(self):
+        self.scenario('libvirtd lost and back on an operator-disabled host')
+        self.api.put_service(self.service()['id'], {
+            'status': 'disabled', 'disabled_reason': 'maintenance'})
+        lost, restored = (self.log_count('libvirt connection lost'),
+                          self.log_count('libvirt connection restored'))
+        self.proxy.cut()
+        self.wait_until('the loss is seen', lambda: self.log_count(
+            'libvirt connection lost') > lost)
+        self.proxy.restore()
+        self.run_update_available_resource()
+        self.wait_until('the return is seen', lambda: self.log_count(
+            'libvirt connection restored') > restored)
+        self.assertEqual(('disabled', 'maintenance'), (
+            self.service()['status'], self.service()['disabled_reason']))
