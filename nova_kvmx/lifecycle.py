@@ -134,7 +134,12 @@ class GuestLifecycle(object):
         their devices by then) and, if asked, its files."""
         guest = self.find_guest(instance)
         if guest is not None:
-            self.undefine(guest, instance)
+            try:
+                self.undefine(guest, instance)
+            except libvirt.libvirtError as ex:
+                # Nova shows a user only a Nova exception's message.
+                raise exception.InstanceTerminationFailure(
+                    reason=ex.get_error_message()) from ex
         self.network.unplug_all(instance, network_info)
         if destroy_disks:
             self.storage.destroy(instance)

@@ -13,15 +13,20 @@
 """Faults under a running nova-compute, on the real libvirtd.
 
 libvirtd goes away and comes back (a relay to its socket is cut and
-restored, see libvirt_proxy). Guests, the compute service, Placement and
-the host are checked the way an operator would.
+restored, see libvirt_proxy); a delete is interrupted and retried.
+Guests, the compute service, Placement and the host are checked the way
+an operator would.
 """
 
 import time
 from unittest import mock
 
+import fixtures
+import libvirt
 from nova.compute import power_state
 from nova import objects
+from nova.tests.fixtures import libvirt as fakelibvirt
+from nova.virt.libvirt import guest as libvirt_guest
 
 from tests.functional import base
 from tests.functional import leftovers
@@ -30,6 +35,13 @@ from tests.functional import libvirt_proxy
 # Seconds to wait for an asynchronous reaction (a libvirt event, the
 # service status); every wait has this deadline.
 EVENT_TIMEOUT = 60
+
+
+def libvirt_error(message, code=libvirt.VIR_ERR_INTERNAL_ERROR):
+    """A libvirtError as libvirt raises it (with its error tuple)."""
+    return fakelibvirt.make_libvirtError(
+        libvirt.libvirtError, message, error_code=code,
+        error_domain=libvirt.VIR_FROM_QEMU, error_message=message)
 
 
 class FaultTestCase(leftovers.LeftoversMixin, base.RealLibvirtTestCase):
@@ -187,3 +199,30 @@ class LibvirtLossTest(FaultTestCase):
             'libvirt connection restored') > restored)
         self.assertEqual(('disabled', 'maintenance'), (
             self.service()['status'], self.service()['disabled_reason']))
+
+
+class InterruptedDeleteTest(FaultTestCase):
+
+    def test_undefine_fails_then_delete_retried(self):
+        self.scenario('delete fails while undefining, then retried')
+        server = self.boot()
+        real = libvirt_guest.Guest.delete_configuration
+        calls = []
+
+        def fails_once(guest, *args, **kwargs):
+            calls.append(guest)
+            if len(calls) == 1:
+                raise libvirt_error('cannot remove config: I/O error')
+            return real(guest, *args, **kwargs)
+
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova.virt.libvirt.guest.Guest.delete_configuration',
+            fails_once))
+        self.api.delete_server(server['id'])
+        server = self.wait_for_status(server, 'ERROR')
+        self.assertEqual('Failed to terminate instance: cannot remove '
+                         'config: I/O error', server['fault']['message'])
+
+        self._delete_server(server)
+        self.assertEqual(2, len(calls))
+        self.assert_nothing_left(server)
