@@ -18,6 +18,8 @@ Guests, the compute service, Placement and the host are checked the way
 an operator would.
 """
 
+import os
+import subprocess
 import time
 from unittest import mock
 
@@ -225,4 +227,23 @@ class InterruptedDeleteTest(FaultTestCase):
 
         self._delete_server(server)
         self.assertEqual(2, len(calls))
+        self.assert_nothing_left(server)
+
+    def test_files_left_by_a_delete_are_removed_later(self):
+        self.scenario('instance files undeletable during delete, '
+                      'removed by the pending deletes task')
+        server = self.boot()
+        inst_dir = self.instance_dir(server)
+        # The directory cannot lose its files (a busy or broken disk).
+        subprocess.run(['chattr', '+i', inst_dir], check=True, timeout=30)
+        self.addCleanup(subprocess.run, ['chattr', '-i', inst_dir],
+                        timeout=30)
+        self._delete_server(server)
+        self.assertTrue(os.path.exists(inst_dir))
+        self.assertIn('Could not remove the files of the instance',
+                      self.stdlog.logger.output)
+
+        subprocess.run(['chattr', '-i', inst_dir], check=True, timeout=30)
+        # Nova's periodic task retries what a driver could not remove.
+        self.compute.manager._run_pending_deletes(self.ctxt)
         self.assert_nothing_left(server)
