@@ -13,11 +13,14 @@
 """Faults under a running nova-compute, on the real libvirtd.
 
 libvirtd goes away and comes back (a relay to its socket is cut and
-restored, see libvirt_proxy); a delete is interrupted and retried.
-Guests, the compute service, Placement and the host are checked the way
-an operator would.
+restored, see libvirt_proxy); nova-compute restarts with guests running;
+a spawn fails at each of its steps, with only that step made to fail; a
+delete is interrupted and retried. Guests, the compute service, Placement
+and the host are checked the way an operator would. (A QEMU process
+killed under a running guest: test_lifecycle.LifecycleEventTest.)
 """
 
+import errno
 import os
 import subprocess
 import time
@@ -26,9 +29,14 @@ from unittest import mock
 import fixtures
 import libvirt
 from nova.compute import power_state
+from nova import exception as nova_exception
 from nova import objects
+from nova.tests import fixtures as nova_fixtures
 from nova.tests.fixtures import libvirt as fakelibvirt
 from nova.virt.libvirt import guest as libvirt_guest
+from oslo_concurrency import processutils
+
+from nova_kvmx import storage
 
 from tests.functional import base
 from tests.functional import leftovers
@@ -201,6 +209,140 @@ class LibvirtLossTest(FaultTestCase):
             'libvirt connection restored') > restored)
         self.assertEqual(('disabled', 'maintenance'), (
             self.service()['status'], self.service()['disabled_reason']))
+
+
+class PinnedHostTestCase(FaultTestCase):
+    """This machine's CPU 1 for pinned guests, so that a leaked claim
+    shows as a pinned CPU."""
+
+    START_COMPUTE = False
+
+    def setUp(self):
+        super().setUp()
+        self.flags(cpu_shared_set='0', cpu_dedicated_set='1',
+                   group='compute')
+        self.start_compute()
+        self.pinned_flavor = self.create_flavor(
+            name='kvmx.pinned', extra_specs={'hw:cpu_policy': 'dedicated'})
+
+
+class ComputeRestartTest(PinnedHostTestCase):
+
+    def test_restart_adopts_running_guests_unchanged(self):
+        self.scenario('nova-compute restarted with a pinned guest running')
+        server = self.boot(self.pinned_flavor)
+        dom = self.domain(server)
+        before = (dom.XMLDesc(0), self.qemu_pid(server), dom.ID(),
+                  dom.vcpuPinInfo(0), self.pinned_cpus(),
+                  self.placement.get('/allocations/%s' % server['id']).body)
+
+        self.compute = self.restart_compute_service(
+            self.compute, keep_hypervisor_state=False)
+        self.driver = self.compute.manager.driver
+        self.run_update_available_resource()
+
+        dom = self.domain(server)
+        self.assertEqual(before, (
+            dom.XMLDesc(0), self.qemu_pid(server), dom.ID(),
+            dom.vcpuPinInfo(0), self.pinned_cpus(),
+            self.placement.get('/allocations/%s' % server['id']).body))
+        self.assertEqual([{1}], self.pinned_cpus())
+        server = self.api.get_server(server['id'])
+        self.assertEqual(('ACTIVE', power_state.RUNNING), (
+            server['status'], server['OS-EXT-STS:power_state']))
+        # The new driver has the guest's events and deletes it.
+        self.assert_events_reach_nova(server)
+        self._delete_server(server)
+        self.assert_nothing_left(server)
+
+
+class SpawnFailureTest(PinnedHostTestCase):
+    """A spawn that fails at any step leaves nothing but the image cache,
+    and Nova frees the claim: the server is ERROR with the step's error,
+    no allocation in Placement, no CPU pinned."""
+
+    def fail_spawn(self, fault, port_ids=(), **request):
+        self.scenario('spawn fails: %s' % self.id().rsplit('_at_', 1)[1])
+        server = self.boot(self.pinned_flavor, expected='ERROR', **request)
+        self.assertIn(fault, server['fault']['message'])
+        self.assert_nothing_left(server, port_ids)
+
+    def test_fails_at_image_download(self):
+        real = self.glance.download
+
+        def half_then_reset(context, image_id, dst_path=None, **kwargs):
+            real(context, image_id, dst_path=dst_path, **kwargs)
+            os.truncate(dst_path, os.path.getsize(dst_path) // 2)
+            raise ConnectionResetError(errno.ECONNRESET,
+                                       'Connection reset by peer')
+
+        self.useFixture(fixtures.MockPatchObject(
+            self.glance, 'download', side_effect=half_then_reset))
+        self.fail_spawn('Connection reset by peer')
+
+    def test_fails_at_image_cache(self):
+        def disk_full(source, dest, in_format, out_format, *args, **kw):
+            with open(dest, 'wb') as f:
+                f.write(b'\0' * 65536)
+            raise processutils.ProcessExecutionError(
+                cmd='qemu-img convert', exit_code=1,
+                stderr='No space left on device')
+
+        self.useFixture(fixtures.MockPatch(
+            'nova.virt.images.convert_image', side_effect=disk_full))
+        self.fail_spawn('No space left on device')
+
+    def test_fails_at_overlay_create(self):
+        real = storage.create_overlay
+
+        def created_then_full(base, path, root_gb):
+            real(base, path, root_gb)
+            raise processutils.ProcessExecutionError(
+                cmd='qemu-img create', exit_code=1,
+                stderr='No space left on device')
+
+        self.useFixture(fixtures.MockPatch(
+            'nova_kvmx.storage.create_overlay',
+            side_effect=created_then_full))
+        self.fail_spawn('No space left on device')
+
+    def test_fails_at_config_drive(self):
+        def half_written(context, instance, path, *args):
+            with open(path, 'wb') as f:
+                f.write(b'\0' * 65536)
+            raise processutils.ProcessExecutionError(
+                cmd='genisoimage', exit_code=1,
+                stderr='No space left on device')
+
+        self.useFixture(fixtures.MockPatch(
+            'nova_kvmx.storage.make_config_drive', side_effect=half_written))
+        self.fail_spawn('No space left on device', config_drive=True)
+
+    def test_fails_at_port_plug(self):
+        # Nothing patched: os-vif cannot plug an OVS port here (no OVS).
+        port = nova_fixtures.NeutronFixture.port_1['id']
+        self.fail_spawn('Could not plug port %s' % port, port_ids=[port],
+                        networks=[{'port': port}])
+
+    def test_fails_at_define(self):
+        self.useFixture(fixtures.MockPatch(
+            'nova.virt.libvirt.guest.Guest.create', side_effect=libvirt_error(
+                'XML error: refused', libvirt.VIR_ERR_XML_ERROR)))
+        self.fail_spawn('did not start: XML error: refused')
+
+    def test_fails_at_start(self):
+        self.useFixture(fixtures.MockPatch(
+            'nova.virt.libvirt.guest.Guest.launch', side_effect=libvirt_error(
+                'cannot allocate memory')))
+        self.fail_spawn('did not start: cannot allocate memory')
+
+    def test_fails_at_wait_for_boot(self):
+        # QEMU really starts; the guest is not RUNNING in time.
+        self.useFixture(fixtures.MockPatch(
+            'nova_kvmx.lifecycle.GuestLifecycle.wait_for_power_state',
+            side_effect=nova_exception.InternalError(
+                'Guest is paused after 60 seconds, expected running')))
+        self.fail_spawn('expected running')
 
 
 class InterruptedDeleteTest(FaultTestCase):
