@@ -271,6 +271,8 @@ def plan_port(vif, flavor, image_meta, virt_type, vf_netdevs=None):
     :param vf_netdevs: {VF PCI address: its netdev}, for macvtap ports
     """
     check_supported(vif)
+    # Before os-vif's conversion, which raises a bare ValueError for it.
+    port_mac(vif)
     vif_type, vnic_type = vif['type'], vif['vnic_type']
     conf = frontend(vif, flavor, image_meta, virt_type)
     obj = osvif_vif(vif)

@@ -110,6 +110,16 @@ class PortStringsTest(testtools.TestCase):
             'vhostuser_socket': path, 'vhostuser_mode': 'client',
             'vhostuser_ovs_plug': True}), 'socket')
 
+    @ddt.data('fa:16:3e:00:00:01"/><x', 'fa:16:3e:00:00:0\x00', None,
+              '01:00:5e:00:00:01')
+    def test_mac_of_any_port(self, mac):
+        for vif in (tgd.port('bridge', bridge='br0', mac=mac),
+                    tgd.port('ovs', bridge='br-int', mac=mac),
+                    tgd.port('vhostuser', mac=mac, details={
+                        'vhostuser_socket': '/run/vhu1',
+                        'vhostuser_mode': 'client'})):
+            self.assert_refused(vif, 'MAC')
+
     def test_good_names_pass(self):
         spec = self.plan_port(tgd.port('bridge', bridge='brq-1_a.b'))
         self.assertEqual('brq-1_a.b', spec.source)
