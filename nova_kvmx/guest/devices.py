@@ -172,19 +172,28 @@ def frontend(vif, flavor, image_meta, virt_type):
     return model, None, None
 
 
+def _os_vif_netdev(vif, obj, field, what):
+    """The os-vif object's device name ``field``, checked; None if the
+    object has none."""
+    if field in obj.fields and obj.obj_attr_is_set(field):
+        return port_netdev(vif, getattr(obj, field), what)
+    return None
+
+
 def _os_vif_interface(vif, obj, frontend_conf):
     model, driver, queues = frontend_conf
     base = dict(port_id=vif['id'], mac=port_mac(vif), model=model,
                 driver_name=driver, queues=queues)
     mtu = vif['network'].get_meta('mtu') if vif.get('network') else None
-    tap = port_netdev(vif, obj.vif_name, 'tap') \
-        if obj.obj_attr_is_set('vif_name') else None
+    # Checked whether or not they end up in the domain: os-vif plugs into
+    # the bridge and names the tap.
+    tap = _os_vif_netdev(vif, obj, 'vif_name', 'tap')
+    bridge = _os_vif_netdev(vif, obj, 'bridge_name', 'bridge')
     if isinstance(obj, osv_objects.vif.VIFBridge):
         # OVS hybrid plug: os-vif made the Linux bridge (qbr...) and its
         # veth pair into OVS; libvirt adds the guest's tap to the bridge.
-        return InterfaceSpec(
-            net_type='bridge', target_dev=tap, mtu=mtu,
-            source=port_netdev(vif, obj.bridge_name, 'bridge'), **base)
+        return InterfaceSpec(net_type='bridge', source=bridge,
+                             target_dev=tap, mtu=mtu, **base)
     if isinstance(obj, osv_objects.vif.VIFOpenVSwitch):
         profile = obj.port_profile
         if profile.obj_attr_is_set('create_tap') and profile.create_tap:
@@ -193,10 +202,9 @@ def _os_vif_interface(vif, obj, frontend_conf):
         if profile.obj_attr_is_set('create_port') and profile.create_port:
             return InterfaceSpec(net_type='ethernet', target_dev=tap,
                                  mtu=mtu, **base)
-        return InterfaceSpec(
-            net_type='bridge', target_dev=tap, mtu=mtu,
-            source=port_netdev(vif, obj.bridge_name, 'bridge'),
-            ovs_interface_id=profile.interface_id, **base)
+        return InterfaceSpec(net_type='bridge', source=bridge,
+                             target_dev=tap, mtu=mtu,
+                             ovs_interface_id=profile.interface_id, **base)
     if isinstance(obj, osv_objects.vif.VIFVHostUser):
         base['driver_name'] = None
         return InterfaceSpec(net_type='vhostuser',

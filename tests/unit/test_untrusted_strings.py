@@ -92,8 +92,12 @@ class PortStringsTest(testtools.TestCase):
 
     @ddt.data(*BAD_NETDEVS)
     def test_ovs_bridge_name(self, name):
-        self.assert_refused(tgd.port('ovs', bridge=name,
-                                     ovs_interfaceid=tgd.PORT), 'bridge')
+        # Also when os-vif creates the port (the bridge is then not in the
+        # domain, but os-vif plugs into it).
+        for delegate_create in (False, True):
+            self.assert_refused(tgd.port(
+                'ovs', bridge=name, ovs_interfaceid=tgd.PORT,
+                delegate_create=delegate_create), 'bridge')
 
     @ddt.data(*BAD_NETDEVS)
     def test_tap_name(self, name):
