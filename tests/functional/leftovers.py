@@ -32,14 +32,15 @@ CACHE_ENTRY = re.compile(r'[0-9a-f]{40}|[a-z0-9]+_[0-9]+')
 class LeftoversMixin(object):
     """For RealLibvirtTestCase tests."""
 
-    def scenario(self, name):
-        """Record this test as fault scenario ``name``: survived if the test
-        passes, with what :meth:`assert_nothing_left` found."""
+    def scenario(self, name, kind='fault'):
+        """Record this test as a scenario (a fault, a hostile input) named
+        ``name``: survived if the test passes, with what
+        :meth:`assert_nothing_left` found."""
         self.leaks = []
         failed = []
         self.addOnException(failed.append)
         self.addCleanup(lambda: reliability_log.record(
-            'fault', name, survived=not failed, leaks=self.leaks))
+            kind, name, survived=not failed, leaks=self.leaks))
 
     def leftovers(self, server, port_ids=()):
         """Everything ``server`` (gone or failed) still holds on the host;
