@@ -54,6 +54,17 @@ def libvirt_error(message, code=libvirt.VIR_ERR_INTERNAL_ERROR):
         error_domain=libvirt.VIR_FROM_QEMU, error_message=message)
 
 
+def disk_full(cmd, output_arg):
+    """A step that writes part of its output file (its ``output_arg``th
+    argument), then fails as ``cmd`` does on a full disk."""
+    def step(*args, **kwargs):
+        with open(args[output_arg], 'wb') as f:
+            f.write(b'\0' * 65536)
+        raise processutils.ProcessExecutionError(
+            cmd=cmd, exit_code=1, stderr='No space left on device')
+    return step
+
+
 class FaultTestCase(leftovers.LeftoversMixin, base.RealLibvirtTestCase):
 
     def boot(self, flavor_id=None, expected='ACTIVE', **request):
@@ -281,15 +292,9 @@ class SpawnFailureTest(PinnedHostTestCase):
         self.fail_spawn('Connection reset by peer')
 
     def test_fails_at_image_cache(self):
-        def disk_full(source, dest, in_format, out_format, *args, **kw):
-            with open(dest, 'wb') as f:
-                f.write(b'\0' * 65536)
-            raise processutils.ProcessExecutionError(
-                cmd='qemu-img convert', exit_code=1,
-                stderr='No space left on device')
-
         self.useFixture(fixtures.MockPatch(
-            'nova.virt.images.convert_image', side_effect=disk_full))
+            'nova.virt.images.convert_image',
+            side_effect=disk_full('qemu-img convert', 1)))
         self.fail_spawn('No space left on device')
 
     def test_fails_at_overlay_create(self):
@@ -307,15 +312,9 @@ class SpawnFailureTest(PinnedHostTestCase):
         self.fail_spawn('No space left on device')
 
     def test_fails_at_config_drive(self):
-        def half_written(context, instance, path, *args):
-            with open(path, 'wb') as f:
-                f.write(b'\0' * 65536)
-            raise processutils.ProcessExecutionError(
-                cmd='genisoimage', exit_code=1,
-                stderr='No space left on device')
-
         self.useFixture(fixtures.MockPatch(
-            'nova_kvmx.storage.make_config_drive', side_effect=half_written))
+            'nova_kvmx.storage.make_config_drive',
+            side_effect=disk_full('genisoimage', 2)))
         self.fail_spawn('No space left on device', config_drive=True)
 
     def test_fails_at_port_plug(self):

@@ -52,18 +52,12 @@ def readable_by_nobody(path):
         capture_output=True, timeout=30).returncode == 0
 
 
-class PrivateFilesTest(base.RealLibvirtTestCase):
+class PrivateFilesTest(leftovers.LeftoversMixin, base.RealLibvirtTestCase):
 
     def test_files_of_a_running_guest_are_private(self):
-        flavor_id = self._create_flavor(name='kvmx.disks', vcpu=1,
-                                        memory_mb=256, disk=1, ephemeral=1,
-                                        swap=64)
-        server = self._build_server(
-            image_uuid=self.create_bootable_image(), flavor_id=flavor_id,
-            networks='none')
-        server['config_drive'] = True
-        server = self.wait_for_status(self.api.post_server(
-            {'server': server}), 'ACTIVE')
+        self.scenario('guest files readable by root and QEMU only',
+                      kind='hostile')
+        server = self.boot_with_every_disk()
 
         inst_dir = self.instance_dir(server)
         # Traversable (QEMU runs as another user), not listable.
@@ -87,6 +81,7 @@ class PrivateFilesTest(base.RealLibvirtTestCase):
              for d in xml.findall('./devices/disk/source')})
         self.assertTrue(self.domain(server).isActive())
         self._delete_server(server)
+        self.assert_nothing_left(server)
 
 
 class HostileInputTest(leftovers.LeftoversMixin, base.RealLibvirtTestCase):
