@@ -31,6 +31,7 @@ from nova_kvmx import conf as kvmx_conf  # noqa: F401 (registers [kvmx])
 from nova_kvmx import console
 from nova_kvmx.guest import planner
 from nova_kvmx.guest import spec
+from nova_kvmx.host import availability
 from nova_kvmx.host import connection
 from nova_kvmx.host import iommu
 from nova_kvmx.host import resources
@@ -137,6 +138,8 @@ class KVMXDriver(driver.ComputeDriver):
     def _handle_conn_event(self, enabled, reason):
         LOG.warning('libvirt connection %s: %s',
                     'restored' if enabled else 'lost', reason or '')
+        availability.set_host_enabled(self.virtapi, CONF.host, enabled,
+                                      reason)
 
     def get_available_nodes(self, refresh=False):
         return [self._host.get_hostname()]

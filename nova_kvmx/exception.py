@@ -70,7 +70,11 @@ class UnsupportedDisks(exception.InternalError):
     msg_fmt = ('nova-kvmx does not support %(what)s yet: %(detail)s')
 
 
-class LibvirtUnreachable(exception.HypervisorUnavailable):
+class LibvirtUnreachable(exception.HypervisorUnavailable,
+                         exception.VirtDriverNotReady):
+    # Also "driver not ready": Nova's periodic tasks (resource update,
+    # power state sync, cleanup of deleted guests) then skip their run with
+    # a warning while libvirtd is away, instead of failing with a trace.
     msg_fmt = ('Cannot connect to libvirt at %(uri)s: is libvirtd running '
                'and is [kvmx] connection_uri right?')
 

@@ -134,10 +134,21 @@ class GuestLifecycle(object):
         their devices by then) and, if asked, its files."""
         guest = self.find_guest(instance)
         if guest is not None:
-            self.undefine(guest, instance)
+            try:
+                self.undefine(guest, instance)
+            except libvirt.libvirtError as ex:
+                # Nova shows a user only a Nova exception's message.
+                raise exception.InstanceTerminationFailure(
+                    reason=ex.get_error_message()) from ex
         self.network.unplug_all(instance, network_info)
-        if destroy_disks:
-            self.storage.destroy(instance)
+        if destroy_disks and not self.storage.destroy(instance):
+            # The delete goes on: Nova's _run_pending_deletes task calls
+            # delete_instance_files again for deleted instances not cleaned.
+            LOG.warning('Could not remove the files of the instance in %s; '
+                        'nova-compute retries every [DEFAULT] '
+                        'instance_delete_interval seconds',
+                        self.storage.instance_dir(instance),
+                        instance=instance)
 
     def list_guests(self, name_template):
         """The domains that are Nova instances: those named by Nova's

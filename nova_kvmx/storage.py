@@ -31,6 +31,7 @@ whose content does not match their declared format.
 import hashlib
 import os
 import shutil
+import tempfile
 
 from nova.api.metadata import base as instance_metadata
 from nova import exception as nova_exception
@@ -53,6 +54,10 @@ LOG = logging.getLogger(__name__)
 # Directories are traversable but not listable by others: QEMU runs as its
 # own user and must reach the files libvirt hands it.
 DIR_MODE = 0o711
+# Guest data (disks, config drive with its passwords and user data, cached
+# images) is root's: libvirt gives each file to QEMU's user while the guest
+# runs (dynamic_ownership) and takes it back when it stops.
+FILE_MODE = 0o600
 
 
 class InstanceStorage(object):
@@ -78,11 +83,17 @@ class InstanceStorage(object):
         inst_dir = self.instance_dir(instance)
         if os.path.exists(inst_dir):
             raise nova_exception.InstanceExists(name=instance.name)
-        os.makedirs(inst_dir, mode=DIR_MODE)
+        # Private while the files are written (tools create them with the
+        # umask's mode), traversable once they are root's alone.
+        os.makedirs(inst_dir, mode=0o700)
         try:
-            return self._create_files(
+            files = self._create_files(
                 context, instance, image_meta, inst_dir,
                 injected_files, admin_password, network_info)
+            for name in os.listdir(inst_dir):
+                os.chmod(os.path.join(inst_dir, name), FILE_MODE)
+            os.chmod(inst_dir, DIR_MODE)
+            return files
         except Exception:
             with excutils.save_and_reraise_exception():
                 LOG.warning('Removing %s after a failed spawn', inst_dir,
@@ -188,7 +199,8 @@ class InstanceStorage(object):
                 os.makedirs(self.cache_dir, mode=DIR_MODE, exist_ok=True)
                 staged = path + '.part'
                 with fileutils.remove_path_on_error(staged):
-                    with open(staged, 'wb') as f:
+                    with open(os.open(staged, os.O_CREAT | os.O_WRONLY,
+                                      FILE_MODE), 'wb') as f:
                         f.truncate(size)
                     nova.privsep.fs.unprivileged_mkfs(fs, staged, label)
                     os.rename(staged, path)
@@ -205,7 +217,17 @@ class InstanceStorage(object):
             if not os.path.exists(path):
                 os.makedirs(self.cache_dir, mode=DIR_MODE, exist_ok=True)
                 LOG.info('Fetching image %s into the image cache', image_id)
-                fetch(images.fetch_to_raw, context, image_id, path)
+                # Downloaded and converted in a private directory: the
+                # cache is traversable and its names are predictable.
+                staging = tempfile.mkdtemp(prefix='.fetch-',
+                                           dir=self.cache_dir)
+                try:
+                    staged = os.path.join(staging, name)
+                    fetch(images.fetch_to_raw, context, image_id, staged)
+                    os.chmod(staged, FILE_MODE)
+                    os.rename(staged, path)
+                finally:
+                    shutil.rmtree(staging, ignore_errors=True)
         return path
 
 

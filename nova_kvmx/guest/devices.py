@@ -22,6 +22,8 @@ one of them, so the guest gets exactly what Nova claimed.
 """
 
 import dataclasses
+import os
+import re
 
 from nova import exception as nova_exception
 from nova.network import model as network_model
@@ -170,32 +172,44 @@ def frontend(vif, flavor, image_meta, virt_type):
     return model, None, None
 
 
+def _os_vif_netdev(vif, obj, field, what):
+    """The os-vif object's device name ``field``, checked; None if the
+    object has none."""
+    if field in obj.fields and obj.obj_attr_is_set(field):
+        return port_netdev(vif, getattr(obj, field), what)
+    return None
+
+
 def _os_vif_interface(vif, obj, frontend_conf):
     model, driver, queues = frontend_conf
     base = dict(port_id=vif['id'], mac=port_mac(vif), model=model,
                 driver_name=driver, queues=queues)
     mtu = vif['network'].get_meta('mtu') if vif.get('network') else None
+    # Checked whether or not they end up in the domain: os-vif plugs into
+    # the bridge and names the tap.
+    tap = _os_vif_netdev(vif, obj, 'vif_name', 'tap')
+    bridge = _os_vif_netdev(vif, obj, 'bridge_name', 'bridge')
     if isinstance(obj, osv_objects.vif.VIFBridge):
         # OVS hybrid plug: os-vif made the Linux bridge (qbr...) and its
         # veth pair into OVS; libvirt adds the guest's tap to the bridge.
-        return InterfaceSpec(net_type='bridge', source=obj.bridge_name,
-                             target_dev=obj.vif_name, mtu=mtu, **base)
+        return InterfaceSpec(net_type='bridge', source=bridge,
+                             target_dev=tap, mtu=mtu, **base)
     if isinstance(obj, osv_objects.vif.VIFOpenVSwitch):
         profile = obj.port_profile
         if profile.obj_attr_is_set('create_tap') and profile.create_tap:
-            return InterfaceSpec(net_type='ethernet', target_dev=obj.vif_name,
+            return InterfaceSpec(net_type='ethernet', target_dev=tap,
                                  tap_managed=False, mtu=mtu, **base)
         if profile.obj_attr_is_set('create_port') and profile.create_port:
-            return InterfaceSpec(net_type='ethernet', target_dev=obj.vif_name,
+            return InterfaceSpec(net_type='ethernet', target_dev=tap,
                                  mtu=mtu, **base)
-        return InterfaceSpec(net_type='bridge', source=obj.bridge_name,
-                             target_dev=obj.vif_name, mtu=mtu,
+        return InterfaceSpec(net_type='bridge', source=bridge,
+                             target_dev=tap, mtu=mtu,
                              ovs_interface_id=profile.interface_id, **base)
     if isinstance(obj, osv_objects.vif.VIFVHostUser):
         base['driver_name'] = None
-        return InterfaceSpec(net_type='vhostuser', source=obj.path,
-                             source_mode=obj.mode, target_dev=obj.vif_name,
-                             **base)
+        return InterfaceSpec(net_type='vhostuser',
+                             source=port_socket(vif, obj.path),
+                             source_mode=obj.mode, target_dev=tap, **base)
     if isinstance(obj, osv_objects.vif.VIFHostDevice):
         # A VF whose representor os-vif plugs (OVS hardware offload).
         return InterfaceSpec(port_id=vif['id'], mac=port_mac(vif),
@@ -220,6 +234,33 @@ def port_vlan(vif):
     return vlan or None
 
 
+# A network device name Linux (dev_valid_name: under IFNAMSIZ, no '/', ':'
+# or white space, not '.' or '..') and libvirt's schema both accept.
+_NETDEV_NAME = re.compile(r'(?!\.\.?$)[a-zA-Z0-9_.-]{1,15}')
+
+
+def port_netdev(vif, name, what):
+    """``name`` (a bridge or tap from the port's binding, or None) if it
+    can only name a network device, never a path or markup; else
+    InvalidPortBinding naming the port."""
+    if name is not None and not _NETDEV_NAME.fullmatch(name):
+        raise exception.InvalidPortBinding(
+            port_id=vif['id'], reason='%s name %r is not a network device '
+            'name' % (what, name))
+    return name
+
+
+def port_socket(vif, path):
+    """A vhost-user socket path from the binding: absolute and normalised
+    (no '..' leading elsewhere), printable; else InvalidPortBinding."""
+    if not (path.startswith('/') and os.path.normpath(path) == path and
+            path.isprintable()):
+        raise exception.InvalidPortBinding(
+            port_id=vif['id'], reason='vhost-user socket %r is not an '
+            'absolute, normalised path' % (path,))
+    return path
+
+
 def port_mac(vif):
     """The port's MAC, lower case; InvalidPortBinding for a malformed or
     multicast one (a guest NIC or VF cannot use it)."""
@@ -238,6 +279,8 @@ def plan_port(vif, flavor, image_meta, virt_type, vf_netdevs=None):
     :param vf_netdevs: {VF PCI address: its netdev}, for macvtap ports
     """
     check_supported(vif)
+    # Before os-vif's conversion, which raises a bare ValueError for it.
+    port_mac(vif)
     vif_type, vnic_type = vif['type'], vif['vnic_type']
     conf = frontend(vif, flavor, image_meta, virt_type)
     obj = osvif_vif(vif)
@@ -251,7 +294,8 @@ def plan_port(vif, flavor, image_meta, virt_type, vf_netdevs=None):
         network = vif['network']
         return InterfaceSpec(
             port_id=vif['id'], mac=port_mac(vif), net_type='bridge',
-            source=network['bridge'], target_dev=vif.get('devname'),
+            source=port_netdev(vif, network['bridge'], 'bridge'),
+            target_dev=port_netdev(vif, vif.get('devname'), 'tap'),
             model=model, driver_name=driver, queues=queues,
             mtu=network.get_meta('mtu'))
     slot = port_pci_slot(vif)

@@ -17,6 +17,8 @@ looks like is made here, from the objects Nova hands the driver and the
 host-wide :class:`DriverSettings`.
 """
 
+import re
+
 from nova import exception
 
 from nova_kvmx.guest import cpu_topology
@@ -30,6 +32,14 @@ CONSOLE_CMDLINE = 'console=tty0 console=ttyS0'
 
 # Disk buses a root disk may use and their device name prefix.
 _DISK_PREFIX = {'virtio': 'vd', 'scsi': 'sd', 'sata': 'sd'}
+
+# A machine type as libvirt's domain schema spells it.
+_MACHINE_TYPE = re.compile(r'[a-zA-Z0-9_.-]+')
+# Characters XML 1.0 cannot carry, even escaped: NUL and the other C0
+# controls but tab and newlines, lone surrogates (a non-UTF-8 byte decoded
+# with surrogateescape), U+FFFE and U+FFFF.
+_NOT_XML = re.compile('[^\t\n\r\x20-\ud7ff\ue000-\ufffd'
+                      '\U00010000-\U0010ffff]')
 
 
 def plan_guest(context, instance, image_meta, files, settings,
@@ -47,7 +57,7 @@ def plan_guest(context, instance, image_meta, files, settings,
     flavor = instance.flavor
     props = image_meta.properties
     disks = plan_disks(files, props, settings.disk_cache)
-    machine_type = props.get('hw_machine_type', settings.machine_type)
+    machine_type = plan_machine_type(image_meta, settings)
     nics_and_hostdevs = devices.plan_devices(
         instance, image_meta, settings.virt_type, network_info, vf_netdevs)
     memory = numa.plan_numa(instance.numa_topology, flavor, image_meta,
@@ -63,7 +73,7 @@ def plan_guest(context, instance, image_meta, files, settings,
         memory_mb=flavor.memory_mb,
         vcpus=flavor.vcpus,
         cpu=plan_cpu(flavor, image_meta, settings),
-        boot=plan_boot(files, props, disks[0].target_dev),
+        boot=plan_boot(files, image_meta, disks[0].target_dev),
         disks=disks,
         console_log=files.console_log,
         owner=plan_owner(context, instance, image_meta),
@@ -98,16 +108,41 @@ def plan_cpu(flavor, image_meta, settings):
         threads=topology.threads)
 
 
-def plan_boot(files, props, root_dev):
+def _image_ids(image_meta):
+    return dict(image_id=image_meta.id if 'id' in image_meta else None,
+                image_name=image_meta.name if 'name' in image_meta else None)
+
+
+def plan_machine_type(image_meta, settings):
+    """The image's ``hw_machine_type``, else the host's; InvalidMachineType
+    for a value libvirt cannot take (an image owner chooses it)."""
+    mtype = image_meta.properties.get('hw_machine_type',
+                                      settings.machine_type)
+    if not _MACHINE_TYPE.fullmatch(mtype):
+        raise exception.InvalidMachineType(
+            mtype=mtype, reason="a machine type is letters, digits, '_', "
+            "'.' and '-' only", **_image_ids(image_meta))
+    return mtype
+
+
+def plan_boot(files, image_meta, root_dev):
     """Direct kernel boot when the instance has a kernel; the image's
-    ``os_command_line`` replaces the default only when it is not empty."""
+    ``os_command_line`` replaces the default only when it is not empty.
+
+    :raises: ImageUnacceptable for a command line XML cannot carry
+    """
     if not files.kernel:
         return spec.BootSpec()
+    cmdline = image_meta.properties.get('os_command_line')
+    if cmdline and _NOT_XML.search(cmdline):
+        raise exception.ImageUnacceptable(
+            image_id=_image_ids(image_meta)['image_id'],
+            reason='its os_command_line has characters a libvirt domain '
+            'cannot carry (NUL, control characters or invalid Unicode)')
     return spec.BootSpec(
         kernel=files.kernel,
         initrd=files.ramdisk,
-        cmdline=(props.get('os_command_line') or
-                 'root=/dev/%s %s' % (root_dev, CONSOLE_CMDLINE)))
+        cmdline=cmdline or 'root=/dev/%s %s' % (root_dev, CONSOLE_CMDLINE))
 
 
 def plan_disks(files, props, cache):

@@ -224,6 +224,19 @@ class RealLibvirtTestCase(integrated_helpers.InstanceHelperMixin,
         with open(path, 'rb') as data:
             return self.glance.create(self.ctxt, meta, data=data)['id']
 
+    def boot_with_every_disk(self):
+        """An ACTIVE server with root, ephemeral and swap disks and a
+        config drive."""
+        flavor_id = self._create_flavor(name='kvmx.disks', vcpu=1,
+                                        memory_mb=256, disk=1, ephemeral=1,
+                                        swap=64)
+        server = self._build_server(
+            image_uuid=self.create_bootable_image(), flavor_id=flavor_id,
+            networks='none')
+        server['config_drive'] = True
+        return self.wait_for_status(self.api.post_server(
+            {'server': server}), 'ACTIVE')
+
     def create_flavor(self, name='kvmx.tiny', vcpus=1, ram=256, disk=1,
                       extra_specs=None):
         return self._create_flavor(name=name, vcpu=vcpus, memory_mb=ram,

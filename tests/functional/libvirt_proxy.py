@@ -38,12 +38,20 @@ class LibvirtSocketProxy(fixtures.Fixture):
         self.path = os.path.join(self.dir, 'libvirt-sock')
         self._lock = threading.Lock()
         self._sockets = []
-        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._listener.bind(self.path)
-        self._listener.listen(8)
-        threading.Thread(target=self._accept, daemon=True).start()
+        self._listener = None
+        self.restore()
         self.addCleanup(os.rmdir, self.dir)
         self.addCleanup(self.cut)
+
+    def restore(self):
+        """Accept connections again: libvirtd is back."""
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(self.path)
+        listener.listen(8)
+        with self._lock:
+            self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,),
+                         daemon=True).start()
 
     @property
     def uri(self):
@@ -65,8 +73,7 @@ class LibvirtSocketProxy(fixtures.Fixture):
                 pass
             sock.close()
 
-    def _accept(self):
-        listener = self._listener
+    def _accept(self, listener):
         while True:
             try:
                 client, _addr = listener.accept()
@@ -75,7 +82,7 @@ class LibvirtSocketProxy(fixtures.Fixture):
             upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             upstream.connect(self.target)
             with self._lock:
-                if self._listener is None:
+                if self._listener is not listener:
                     client.close()
                     upstream.close()
                     return

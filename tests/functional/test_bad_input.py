@@ -126,7 +126,16 @@ class LibvirtLostTest(base.RealLibvirtTestCase):
         self.start_compute()
         image_id = self.create_bootable_image()
         flavor_id = self.create_flavor()
-        proxy.cut()
+        # libvirtd goes away as the build reaches the host (a host known
+        # to have lost it is disabled and gets no builds).
+        spawn = self.driver.spawn
+
+        def cut_then_spawn(*args, **kwargs):
+            proxy.cut()
+            return spawn(*args, **kwargs)
+
+        self.useFixture(fixtures.MockPatchObject(
+            self.driver, 'spawn', side_effect=cut_then_spawn))
 
         server = self._create_server(image_uuid=image_id,
                                      flavor_id=flavor_id, networks='none',

@@ -150,15 +150,7 @@ class HostRebootTest(base.RealLibvirtTestCase):
 
     def test_guest_resumed_on_host_boot(self):
         self.flags(resume_guests_state_on_host_boot=True)
-        flavor_id = self._create_flavor(name='kvmx.disks', vcpu=1,
-                                        memory_mb=256, disk=1, ephemeral=1,
-                                        swap=64)
-        server = self._build_server(
-            image_uuid=self.create_bootable_image(), flavor_id=flavor_id,
-            networks='none')
-        server['config_drive'] = True
-        server = self.wait_for_status(self.api.post_server(
-            {'server': server}), 'ACTIVE')
+        server = self.boot_with_every_disk()
         self.wait_for_console(server, guest_image.BOOT_MARKER_PREFIX)
         config_drive = os.path.join(self.instance_dir(server), 'disk.config')
         self.assertTrue(os.path.isfile(config_drive))

@@ -37,3 +37,17 @@ class AssertValidDomainTest(testtools.TestCase):
         bad = MINIMAL.replace('</domain>', '<evil/></domain>')
         self.assertRaises(self.failureException,
                           xml_schema.assert_valid_domain, self, bad)
+
+
+class DomainErrorsTest(testtools.TestCase):
+    """The in-process check agrees with virt-xml-validate."""
+
+    def test_accepts_a_valid_domain(self):
+        self.assertIsNone(xml_schema.domain_errors(MINIMAL))
+
+    def test_rejects_what_virt_xml_validate_rejects(self):
+        for bad in (MINIMAL.replace('1024', 'lots'),
+                    MINIMAL.replace('</domain>', '<evil/></domain>')):
+            self.assertRaises(self.failureException,
+                              xml_schema.assert_valid_domain, self, bad)
+            self.assertIsNotNone(xml_schema.domain_errors(bad))
