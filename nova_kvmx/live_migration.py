@@ -290,20 +290,24 @@ class LiveMigrations(object):
     def live_migration(self, context, instance, dest, post_method,
                        recover_method, data):
         guest = self.host.get_guest(instance)
-        try:
-            self._unplug_passthrough_ports(instance, data)
-            xml = migration_xml.destination_xml(
-                guest.get_xml_desc(dump_migratable=True),
-                self.destination_host(instance, data))
-        except Exception as ex:
-            LOG.exception('Live migration to %s not started', dest,
-                          instance=instance)
-            recover_method(context, instance, dest, data)
-            live_migration_job.report_failure(context, instance, ex)
-            return
-        self.jobs.run(context, instance, guest, dest, xml, data,
-                      post_method, recover_method,
-                      self._disks_to_copy(guest, data))
+        with self.jobs.tracking(instance):
+            try:
+                self._unplug_passthrough_ports(instance, data)
+                xml = migration_xml.destination_xml(
+                    guest.get_xml_desc(dump_migratable=True),
+                    self.destination_host(instance, data))
+            except Exception as ex:
+                LOG.exception('Live migration to %s not started', dest,
+                              instance=instance)
+                recover_method(context, instance, dest, data)
+                live_migration_job.report_failure(
+                    context, instance, ex if isinstance(
+                        ex, exception.NovaException) else
+                    exception.MigrationError(reason=ex))
+                return
+            self.jobs.run(context, instance, guest, dest, xml, data,
+                          post_method, recover_method,
+                          self._disks_to_copy(guest, data))
 
     def _unplug_passthrough_ports(self, instance, data):
         for port in source_passthrough_ports(data):

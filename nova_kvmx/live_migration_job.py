@@ -31,6 +31,7 @@ where the API user reads it). Anything else is an error for Nova.
 """
 
 import collections
+import contextlib
 import os
 import time
 import traceback
@@ -127,7 +128,19 @@ class Jobs(object):
         self.host = host
         # Nova's run_tasks reads requests ('force-complete') from here.
         self.tasks = {}
+        # Why a job is to be aborted: USER_ABORT or TIMEOUT_ABORT.
         self.aborted = {}
+
+    @contextlib.contextmanager
+    def tracking(self, instance):
+        """Accept force-complete and abort requests for ``instance`` from
+        now on (also before the libvirt job exists) until the end."""
+        self.tasks[instance.uuid] = collections.deque()
+        try:
+            yield
+        finally:
+            self.tasks.pop(instance.uuid, None)
+            self.aborted.pop(instance.uuid, None)
 
     def request(self, instance, task):
         try:
@@ -137,15 +150,18 @@ class Jobs(object):
                 instance_id=instance.uuid)
 
     def abort(self, instance):
+        """Ask for the job to be aborted; the watch loop aborts it as soon
+        as libvirt runs it (a request may come before)."""
         if instance.uuid not in self.tasks:
             raise exception.NoActiveMigrationForInstance(
                 instance_id=instance.uuid)
-        self.aborted[instance.uuid] = USER_ABORT
-        self.host.get_guest(instance).abort_job()
+        LOG.info('Abort of the live migration requested', instance=instance)
+        self.aborted.setdefault(instance.uuid, USER_ABORT)
 
     def run(self, context, instance, guest, dest, xml, data, post_method,
             recover_method, disks):
-        """Migrate ``guest`` and end with Nova's post or recover method.
+        """Migrate ``guest`` and end with Nova's post or recover method
+        (within :meth:`tracking`).
 
         :param disks: [(target device, path)] to copy (block migration)
         """
@@ -155,9 +171,10 @@ class Jobs(object):
             raise exception.InvalidHostname(hostname=target or dest)
         flags = migration_flags(data.block_migration,
                                 instance.vm_state == vm_states.PAUSED)
-        self.tasks[instance.uuid] = collections.deque()
         on_failure = collections.deque()
-        try:
+        error = None
+        timeout = 0
+        if instance.uuid not in self.aborted:
             LOG.info('Live migration to %s starting (%s)', dest,
                      'block migration' if data.block_migration else
                      'shared instance storage', instance=instance)
@@ -174,11 +191,9 @@ class Jobs(object):
                 data_gb(instance.flavor.memory_mb,
                         [_size(path) for _, path in disks]))
             error = future.exception()
-        finally:
-            self.tasks.pop(instance.uuid, None)
-            aborted = self.aborted.pop(instance.uuid, None)
         self._end(context, instance, guest, dest, data, post_method,
-                  recover_method, error, aborted, on_failure, timeout)
+                  recover_method, error, self.aborted.get(instance.uuid),
+                  on_failure, timeout)
 
     def _watch(self, instance, guest, migration, future, on_failure, flags,
                gigabytes):
@@ -190,7 +205,7 @@ class Jobs(object):
         postcopy = bool(flags & libvirt.VIR_MIGRATE_POSTCOPY)
         start = time.monotonic()
         downtime = None
-        timed_out = False
+        timed_out = abort_sent = False
         last_stats = None
         while not future.done():
             info = guest.get_job_info()
@@ -202,7 +217,9 @@ class Jobs(object):
                         libvirt_migrate.should_trigger_timeout_action(
                             instance, elapsed, timeout, migration.status):
                     timed_out = True
-                    self._on_timeout(instance, guest)
+                    self._on_timeout(instance)
+                if instance.uuid in self.aborted and not abort_sent:
+                    abort_sent = self._abort_job(instance, guest)
                 downtime = libvirt_migrate.update_downtime(
                     guest, instance, downtime, steps, elapsed)
                 if last_stats is None or elapsed - last_stats >= \
@@ -217,16 +234,23 @@ class Jobs(object):
             time.sleep(POLL_INTERVAL)
         return timeout
 
-    def _on_timeout(self, instance, guest):
+    def _on_timeout(self, instance):
         if CONF.libvirt.live_migration_timeout_action == 'force_complete':
             self.tasks[instance.uuid].append('force-complete')
-            return
-        self.aborted[instance.uuid] = TIMEOUT_ABORT
+        else:
+            self.aborted.setdefault(instance.uuid, TIMEOUT_ABORT)
+
+    @staticmethod
+    def _abort_job(instance, guest):
+        """Abort the libvirt job; False if libvirt could not (it is tried
+        again: a job in post-copy cannot be aborted at all)."""
         try:
             guest.abort_job()
+            return True
         except libvirt.libvirtError as ex:
             LOG.warning('Could not abort the migration job: %s', ex,
                         instance=instance)
+            return False
 
     def _end(self, context, instance, guest, dest, data, post_method,
              recover_method, error, aborted, on_failure, timeout):
