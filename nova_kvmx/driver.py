@@ -143,8 +143,10 @@ class KVMXDriver(driver.ComputeDriver):
         return CONF.my_ip
 
     def get_available_resource(self, nodename):
-        return resources.available_resources(
-            self._host, CONF.instances_path, nodename, CONF.kvmx.virt_type)
+        # With the node UUID of get_nodenames_by_uuid (see there).
+        return dict(resources.available_resources(
+            self._host, CONF.instances_path, nodename, CONF.kvmx.virt_type),
+            uuid=self._host.get_node_uuid())
 
     def update_provider_tree(self, provider_tree, nodename, allocations=None):
         inventory = provider_tree.data(nodename).inventory
@@ -255,10 +257,10 @@ class KVMXDriver(driver.ComputeDriver):
     # -- live migration -------------------------------------------------------
 
     def get_nodenames_by_uuid(self, refresh=False):
-        # The node UUID is kept per driver (in its Host), as Nova's libvirt
-        # driver does: two compute services of one process must not share
-        # it (Nova's module-global cache) -- both ends of an in-process
-        # live migration.
+        # The node UUID is kept per driver (in its Host) and reported with
+        # the resources, as Nova's libvirt driver does: two compute services
+        # of one process must not share it (Nova's module-global cache) --
+        # both ends of an in-process live migration.
         return {self._host.get_node_uuid(): self.get_available_nodes()[0]}
 
     def check_can_live_migrate_destination(self, context, instance,

@@ -41,6 +41,7 @@ from nova import exception
 from nova.network import model as network_model
 from nova.network import neutron
 from nova import objects
+from nova.objects import fields
 from nova.virt.libvirt import config as vconfig
 from nova.virt import images
 from oslo_log import log as logging
@@ -229,7 +230,7 @@ class LiveMigrations(object):
         migration: overlays on the same images, filled by the copy) and
         its ports (as bound here). Nothing stays behind on failure."""
         lifecycle.reject_volumes(block_device_info)
-        self._check_claimed_devices(instance)
+        self._check_claimed_devices(context, instance, data)
         created = not data.is_shared_instance_path
         if created:
             inst_dir = self.storage.instance_dir(instance)
@@ -252,13 +253,26 @@ class LiveMigrations(object):
         data.supported_perf_events = []
         return data
 
-    def _check_claimed_devices(self, instance):
-        context = instance.migration_context
-        claimed = (context.new_pci_devices or []) if context else []
-        vif.check_host_devices(self.host, [
-            (devices.pci_address(dev.address),
-             'the flavor\'s PCI request' if not dev.request_id else
-             'request %s' % dev.request_id, dev) for dev in claimed])
+    def _check_claimed_devices(self, context, instance, data):
+        """The PCI devices Nova claimed here (for the flavor and for the
+        ports' destination bindings) must still be known to libvirt: the
+        tracker claims from its last report."""
+        ports = {devices.port_pci_slot(port): port['id']
+                 for port in dest_bound_ports(data)
+                 if devices.port_pci_slot(port)}
+        node = objects.ComputeNode.get_by_nodename(
+            context, self.host.get_hostname())
+        claimed = []
+        for dev in objects.PciDeviceList.get_by_compute_node(
+                context, node.id):
+            if (dev.instance_uuid != instance.uuid or
+                    dev.status != fields.PciDeviceStatus.CLAIMED):
+                continue
+            address = devices.pci_address(dev.address)
+            claimed.append((address, 'port %s' % ports[address]
+                            if address in ports else
+                            'the flavor\'s PCI alias request', dev))
+        vif.check_host_devices(self.host, claimed)
 
     def post_at_destination(self, context, instance, network_info):
         """Plug the SR-IOV ports back, with the devices bound here, and

@@ -110,7 +110,8 @@ def _set_cpuset(element, cpus, attribute='cpuset'):
 
 
 def _rewrite_numa(root, dest, name):
-    cells = {int(c.get('id')) for c in root.findall('./cpu/numa/cell')}
+    cells = {int(m.get('cellid'))
+             for m in root.findall('./numatune/memnode')}
     if cells != {cell for cell, _ in dest.cell_nodes}:
         _fail(name, 'guest NUMA cells %s, the claim has %s' % (
             sorted(cells), sorted(cell for cell, _ in dest.cell_nodes)))
