@@ -167,6 +167,10 @@ class LiveMigrations(object):
 
     def check_source(self, context, instance, data, block_device_info):
         lifecycle.reject_volumes(block_device_info)
+        if CONF.libvirt.live_migration_tunnelled:
+            raise exception.MigrationPreCheckError(
+                reason='[libvirt] live_migration_tunnelled is not supported '
+                       'by nova-kvmx: use live_migration_with_native_tls')
         os.utime(self.storage.instances_path)
         shared = os.path.exists(os.path.join(self.storage.instances_path,
                                              data.filename))

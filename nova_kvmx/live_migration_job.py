@@ -174,6 +174,7 @@ class Jobs(object):
         on_failure = collections.deque()
         error = None
         timeout = 0
+        started = time.monotonic()
         if instance.uuid not in self.aborted:
             LOG.info('Live migration to %s starting (%s)', dest,
                      'block migration' if data.block_migration else
@@ -193,7 +194,7 @@ class Jobs(object):
             error = future.exception()
         self._end(context, instance, guest, dest, data, post_method,
                   recover_method, error, self.aborted.get(instance.uuid),
-                  on_failure, timeout)
+                  on_failure, timeout, started)
 
     def _watch(self, instance, guest, migration, future, on_failure, flags,
                gigabytes):
@@ -253,7 +254,7 @@ class Jobs(object):
             return False
 
     def _end(self, context, instance, guest, dest, data, post_method,
-             recover_method, error, aborted, on_failure, timeout):
+             recover_method, error, aborted, on_failure, timeout, started):
         if error is None:
             job = guest.get_job_info().type
             if job not in (libvirt.VIR_DOMAIN_JOB_COMPLETED,
@@ -270,8 +271,8 @@ class Jobs(object):
                 raise kvmx_exception.LiveMigrationFailed(
                     dest=dest, source=instance.host, reason=error)
         if job == libvirt.VIR_DOMAIN_JOB_COMPLETED:
-            LOG.info('Live migration to %s completed', dest,
-                     instance=instance)
+            LOG.info('Live migration to %s completed in %.1f s', dest,
+                     time.monotonic() - started, instance=instance)
             post_method(context, instance, dest, data.block_migration, data)
             return
         libvirt_migrate.run_recover_tasks(self.host, guest, instance,
@@ -296,10 +297,12 @@ class Jobs(object):
     @staticmethod
     def log_completed(guest, instance):
         """Log (and return) libvirt's statistics of the completed incoming
-        migration: total time and the guest's downtime, in ms."""
+        migration: total time and the guest's downtime, in ms. They are
+        kept for ``virsh domjobinfo --completed``."""
         try:
             stats = guest._domain.jobStats(
-                libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
+                libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED |
+                libvirt.VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED)
         except libvirt.libvirtError as ex:
             LOG.debug('No statistics of the migration: %s', ex,
                       instance=instance)

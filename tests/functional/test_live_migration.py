@@ -214,7 +214,7 @@ class LiveMigrationTest(TwoHostsTestCase):
                          self.allocation_hosts(server))
 
         # It is the same guest, still running: it reacts to the power
-        # button on the destination.
+        # button on the destination (whose console log is its own).
         self.api.post_server_action(server['id'], {'os-stop': {}})
         self.wait_for_status(server, 'SHUTOFF')
         self.wait_for_console(server, guest_image.POWEROFF_MARKER_PREFIX)
@@ -283,6 +283,15 @@ class SlowLiveMigrationTest(TwoHostsTestCase):
         self.assertEqual(set(), self.pinned_cpus(DEST))
         self.assertEqual({0}, self.pinned_cpus(self.compute_host))
 
+    def abort(self, server, migration):
+        """Abort from the API: cancelled, the guest running at the
+        source."""
+        self.api.delete_migration(server['id'], migration['id'])
+        migration = self.wait_for_migration(
+            server, ('failed', 'error', 'completed', 'cancelled'))
+        self.assertEqual('cancelled', migration['status'])
+        self.assert_running_on_source(server)
+
     def test_completion_timeout_aborts_with_guest_on_source(self):
         # 1 s per GiB, counted as Nova counts: 2 GiB of memory and 2 of
         # disk at least, so 4 s.
@@ -303,11 +312,7 @@ class SlowLiveMigrationTest(TwoHostsTestCase):
     def test_abort_from_api(self):
         self.flags(live_migration_completion_timeout=0, group='libvirt')
         server, progress = self.start_slow_migration()
-        self.api.delete_migration(server['id'], progress['id'])
-        migration = self.wait_for_migration(
-            server, ('failed', 'error', 'completed', 'cancelled'))
-        self.assertEqual('cancelled', migration['status'])
-        self.assert_running_on_source(server)
+        self.abort(server, progress)
 
     def test_force_complete_pauses_the_guest(self):
         """Without post-copy, force-complete pauses the guest so that no
@@ -318,9 +323,39 @@ class SlowLiveMigrationTest(TwoHostsTestCase):
         self.api.force_complete_migration(server['id'], progress['id'])
         self.wait_for_domain_state(server, libvirt.VIR_DOMAIN_PAUSED)
         self.assertEqual('running', self.migration(server)['status'])
+        self.abort(server, progress)
 
-        self.api.delete_migration(server['id'], progress['id'])
-        migration = self.wait_for_migration(
-            server, ('failed', 'error', 'completed', 'cancelled'))
-        self.assertEqual('cancelled', migration['status'])
-        self.assert_running_on_source(server)
+    def test_block_migration_of_every_disk(self):
+        """Ephemeral and swap disks are copied with the root disk; the
+        read-only config drive is built again on the destination."""
+        flavor_id = self._create_flavor(
+            name='kvmx.pinned.disks', vcpu=1, memory_mb=256, disk=1,
+            ephemeral=1, swap=64, extra_spec={'hw:cpu_policy': 'dedicated'})
+        server = self._build_server(image_uuid=self.image_id,
+                                    flavor_id=flavor_id, networks='none')
+        server['config_drive'] = True
+        server = self.wait_for_status(self.api.post_server(
+            {'server': server}), 'ACTIVE')
+        self.wait_for_console(server, guest_image.BOOT_MARKER_PREFIX)
+
+        self.live_migrate(server)
+        self.assertEqual('completed', self.wait_for_migration(
+            server, ('completed', 'error', 'failed'))['status'])
+        server = self.wait_for_status(server, 'ACTIVE')
+        self.assertEqual(DEST, server['OS-EXT-SRV-ATTR:host'])
+        root = etree.fromstring(self.dest_conn.lookupByUUIDString(
+            server['id']).XMLDesc(0))
+        self.assertEqual(
+            [('vda', 'disk'), ('vdb', 'disk.eph0'), ('vdc', 'disk.swap'),
+             ('sdz', 'disk.config')],
+            [(d.find('target').get('dev'),
+              os.path.basename(d.find('source').get('file')))
+             for d in root.findall('devices/disk')])
+        dest_dir = os.path.join(self.dest_instances, server['id'])
+        for name in ('disk', 'disk.eph0', 'disk.swap', 'disk.config'):
+            self.assertTrue(os.path.isfile(os.path.join(dest_dir, name)),
+                            name)
+        with open(os.path.join(dest_dir, 'disk.config'), 'rb') as f:
+            f.seek(32808)   # the ISO 9660 volume identifier
+            self.assertEqual(b'config-2', f.read(8))
+        self.assertFalse(os.path.exists(self.instance_dir(server)))

@@ -139,6 +139,13 @@ class SourceCheckTest(testtools.TestCase):
         self.assertRaises(exception.InvalidSharedStorage, self.check,
                           self.dest_dir, block_migration=False)
 
+    def test_tunnelled_migration_is_refused(self):
+        self.useFixture(config_fixture.Config(CONF)).config(
+            live_migration_tunnelled=True, group='libvirt')
+        self.assertRaisesRegex(
+            exception.MigrationPreCheckError, 'use '
+            'live_migration_with_native_tls', self.check, self.dest_dir)
+
     def test_destination_without_room_for_the_disks_is_refused(self):
         inst_dir = os.path.join(self.source_dir, self.instance.uuid)
         os.mkdir(inst_dir)
