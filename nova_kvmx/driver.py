@@ -19,7 +19,9 @@ boundaries.
 
 import os
 
+from nova import context as nova_context
 import nova.conf
+from nova import objects  # noqa: F401 (named in a signature)
 import nova.conf.neutron
 from nova.virt import driver
 import os_vif
@@ -36,6 +38,8 @@ from nova_kvmx.host import resources
 from nova_kvmx.host import topology
 from nova_kvmx import lifecycle
 from nova_kvmx import live_migration
+from nova_kvmx import migration
+from nova_kvmx import rescue
 from nova_kvmx import snapshot
 from nova_kvmx import storage
 from nova_kvmx import version
@@ -56,6 +60,7 @@ class KVMXDriver(driver.ComputeDriver):
         supports_image_type_qcow2=True,
         supports_image_type_raw=True,
         supports_pcpus=True,
+        supports_migrate_to_same_host=True,
         supports_attach_interface=True,
     )
 
@@ -79,6 +84,8 @@ class KVMXDriver(driver.ComputeDriver):
             CONF.kvmx.domain_start_timeout, self._network)
         self._snapshots = snapshot.Snapshotter(
             self._lifecycle, self._storage, CONF.kvmx.snapshot_timeout)
+        self._moves = migration.ColdMigration(self._lifecycle, self._storage)
+        self._rescuer = rescue.Rescuer(self._lifecycle, self._storage)
         self._live_migrations = live_migration.LiveMigrations(
             self._host, self._storage, self._lifecycle, self._network,
             self._get_settings)
@@ -237,6 +244,46 @@ class KVMXDriver(driver.ComputeDriver):
     def detach_interface(self, context, instance, vif):
         self._network.detach_interface(instance, instance.image_meta, vif,
                                        CONF.kvmx.virt_type)
+
+    # -- rescue ---------------------------------------------------------------
+
+    def rescue(self, context, instance, network_info, image_meta,
+               rescue_password, block_device_info, share_info):
+        self._rescuer.rescue(context, instance, network_info, image_meta,
+                             rescue_password, block_device_info, share_info)
+
+    def unrescue(self, context: nova_context.RequestContext,
+                 instance: 'objects.Instance'):
+        self._rescuer.unrescue(context, instance)
+
+    # -- resize and cold migration ------------------------------------------
+
+    def migrate_disk_and_power_off(self, context, instance, dest, flavor,
+                                   network_info, block_device_info=None,
+                                   timeout=0, retry_interval=0):
+        return self._moves.migrate_disk_and_power_off(
+            context, instance, dest, flavor, network_info, block_device_info,
+            timeout, retry_interval)
+
+    def finish_migration(self, context, migration, instance, disk_info,
+                         network_info, image_meta, resize_instance,
+                         allocations, block_device_info=None, power_on=True,
+                         share_info=None):
+        self._moves.finish_migration(
+            context, migration, instance, disk_info, network_info,
+            image_meta, resize_instance, allocations, block_device_info,
+            power_on, share_info)
+
+    def confirm_migration(self, context, migration, instance, network_info):
+        self._moves.confirm_migration(context, migration, instance,
+                                      network_info)
+
+    def finish_revert_migration(self, context, instance, network_info,
+                                migration, block_device_info=None,
+                                power_on=True, share_info=None):
+        self._moves.finish_revert_migration(
+            context, instance, network_info, migration, block_device_info,
+            power_on, share_info)
 
     def snapshot(self, context, instance, image_id, update_task_state):
         self._snapshots.snapshot(context, instance, image_id,

@@ -120,17 +120,13 @@ class InstanceStorage(object):
         base = self.cached_image(context, image_meta.id)
         root_disk = os.path.join(inst_dir, 'disk')
         create_overlay(base, root_disk, instance.flavor.root_gb)
-        kernel = ramdisk = config_drive = ephemeral = swap = None
+        kernel = ramdisk = config_drive = None
         flavor = instance.flavor
+        ephemeral = swap = None
         if flavor.ephemeral_gb:
-            ephemeral = os.path.join(inst_dir, 'disk.eph0')
-            create_overlay(self.blank_disk(
-                self.ephemeral_format, flavor.ephemeral_gb * units.Gi,
-                'ephemeral0'), ephemeral, flavor.ephemeral_gb)
+            ephemeral = self.create_ephemeral(inst_dir, flavor.ephemeral_gb)
         if flavor.swap:
-            swap = os.path.join(inst_dir, 'disk.swap')
-            create_overlay(self.blank_disk('swap', flavor.swap * units.Mi),
-                           swap, 0)
+            swap = self.create_swap(inst_dir, flavor.swap)
         if instance.kernel_id:
             # QEMU loads kernel and initrd as files (-kernel/-initrd), never
             # as a disk, so they are not subject to disk format inspection
@@ -149,6 +145,37 @@ class InstanceStorage(object):
             console_log=os.path.join(inst_dir, 'console.log'),
             kernel=kernel, ramdisk=ramdisk, config_drive=config_drive,
             ephemeral=ephemeral, swap=swap)
+
+    def rescue_files(self, context, instance, image_meta):
+        """The files of a rescue guest: a fresh overlay of the rescue image
+        (``disk.rescue``), the instance's root disk attached second, its
+        kernel, ramdisk and config drive, the same console log."""
+        own = self.files_of(instance)
+        rescue_disk = os.path.join(self.instance_dir(instance),
+                                   'disk.rescue')
+        with fileutils.remove_path_on_error(rescue_disk):
+            create_overlay(self.cached_image(context, image_meta.id),
+                           rescue_disk, 0)
+        return spec.GuestFiles(
+            root_disk=rescue_disk, console_log=own.console_log,
+            kernel=own.kernel, ramdisk=own.ramdisk,
+            config_drive=own.config_drive, rescued_root=own.root_disk)
+
+    def remove_rescue_files(self, instance):
+        fileutils.delete_if_exists(
+            os.path.join(self.instance_dir(instance), 'disk.rescue'))
+
+    def create_ephemeral(self, inst_dir, size_gb):
+        path = os.path.join(inst_dir, 'disk.eph0')
+        create_overlay(self.blank_disk(
+            self.ephemeral_format, size_gb * units.Gi, 'ephemeral0'),
+            path, size_gb)
+        return path
+
+    def create_swap(self, inst_dir, size_mb):
+        path = os.path.join(inst_dir, 'disk.swap')
+        create_overlay(self.blank_disk('swap', size_mb * units.Mi), path, 0)
+        return path
 
     def blank_disk(self, fs, size, label=None):
         """Path of a cached raw disk of ``size`` bytes formatted with

@@ -28,6 +28,7 @@ import libvirt
 from lxml import etree
 from nova import exception
 from nova.virt.libvirt import config as vconfig
+from oslo_serialization import jsonutils
 
 from nova_kvmx.host import connection
 from nova_kvmx.host import devices
@@ -149,6 +150,10 @@ class QueryHost(connection.Host):
     error naming the URI, without the notification nova-compute sends
     (which needs Nova's RPC set up)."""
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._pci_report = devices.PCIReport(events=False)
+
     def _get_new_connection(self):
         return self._connect(self._uri, self._read_only)
 
@@ -178,6 +183,6 @@ def from_libvirt(uri):
             caps=host.get_capabilities(),
             online_cpus=frozenset(host.get_online_cpus()),
             memory_mb=host.get_memory_mb_total(),
-            pci_devices=devices.pci_devices(host.get_connection()))
+            pci_devices=jsonutils.loads(host.pci_devices_json()))
     finally:
         host.close()

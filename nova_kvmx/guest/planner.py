@@ -117,9 +117,9 @@ def plan_disks(files, props, cache):
     prefix = _DISK_PREFIX[bus]
     disks = [spec.DiskSpec(path=files.root_disk, target_dev=prefix + 'a',
                            bus=bus, cache=cache)]
-    # Ephemeral then swap, on the root disk's bus, as Nova's libvirt driver
-    # orders them (vdb, vdc on virtio).
-    for path in (files.ephemeral, files.swap):
+    # The rescued root (rescue only), ephemeral then swap, on the root
+    # disk's bus, as Nova's libvirt driver orders them (vdb, vdc on virtio).
+    for path in (files.rescued_root, files.ephemeral, files.swap):
         if path:
             disks.append(spec.DiskSpec(
                 path=path, target_dev=prefix + 'abcdefgh'[len(disks)],

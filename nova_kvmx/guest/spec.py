@@ -74,6 +74,8 @@ class GuestFiles:
     config_drive: str | None = None
     ephemeral: str | None = None
     swap: str | None = None
+    # Rescue: the instance's own root disk, attached after the rescue disk.
+    rescued_root: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)

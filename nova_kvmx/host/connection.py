@@ -55,6 +55,19 @@ class Host(libvirt_host.Host):
         super().__init__(*args, **kwargs)
         self._pci_report = devices.PCIReport()
 
+    def _event_emit_delayed(self, event):
+        """Nova's, except once nova-compute has shut its thread pools down:
+        libvirt still reports events (of every domain on the host) until
+        the connection is closed, and Nova's executor then raises inside
+        libvirt's event callback, which prints a traceback. Such an event
+        has no one left to handle it: it is dropped."""
+        try:
+            super()._event_emit_delayed(event)
+        except RuntimeError as ex:
+            if 'shutdown' not in str(ex):
+                raise
+            LOG.debug('Dropped %s after shutdown: %s', event, ex)
+
     @property
     def uri(self):
         return self._uri

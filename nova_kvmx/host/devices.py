@@ -86,7 +86,10 @@ class PCIReport:
     every period; devices whose XML did not change are not parsed again.
     """
 
-    def __init__(self):
+    def __init__(self, events=True):
+        """:param events: False for a one-shot reader (a command runs no
+            libvirt event loop): no registration, no warning."""
+        self._want_events = events
         # Node-device names from libvirt's event-loop thread. A deque's
         # append and popleft are atomic, so the callbacks take no lock: in
         # Nova's eventlet mode a threading lock is a green one, which a
@@ -160,6 +163,8 @@ class PCIReport:
 
     def _register(self, conn):
         ids = []
+        if not self._want_events:
+            return ids
         try:
             for event_id, callback in (
                     (libvirt.VIR_NODE_DEVICE_EVENT_ID_LIFECYCLE,
@@ -168,7 +173,9 @@ class PCIReport:
                      self._update_event)):
                 ids.append(conn.nodeDeviceEventRegisterAny(
                     None, event_id, callback, None))
-        except libvirt.libvirtError as ex:
+        # AttributeError: bindings without node-device events (Nova's fake
+        # libvirt among them).
+        except (libvirt.libvirtError, AttributeError) as ex:
             LOG.warning('libvirt sends no node-device events (%s): every '
                         'PCI and network node device will be read in every '
                         'periodic task.', ex)

@@ -168,6 +168,10 @@ class RealLibvirtTestCase(integrated_helpers.InstanceHelperMixin,
         self.addCleanup(self._remove_leftover_domains)
         # One host: a failed build must show its own fault, not a retry.
         self.flags(max_attempts=1, group='scheduler')
+        # An RPC call still waiting when a failed test stops the services
+        # would keep its worker thread, and so the test process, alive for
+        # long_rpc_timeout (30 minutes by default).
+        self.flags(long_rpc_timeout=120, rpc_response_timeout=60)
         self.flags(shutdown_timeout=30)
         self.flags(soft_reboot_timeout=30, group='kvmx')
 

@@ -62,6 +62,8 @@ class FakeLibvirtTestCase(integrated_helpers.InstanceHelperMixin,
         self.flags(api_paste_config=os.path.join(
             sys.prefix, 'etc', 'nova', 'api-paste.ini'), group='wsgi')
         self.flags(max_attempts=1, group='scheduler')
+        # See base.RealLibvirtTestCase: no RPC call outlives a test by 30 min.
+        self.flags(long_rpc_timeout=120, rpc_response_timeout=60)
         self.flags(enabled_filters=CONF.filter_scheduler.enabled_filters +
                    ['NUMATopologyFilter', 'PciPassthroughFilter'],
                    group='filter_scheduler')

@@ -224,6 +224,25 @@ class PCIReportTest(testtools.TestCase):
         self.assertEqual(1, self.log.output.count(
             'libvirt sends no node-device events'))
 
+    def test_one_shot_reader_asks_for_no_events(self):
+        # A command (nova-kvmx explain) runs no event loop: it neither
+        # registers nor warns, and reads every device.
+        report = devices.PCIReport(events=False)
+        self.addCleanup(report.close)
+        self.assertEqual(6, len(jsonutils.loads(report.json(self.conn))))
+        self.assertEqual(0, len(self.conn.nodedev_callbacks))
+        self.assertNotIn('node-device events', self.log.output)
+
+    def test_bindings_without_node_device_events(self):
+        # Nova's own fake libvirt has no node-device event API at all.
+        conn = fakelibvirt.Connection(
+            'qemu:///system', pci_info=fakelibvirt.HostPCIDevicesInfo(
+                num_pfs=2, num_vfs=4))
+        self.assertFalse(hasattr(conn, 'nodeDeviceEventRegisterAny'))
+        self.assertEqual(6, len(self.devices(conn)))
+        self.assertEqual(1, self.log.output.count(
+            'libvirt sends no node-device events'))
+
     def test_device_losing_fields_is_dropped_with_a_warning(self):
         self.assertIn(self.VF, self.devices())
         vf = self.conn.pci_info.devices[self.VF]

@@ -22,6 +22,7 @@ import os
 from unittest import mock
 
 import ddt
+import futurist
 import fixtures
 import libvirt
 from lxml import etree
@@ -29,7 +30,9 @@ from nova.compute import provider_tree
 import nova.conf
 import nova.conf.neutron
 from nova import objects
+from nova import thread_pool_factory
 from nova.virt import driver
+from nova.virt import event as virtevent
 from nova.virt.libvirt import config as vconfig
 import os_resource_classes as orc
 from oslo_config import fixture as config_fixture
@@ -241,3 +244,29 @@ class AvailableResourcesTest(testtools.TestCase):
                          sum(len(cell.cpuset) for cell in numa.cells))
         self.assertEqual([], jsonutils.loads(
             record['pci_passthrough_devices']))
+
+
+class EventsAfterShutdownTest(testtools.TestCase):
+    """libvirt keeps reporting events until the connection is closed; once
+    nova-compute has shut its thread pools, they are dropped quietly."""
+
+    def test_stop_event_after_shutdown_is_dropped(self):
+        handled = []
+        host = connection.Host('test:///default',
+                               lifecycle_event_handler=handled.append)
+        # What Host.initialize() sets up, shut as nova-compute stops.
+        wrapper = thread_pool_factory.\
+            StaticallyDelayingCancellableTaskExecutorWrapper
+        host._delayed_executor = wrapper(
+            delay=15, executor=futurist.ThreadPoolExecutor(1))
+        host._delayed_executor.shutdown(wait=True)
+        stopped = virtevent.LifecycleEvent(
+            '8a6b7ab2-5a8f-4a84-9dbd-0f7f3f7ec1f3',
+            virtevent.EVENT_LIFECYCLE_STOPPED)
+        host._event_emit_delayed(stopped)   # no RuntimeError
+        self.assertEqual([], handled)
+        # Other events are handled at once, as in Nova.
+        started = virtevent.LifecycleEvent(
+            stopped.uuid, virtevent.EVENT_LIFECYCLE_STARTED)
+        host._event_emit_delayed(started)
+        self.assertEqual([started], handled)

@@ -1,0 +1,70 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""Rescue and unrescue of a real pinned guest through Nova's API."""
+
+import os
+
+from lxml import etree
+
+from tests.functional import base
+from tests.functional import guest_image
+
+
+class RescueTest(base.RealLibvirtTestCase):
+
+    START_COMPUTE = False
+
+    def setUp(self):
+        super().setUp()
+        self.flags(cpu_shared_set='0', cpu_dedicated_set='1',
+                   group='compute')
+        self.start_compute()
+
+    def disks(self, server):
+        """{target dev: source file} of the domain libvirt holds."""
+        xml = etree.fromstring(self.domain(server).XMLDesc(0))
+        return {d.find('target').get('dev'): d.find('source').get('file')
+                for d in xml.findall("devices/disk[@device='disk']")}
+
+    def test_rescue_then_unrescue(self):
+        flavor_id = self.create_flavor(
+            name='kvmx.pinned', extra_specs={'hw:cpu_policy': 'dedicated'})
+        server = self._create_server(
+            image_uuid=self.create_bootable_image(), flavor_id=flavor_id,
+            networks='none')
+        server = self.wait_for_status(server, 'ACTIVE')
+        marker = guest_image.BOOT_MARKER_PREFIX
+        self.wait_for_console(server, marker)
+        inst_dir = self.instance_dir(server)
+        pins = etree.fromstring(self.domain(server).XMLDesc(0)).find(
+            'cputune').findall('vcpupin')
+
+        self.api.post_server_action(server['id'], {'rescue': {}})
+        server = self.wait_for_status(server, 'RESCUE')
+        self.wait_for_console(server, marker, count=2)
+        self.assertEqual({'vda': os.path.join(inst_dir, 'disk.rescue'),
+                          'vdb': os.path.join(inst_dir, 'disk')},
+                         self.disks(server))
+        # The rescue guest keeps the claim: same pins.
+        rescue_pins = etree.fromstring(self.domain(server).XMLDesc(0)).find(
+            'cputune').findall('vcpupin')
+        self.assertEqual([dict(p.attrib) for p in pins],
+                         [dict(p.attrib) for p in rescue_pins])
+
+        self.api.post_server_action(server['id'], {'unrescue': None})
+        server = self.wait_for_status(server, 'ACTIVE')
+        self.wait_for_console(server, marker, count=3)
+        self.assertEqual({'vda': os.path.join(inst_dir, 'disk')},
+                         self.disks(server))
+        self.assertFalse(os.path.exists(os.path.join(inst_dir,
+                                                     'disk.rescue')))
