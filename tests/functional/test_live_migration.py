@@ -219,6 +219,42 @@ class LiveMigrationTest(TwoHostsTestCase):
         self.wait_for_status(server, 'SHUTOFF')
         self.wait_for_console(server, guest_image.POWEROFF_MARKER_PREFIX)
 
+    def test_block_migration_of_every_disk(self):
+        """Ephemeral and swap disks are copied with the root disk; the
+        read-only config drive is built again on the destination."""
+        flavor_id = self._create_flavor(
+            name='kvmx.pinned.disks', vcpu=1, memory_mb=256, disk=1,
+            ephemeral=1, swap=64, extra_spec={'hw:cpu_policy': 'dedicated'})
+        server = self._build_server(image_uuid=self.image_id,
+                                    flavor_id=flavor_id, networks='none',
+                                    host=self.compute_host)
+        server['config_drive'] = True
+        server = self.wait_for_status(self.api.post_server(
+            {'server': server}), 'ACTIVE')
+        self.wait_for_console(server, guest_image.BOOT_MARKER_PREFIX)
+
+        self.live_migrate(server)
+        self.assertEqual('completed', self.wait_for_migration(
+            server, ('completed', 'error', 'failed'))['status'])
+        server = self.wait_for_status(server, 'ACTIVE')
+        self.assertEqual(DEST, server['OS-EXT-SRV-ATTR:host'])
+        root = etree.fromstring(self.dest_conn.lookupByUUIDString(
+            server['id']).XMLDesc(0))
+        self.assertEqual(
+            [('vda', 'disk'), ('vdb', 'disk.eph0'), ('vdc', 'disk.swap'),
+             ('sdz', 'disk.config')],
+            [(d.find('target').get('dev'),
+              os.path.basename(d.find('source').get('file')))
+             for d in root.findall('devices/disk')])
+        dest_dir = os.path.join(self.dest_instances, server['id'])
+        for name in ('disk', 'disk.eph0', 'disk.swap', 'disk.config'):
+            self.assertTrue(os.path.isfile(os.path.join(dest_dir, name)),
+                            name)
+        with open(os.path.join(dest_dir, 'disk.config'), 'rb') as f:
+            f.seek(32808)   # the ISO 9660 volume identifier
+            self.assertEqual(b'config-2', f.read(8))
+        self.assertFalse(os.path.exists(self.instance_dir(server)))
+
 
 class SlowLiveMigrationTest(TwoHostsTestCase):
     """Migrations held back by a 1 MiB/s bandwidth limit: the guest's
@@ -324,38 +360,3 @@ class SlowLiveMigrationTest(TwoHostsTestCase):
         self.wait_for_domain_state(server, libvirt.VIR_DOMAIN_PAUSED)
         self.assertEqual('running', self.migration(server)['status'])
         self.abort(server, progress)
-
-    def test_block_migration_of_every_disk(self):
-        """Ephemeral and swap disks are copied with the root disk; the
-        read-only config drive is built again on the destination."""
-        flavor_id = self._create_flavor(
-            name='kvmx.pinned.disks', vcpu=1, memory_mb=256, disk=1,
-            ephemeral=1, swap=64, extra_spec={'hw:cpu_policy': 'dedicated'})
-        server = self._build_server(image_uuid=self.image_id,
-                                    flavor_id=flavor_id, networks='none')
-        server['config_drive'] = True
-        server = self.wait_for_status(self.api.post_server(
-            {'server': server}), 'ACTIVE')
-        self.wait_for_console(server, guest_image.BOOT_MARKER_PREFIX)
-
-        self.live_migrate(server)
-        self.assertEqual('completed', self.wait_for_migration(
-            server, ('completed', 'error', 'failed'))['status'])
-        server = self.wait_for_status(server, 'ACTIVE')
-        self.assertEqual(DEST, server['OS-EXT-SRV-ATTR:host'])
-        root = etree.fromstring(self.dest_conn.lookupByUUIDString(
-            server['id']).XMLDesc(0))
-        self.assertEqual(
-            [('vda', 'disk'), ('vdb', 'disk.eph0'), ('vdc', 'disk.swap'),
-             ('sdz', 'disk.config')],
-            [(d.find('target').get('dev'),
-              os.path.basename(d.find('source').get('file')))
-             for d in root.findall('devices/disk')])
-        dest_dir = os.path.join(self.dest_instances, server['id'])
-        for name in ('disk', 'disk.eph0', 'disk.swap', 'disk.config'):
-            self.assertTrue(os.path.isfile(os.path.join(dest_dir, name)),
-                            name)
-        with open(os.path.join(dest_dir, 'disk.config'), 'rb') as f:
-            f.seek(32808)   # the ISO 9660 volume identifier
-            self.assertEqual(b'config-2', f.read(8))
-        self.assertFalse(os.path.exists(self.instance_dir(server)))
