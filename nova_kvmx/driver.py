@@ -26,6 +26,7 @@ import nova.conf.neutron
 from nova.virt import driver
 import os_vif
 from oslo_log import log as logging
+from oslo_serialization import jsonutils
 
 from nova_kvmx import conf as kvmx_conf  # noqa: F401 (registers [kvmx])
 from nova_kvmx import console
@@ -37,6 +38,7 @@ from nova_kvmx.host import iommu
 from nova_kvmx.host import resources
 from nova_kvmx.host import topology
 from nova_kvmx import lifecycle
+from nova_kvmx import live_migration
 from nova_kvmx import migration
 from nova_kvmx import rescue
 from nova_kvmx import snapshot
@@ -85,6 +87,9 @@ class KVMXDriver(driver.ComputeDriver):
             self._lifecycle, self._storage, CONF.kvmx.snapshot_timeout)
         self._moves = migration.ColdMigration(self._lifecycle, self._storage)
         self._rescuer = rescue.Rescuer(self._lifecycle, self._storage)
+        self._live_migrations = live_migration.LiveMigrations(
+            self._host, self._storage, self._lifecycle, self._network,
+            self._get_settings)
 
     # -- host ---------------------------------------------------------------
 
@@ -148,8 +153,10 @@ class KVMXDriver(driver.ComputeDriver):
         return CONF.my_ip
 
     def get_available_resource(self, nodename):
-        return resources.available_resources(
-            self._host, CONF.instances_path, nodename, CONF.kvmx.virt_type)
+        # With the node UUID of get_nodenames_by_uuid (see there).
+        return dict(resources.available_resources(
+            self._host, CONF.instances_path, nodename, CONF.kvmx.virt_type),
+            uuid=self._host.get_node_uuid())
 
     def update_provider_tree(self, provider_tree, nodename, allocations=None):
         inventory = provider_tree.data(nodename).inventory
@@ -296,3 +303,76 @@ class KVMXDriver(driver.ComputeDriver):
     def get_vnc_console(self, context, instance):
         guest = self._host.get_guest(instance)
         return console.vnc_console(guest.get_xml_desc())
+
+    # -- live migration -------------------------------------------------------
+
+    def get_nodenames_by_uuid(self, refresh=False):
+        # The node UUID is kept per driver (in its Host) and reported with
+        # the resources, as Nova's libvirt driver does: two compute services
+        # of one process must not share it (Nova's module-global cache) --
+        # both ends of an in-process live migration.
+        return {self._host.get_node_uuid(): self.get_available_nodes()[0]}
+
+    def check_can_live_migrate_destination(self, context, instance,
+                                           src_compute_info, dst_compute_info,
+                                           block_migration=False,
+                                           disk_over_commit=False):
+        return self._live_migrations.check_destination(
+            context, instance, src_compute_info, dst_compute_info,
+            block_migration, disk_over_commit)
+
+    def cleanup_live_migration_destination_check(self, context,
+                                                 dest_check_data):
+        self._live_migrations.cleanup_destination_check(dest_check_data)
+
+    def check_can_live_migrate_source(self, context, instance,
+                                      dest_check_data, block_device_info=None):
+        return self._live_migrations.check_source(
+            context, instance, dest_check_data, block_device_info)
+
+    def post_claim_migrate_data(self, context, instance, migrate_data, claim):
+        return self._live_migrations.post_claim(instance, migrate_data, claim)
+
+    def get_instance_disk_info(self, instance, block_device_info=None):
+        return jsonutils.dumps(self._live_migrations.disk_info(instance))
+
+    def pre_live_migration(self, context, instance, block_device_info,
+                           network_info, disk_info, migrate_data):
+        return self._live_migrations.pre_live_migration(
+            context, instance, block_device_info, network_info, migrate_data)
+
+    def live_migration(self, context, instance, dest, post_method,
+                       recover_method, block_migration=False,
+                       migrate_data=None):
+        self._live_migrations.live_migration(
+            context, instance, dest, post_method, recover_method,
+            migrate_data)
+
+    def live_migration_force_complete(self, instance):
+        self._live_migrations.force_complete(instance)
+
+    def live_migration_abort(self, instance):
+        self._live_migrations.abort(instance)
+
+    def post_live_migration_at_source(self, context, instance, network_info):
+        self._live_migrations.post_at_source(instance, network_info)
+
+    def post_live_migration_at_destination(self, context, instance,
+                                           network_info,
+                                           block_migration=False,
+                                           block_device_info=None):
+        self._live_migrations.post_at_destination(context, instance,
+                                                  network_info)
+
+    def rollback_live_migration_at_source(self, context, instance,
+                                          migrate_data):
+        self._live_migrations.rollback_at_source(context, instance,
+                                                 migrate_data)
+
+    def rollback_live_migration_at_destination(self, context, instance,
+                                               network_info,
+                                               block_device_info,
+                                               destroy_disks=True,
+                                               migrate_data=None):
+        self._live_migrations.rollback_at_destination(
+            instance, network_info, migrate_data)

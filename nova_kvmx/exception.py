@@ -81,3 +81,16 @@ class LibvirtUnreachable(exception.HypervisorUnavailable,
 
 class ImageFetchFailed(exception.NovaException):
     msg_fmt = ('Could not fetch image %(image_id)s: %(reason)s')
+
+
+class LiveMigrationFailed(exception.MigrationError):
+    msg_fmt = ('Live migration to %(dest)s failed, the guest carried on at '
+               '%(source)s: %(reason)s')
+
+
+class LiveMigrationTimedOut(exception.MigrationError):
+    msg_fmt = ('Live migration to %(dest)s did not complete within '
+               '%(timeout)d seconds ([libvirt] '
+               'live_migration_completion_timeout, per GiB of memory and '
+               'copied disk) and was aborted; the guest carried on at '
+               '%(source)s')

@@ -1,0 +1,449 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""Live migration of NFV guests, as Nova's compute manager drives it.
+
+Nova's protocol, host by host::
+
+    destination  check_destination -> (Nova's claim) post_claim
+    source       check_source
+    destination  pre_live_migration: disks (block migration), ports
+    source       live_migration: SR-IOV ports out, destination XML,
+                 libvirt peer-to-peer migration, watched until it ends
+    destination  post_at_destination: SR-IOV ports back in
+    source       post_at_source: ports unplugged (Nova then cleans up)
+    on failure   rollback_at_source, rollback_at_destination
+
+The migrate data is Nova's ``LibvirtLiveMigrateData``: the compute manager
+decides clean-up and claims from its fields, as for Nova's libvirt driver.
+The destination describes its claim in ``dst_numa_info`` (pins and cells,
+planned by :mod:`nova_kvmx.guest.numa` with the destination's CPU sets);
+the source rewrites the running domain's XML to it
+(:mod:`nova_kvmx.guest.migration_xml`). Watching the job, the downtime
+steps, completion timeout, forced completion and statistics
+(:mod:`nova_kvmx.live_migration_job`) follow Nova's ``[libvirt]
+live_migration_*`` options.
+"""
+
+import os
+
+import nova.conf
+from nova import exception
+from nova.network import model as network_model
+from nova.network import neutron
+from nova import objects
+from nova.objects import fields
+from nova.virt.libvirt import config as vconfig
+from nova.virt import images
+from oslo_log import log as logging
+from oslo_serialization import jsonutils
+from oslo_utils import excutils
+from oslo_utils import units
+from oslo_utils import uuidutils
+
+from nova_kvmx.guest import devices
+from nova_kvmx.guest import migration_xml
+from nova_kvmx.guest import numa
+from nova_kvmx import live_migration_job
+from nova_kvmx import lifecycle
+from nova_kvmx import vif
+
+CONF = nova.conf.CONF
+LOG = logging.getLogger(__name__)
+
+# Ports whose device is the host's (a VF, a PF or a macvtap on a VF):
+# hot-unplugged before the migration and plugged again on the destination
+# with the device Nova claimed there. macvtap is among them although Nova
+# does not unplug it: its netdev name is the destination's, which the
+# source cannot know.
+PASSTHROUGH_VNIC_TYPES = (network_model.VNIC_TYPES_DIRECT_PASSTHROUGH +
+                          (network_model.VNIC_TYPE_MACVTAP,))
+
+
+class LiveMigrations(object):
+    def __init__(self, host, storage, lifecycle_ops, network, settings):
+        """:param settings: callable returning this host's DriverSettings"""
+        self.host = host
+        self.storage = storage
+        self.lifecycle = lifecycle_ops
+        self.network = network
+        self.settings = settings
+        self.jobs = live_migration_job.Jobs(host)
+
+    # -- destination: checks ------------------------------------------------
+
+    def check_destination(self, context, instance, src_info, dst_info,
+                          block_migration, disk_over_commit):
+        if self.settings().virt_type == 'kvm':
+            self._compare_cpu(src_info['cpu_info'])
+        data = objects.LibvirtLiveMigrateData()
+        data.filename = self._create_test_file()
+        data.image_type = 'qcow2'
+        data.graphics_listen_addr_vnc = self.settings().vnc_listen
+        data.serial_listen_addr = None
+        if block_migration is not None:
+            data.block_migration = block_migration
+        if disk_over_commit is not None:
+            data.disk_over_commit = disk_over_commit
+        free_gb = dst_info['free_disk_gb' if disk_over_commit else
+                           'disk_available_least']
+        data.disk_available_mb = free_gb * units.Ki - \
+            CONF.reserved_host_disk_mb
+        data.dst_wants_file_backed_memory = False
+        if instance.numa_topology:
+            data.dst_supports_numa_live_migration = True
+        data.dst_cpu_shared_set_info = set(
+            self.settings().host_cpus.floating or ())
+        if neutron.API().has_port_binding_extension(context):
+            data.vifs = objects.VIFMigrateData.create_skeleton_migrate_vifs(
+                instance.get_network_info())
+            for migrate_vif in data.vifs:
+                migrate_vif.supports_os_vif_delegation = True
+        return data
+
+    def _compare_cpu(self, cpu_info):
+        """Refuse a destination whose CPU lacks what the source's offers
+        (a KVM guest keeps its CPU model and features for its life)."""
+        info = jsonutils.loads(cpu_info)
+        cpu = vconfig.LibvirtConfigCPU()
+        cpu.arch, cpu.model, cpu.vendor = (
+            info['arch'], info['model'], info['vendor'])
+        topology = info.get('topology') or {}
+        cpu.sockets = topology.get('sockets')
+        cpu.cores = topology.get('cores')
+        cpu.threads = topology.get('threads')
+        for name in info.get('features', ()):
+            cpu.add_feature(vconfig.LibvirtConfigCPUFeature(name))
+        if self.host.compare_hypervisor_cpu(cpu.to_xml()) <= 0:
+            raise exception.MigrationPreCheckError(
+                reason='the CPU of this host is not compatible with the '
+                       'source host\'s (%s %s)' % (info['vendor'],
+                                                   info['model']))
+
+    def _create_test_file(self):
+        """A file in this host's instances directory; the source sees it
+        if and only if the directory is shared."""
+        name = 'kvmx-shared-check-' + uuidutils.generate_uuid()
+        open(os.path.join(self.storage.instances_path, name), 'w').close()
+        return name
+
+    def cleanup_destination_check(self, data):
+        path = os.path.join(self.storage.instances_path, data.filename)
+        if os.path.exists(path):
+            os.unlink(path)
+
+    def post_claim(self, instance, data, claim):
+        """Describe Nova's claim on this host (pins, cells, realtime
+        scheduler) as the source rewrites the domain for it."""
+        guest = numa.plan_numa(
+            claim.claimed_numa_topology, claim.flavor, claim.image_meta,
+            claim.image_meta.properties.get(
+                'hw_machine_type', self.settings().machine_type),
+            self.settings())
+        info = objects.LibvirtLiveMigrateNUMAInfo()
+        tuning = guest.get('cpu_tuning')
+        if tuning is not None:
+            info.cpu_pins = {str(vcpu): set(cpus)
+                             for vcpu, cpus in tuning.vcpu_pins}
+            info.emulator_pins = set(tuning.emulator_pin)
+            info.cell_pins = {str(cell.id): {cell.host_cell}
+                              for cell in guest['numa_cells']}
+            if tuning.realtime_vcpus:
+                info.sched_vcpus = set(tuning.realtime_vcpus)
+                info.sched_priority = tuning.realtime_priority
+        data.dst_numa_info = info
+        return data
+
+    # -- source: checks -----------------------------------------------------
+
+    def check_source(self, context, instance, data, block_device_info):
+        lifecycle.reject_volumes(block_device_info)
+        if CONF.libvirt.live_migration_tunnelled:
+            raise exception.MigrationPreCheckError(
+                reason='[libvirt] live_migration_tunnelled is not supported '
+                       'by nova-kvmx: use live_migration_with_native_tls')
+        os.utime(self.storage.instances_path)
+        shared = os.path.exists(os.path.join(self.storage.instances_path,
+                                             data.filename))
+        data.is_shared_instance_path = shared
+        # Every disk of a guest lives in its instance directory.
+        data.is_shared_block_storage = shared
+        if 'block_migration' not in data:
+            data.block_migration = not shared
+        if data.block_migration and shared:
+            raise exception.InvalidLocalStorage(
+                path=self.storage.instances_path,
+                reason='block migration cannot be used with shared '
+                       'instance storage')
+        if not data.block_migration and not shared:
+            raise exception.InvalidSharedStorage(
+                path=self.storage.instances_path,
+                reason='the instances directory is not shared with the '
+                       'destination: use block migration')
+        if data.block_migration and 'disk_over_commit' in data:
+            self._check_disk_space(instance, data)
+        data.instance_relative_path = instance.uuid
+        if instance.numa_topology:
+            data.src_supports_numa_live_migration = True
+        return data
+
+    def _check_disk_space(self, instance, data):
+        key = 'disk_size' if data.disk_over_commit else 'virt_disk_size'
+        needed = sum(d[key] for d in self.disk_info(instance))
+        available = (data.disk_available_mb or 0) * units.Mi
+        if needed > available:
+            raise exception.MigrationPreCheckError(
+                reason='the disks of %s need %d MiB on the destination, it '
+                       'has %d MiB' % (instance.uuid, needed // units.Mi,
+                                       available // units.Mi))
+
+    def disk_info(self, instance):
+        """The instance's local disks, as Nova's get_instance_disk_info
+        describes them (a list of dicts)."""
+        files = self.storage.files_of(instance)
+        result = []
+        for path in (files.root_disk, files.ephemeral, files.swap,
+                     files.config_drive):
+            if not path or not os.path.exists(path):
+                continue
+            info = images.qemu_img_info(path)
+            result.append({
+                'type': info.file_format, 'path': path,
+                'virt_disk_size': info.virtual_size,
+                'backing_file': info.backing_file or '',
+                'disk_size': info.disk_size,
+                'over_committed_disk_size': max(
+                    0, info.virtual_size - info.disk_size)})
+        return result
+
+    # -- destination: before and after -------------------------------------
+
+    def pre_live_migration(self, context, instance, block_device_info,
+                           network_info, data):
+        """Make this host ready to receive the guest: the devices Nova
+        claimed here must exist, the guest's disks (for a block
+        migration: overlays on the same images, filled by the copy) and
+        its ports (as bound here). Nothing stays behind on failure."""
+        lifecycle.reject_volumes(block_device_info)
+        self._check_claimed_devices(context, instance, data)
+        created = not data.is_shared_instance_path
+        if created:
+            inst_dir = self.storage.instance_dir(instance)
+            if os.path.exists(inst_dir):
+                raise exception.DestinationDiskExists(path=inst_dir)
+            # The config drive is rebuilt from the instance's metadata
+            # (read-only disks are not copied by the migration).
+            self.storage.prepare(context, instance, instance.image_meta,
+                                 network_info=network_info)
+        try:
+            self.network.plug_all(instance, dest_network_info(
+                data, network_info))
+        except Exception:
+            with excutils.save_and_reraise_exception():
+                if created:
+                    self.storage.destroy(instance)
+        data.target_connect_addr = CONF.libvirt.live_migration_inbound_addr
+        data.bdms = []
+        data.serial_listen_ports = []
+        data.supported_perf_events = []
+        return data
+
+    def _check_claimed_devices(self, context, instance, data):
+        """The PCI devices Nova claimed here (for the flavor and for the
+        ports' destination bindings) must still be known to libvirt: the
+        tracker claims from its last report."""
+        ports = {devices.port_pci_slot(port): port['id']
+                 for port in dest_bound_ports(data)
+                 if devices.port_pci_slot(port)}
+        node = objects.ComputeNode.get_by_nodename(
+            context, self.host.get_hostname())
+        claimed = []
+        for dev in objects.PciDeviceList.get_by_compute_node(
+                context, node.id):
+            if (dev.instance_uuid != instance.uuid or
+                    dev.status != fields.PciDeviceStatus.CLAIMED):
+                continue
+            address = devices.pci_address(dev.address)
+            claimed.append((address, 'port %s' % ports[address]
+                            if address in ports else
+                            'the flavor\'s PCI alias request', dev))
+        vif.check_host_devices(self.host, claimed)
+
+    def post_at_destination(self, context, instance, network_info):
+        """Plug the SR-IOV ports back, with the devices bound here, and
+        log what the migration cost the guest."""
+        guest = self.host.get_guest(instance)
+        present = interface_macs(guest.get_xml_desc())
+        for port in network_info or []:
+            if (port['vnic_type'] in PASSTHROUGH_VNIC_TYPES and
+                    devices.port_mac(port) not in present):
+                self.network.attach_interface(
+                    instance, instance.image_meta, port,
+                    self.settings().virt_type)
+        self.jobs.log_completed(guest, instance)
+
+    def rollback_at_destination(self, instance, network_info, data):
+        """Remove what pre_live_migration made (and an incoming domain
+        libvirt left behind); the files only when they are this host's
+        own, never the shared instance directory."""
+        guest = self.lifecycle.find_guest(instance)
+        if guest is not None:
+            self.lifecycle.undefine(guest, instance)
+        self.network.unplug_all(instance, dest_network_info(
+            data, network_info))
+        if data is not None and not data.is_shared_instance_path:
+            self.storage.destroy(instance)
+
+    # -- source: the migration ----------------------------------------------
+
+    def live_migration(self, context, instance, dest, post_method,
+                       recover_method, data):
+        guest = self.host.get_guest(instance)
+        with self.jobs.tracking(instance):
+            try:
+                self._unplug_passthrough_ports(instance, data)
+                xml = migration_xml.destination_xml(
+                    guest.get_xml_desc(dump_migratable=True),
+                    self.destination_host(instance, data))
+            except Exception as ex:
+                LOG.exception('Live migration to %s not started', dest,
+                              instance=instance)
+                recover_method(context, instance, dest, data)
+                live_migration_job.report_failure(
+                    context, instance, ex if isinstance(
+                        ex, exception.NovaException) else
+                    exception.MigrationError(reason=ex))
+                return
+            self.jobs.run(context, instance, guest, dest, xml, data,
+                          post_method, recover_method,
+                          self._disks_to_copy(guest, data))
+
+    def _unplug_passthrough_ports(self, instance, data):
+        for port in source_passthrough_ports(data):
+            LOG.info('Unplugging port %s for the live migration',
+                     port['id'], instance=instance)
+            self.network.detach_interface(instance, instance.image_meta,
+                                          port, self.settings().virt_type)
+
+    def destination_host(self, instance, data):
+        """What the destination's migrate data says the domain becomes."""
+        fields = {}
+        info = data.dst_numa_info if 'dst_numa_info' in data else None
+        if info is not None and 'cpu_pins' in info and 'cell_pins' in info:
+            fields.update(
+                vcpu_pins=tuple(sorted(
+                    (int(vcpu), frozenset(cpus))
+                    for vcpu, cpus in info.cpu_pins.items())),
+                emulator_pin=frozenset(info.emulator_pins),
+                cell_nodes=tuple(sorted(
+                    (int(cell), _one_node(nodes))
+                    for cell, nodes in info.cell_pins.items())),
+                cell_pages=self._claimed_pages(instance))
+            if 'sched_vcpus' in info and 'sched_priority' in info:
+                fields.update(realtime_vcpus=frozenset(info.sched_vcpus),
+                              realtime_priority=info.sched_priority)
+        elif 'dst_cpu_shared_set_info' in data:
+            fields['floating'] = frozenset(data.dst_cpu_shared_set_info)
+        if data.obj_attr_is_set('graphics_listen_addr_vnc') and \
+                data.graphics_listen_addr_vnc:
+            fields['vnc_listen'] = str(data.graphics_listen_addr_vnc)
+        if 'pci_dev_map_src_dst' in data:
+            fields['hostdevs'] = tuple(
+                (devices.pci_address(src), devices.pci_address(dst))
+                for src, dst in sorted(data.pci_dev_map_src_dst.items()))
+        fields['interfaces'] = tuple(
+            devices.plan_port(port, instance.flavor, instance.image_meta,
+                              self.settings().virt_type)
+            for port in dest_bound_ports(data)
+            if port['vnic_type'] not in PASSTHROUGH_VNIC_TYPES)
+        return migration_xml.DestinationHost(**fields)
+
+    def _claimed_pages(self, instance):
+        context = instance.migration_context
+        if context is None or context.new_numa_topology is None:
+            return None
+        return tuple(
+            (cell.id, cell.page_size_kb) for cell in numa.plan_cells(
+                context.new_numa_topology, self.settings().small_page_kb))
+
+    @staticmethod
+    def _disks_to_copy(guest, data):
+        """[(target device, path)] of the writable file disks: what a
+        block migration copies (the read-only config drive is rebuilt on
+        the destination instead)."""
+        if not data.block_migration:
+            return []
+        return [(disk.target_dev, disk.source_path)
+                for disk in guest.get_all_disks()
+                if disk.source_type == 'file' and not disk.readonly and
+                not disk.shareable]
+
+    def force_complete(self, instance):
+        self.jobs.request(instance, 'force-complete')
+
+    def abort(self, instance):
+        self.jobs.abort(instance)
+
+    # -- source: after ------------------------------------------------------
+
+    def post_at_source(self, instance, network_info):
+        self.network.unplug_all(instance, network_info)
+
+    def rollback_at_source(self, context, instance, data):
+        """Give the guest back the SR-IOV ports unplugged for the
+        migration, with their devices on this host."""
+        guest = self.host.get_guest(instance)
+        present = interface_macs(guest.get_xml_desc())
+        for port in source_passthrough_ports(data):
+            if devices.port_mac(port) not in present:
+                self.network.attach_interface(
+                    instance, instance.image_meta, port,
+                    self.settings().virt_type)
+
+
+def interface_macs(domain_xml):
+    """The MACs of a domain's interfaces, lower case."""
+    return {mac.get('address', '').lower() for mac in vif.devices_root(
+        domain_xml).findall('./devices/interface/mac')}
+
+
+def _one_node(nodes):
+    if len(nodes) != 1:
+        raise exception.MigrationError(
+            reason='a guest NUMA cell must be bound to one host node, the '
+                   'destination claimed %s' % sorted(nodes))
+    return next(iter(nodes))
+
+
+def _migrate_vifs(data):
+    return list(data.vifs) if data is not None and 'vifs' in data and \
+        data.vifs else []
+
+
+def source_passthrough_ports(data):
+    """The ports (as bound on the source) to unplug for the migration."""
+    return [v.source_vif for v in _migrate_vifs(data)
+            if 'source_vif' in v and v.source_vif and
+            v.source_vif['vnic_type'] in PASSTHROUGH_VNIC_TYPES]
+
+
+def dest_bound_ports(data):
+    """The ports as bound on the destination, where Nova bound them."""
+    return [v.get_dest_vif() for v in _migrate_vifs(data)
+            if 'source_vif' in v and 'vif_type' in v]
+
+
+def dest_network_info(data, network_info):
+    """The ports to plug on the destination: their destination bindings
+    when Neutron has them, else the instance's ports."""
+    ports = dest_bound_ports(data)
+    return network_model.NetworkInfo(ports) if ports else network_info

@@ -1,0 +1,143 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""A second libvirt host on this machine, for real live migrations.
+
+libvirtd and virtlogd run in their own mount and UTS namespaces: their
+run, state, cache, log and configuration directories are private bind
+mounts over the usual paths (so they do not meet the main daemons' sockets,
+domains or pid files), hugetlbfs is mounted afresh, the hostname (Nova's
+node name) and libvirt's host UUID are their own (libvirt refuses to
+migrate to a host with its own UUID), and libvirtd listens on TCP on a
+loopback address of its own, which is where the source's libvirtd and
+QEMU send the migration. QEMU guests of this daemon live outside the
+main daemon's cgroups (``cgroup_controllers = []``): both would otherwise
+name a guest's cgroup after its domain ID and name, which the two daemons
+number independently.
+
+``binds`` adds more private mounts: a directory the main host sees at one
+path and this host at another, e.g. the destination's own instances
+directory at the source's instances path, for a block migration between
+two hosts that do not share it.
+"""
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+
+import fixtures
+import libvirt
+
+STARTUP_TIMEOUT = 60
+STOP_TIMEOUT = 30
+_MOUNTS = ('/run/libvirt', '/var/lib/libvirt', '/etc/libvirt',
+           '/var/cache/libvirt', '/var/log/libvirt')
+
+
+class SecondLibvirtd(fixtures.Fixture):
+    def __init__(self, workdir, hostname, binds=()):
+        """:param binds: ((directory, path it is mounted at), ...)"""
+        super().__init__()
+        self.root = os.path.join(workdir, 'libvirtd-' + hostname)
+        self.hostname = hostname
+        self.binds = binds
+        # A loopback address of its own: parallel test workers each run
+        # one, all on libvirt's default port.
+        pid = os.getpid()
+        self.address = '127.%d.%d.%d' % ((pid >> 16) & 0xff or 1,
+                                         (pid >> 8) & 0xff, pid & 0xff or 1)
+        self.uri = 'qemu+unix:///system?socket=%s' % os.path.join(
+            self.root, 'run-libvirt', 'libvirt-sock')
+
+    def _setUp(self):
+        dirs = {mount: os.path.join(self.root, mount.strip('/').replace(
+            '/', '-')) for mount in _MOUNTS}
+        for mount, path in dirs.items():
+            if mount == '/etc/libvirt':
+                shutil.copytree(mount, path, symlinks=True)
+            else:
+                os.makedirs(os.path.join(path, 'qemu'))
+        # The main daemon's QEMU capabilities cache is valid here too (same
+        # binaries): probing QEMU again takes seconds.
+        shutil.copytree('/var/cache/libvirt/qemu/capabilities',
+                        os.path.join(dirs['/var/cache/libvirt'], 'qemu',
+                                     'capabilities'), dirs_exist_ok=True)
+        with open(os.path.join(dirs['/etc/libvirt'], 'libvirtd.conf'),
+                  'a') as conf:
+            conf.write('\nhost_uuid = "%s"\nlisten_tls = 0\nlisten_tcp = 1\n'
+                       'listen_addr = "%s"\nauth_tcp = "none"\n' % (
+                           uuid.uuid4(), self.address))
+        with open(os.path.join(dirs['/etc/libvirt'], 'qemu.conf'),
+                  'a') as conf:
+            conf.write('\ncgroup_controllers = [ ]\n'
+                       'migration_address = "%s"\n' % self.address)
+        script = ['set -e', 'hostname %s' % self.hostname]
+        script += ['mount --bind %s %s' % (path, mount)
+                   for mount, path in dirs.items()]
+        script += ['mount --bind %s %s' % bind for bind in self.binds]
+        script += [
+            'mount -t hugetlbfs hugetlbfs /dev/hugepages',
+            'virtlogd -p /run/libvirt/virtlogd.pid &',
+            'exec libvirtd --listen -p /run/libvirt/libvirtd.pid']
+        self.log = open(os.path.join(self.root, 'libvirtd.log'), 'w')
+        self.addCleanup(self.log.close)
+        self.process = subprocess.Popen(
+            ['unshare', '--mount', '--uts', '--propagation', 'private',
+             'sh', '-c', '\n'.join(script)],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        self.addCleanup(self._stop)
+        self._wait_until_up()
+
+    def _wait_until_up(self):
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while True:
+            if self.process.poll() is not None:
+                raise AssertionError('second libvirtd exited (%s), see %s' % (
+                    self.process.returncode, self.log.name))
+            try:
+                libvirt.open(self.uri).close()
+                return
+            except libvirt.libvirtError:
+                if time.monotonic() > deadline:
+                    raise AssertionError('second libvirtd not up after %ds'
+                                         % STARTUP_TIMEOUT)
+                time.sleep(0.2)
+
+    def connection(self):
+        conn = libvirt.open(self.uri)
+        self.addCleanup(conn.close)
+        return conn
+
+    def _stop(self):
+        """Destroy the guests left on this host, stop both daemons."""
+        try:
+            conn = libvirt.open(self.uri)
+            for dom in conn.listAllDomains():
+                if dom.isActive():
+                    dom.destroy()
+                dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)
+            conn.close()
+        except libvirt.libvirtError:
+            pass
+        pidfile = os.path.join(self.root, 'run-libvirt', 'virtlogd.pid')
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(STOP_TIMEOUT)
+        if os.path.exists(pidfile):
+            with open(pidfile) as f:
+                os.kill(int(f.read()), signal.SIGTERM)
