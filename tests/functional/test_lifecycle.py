@@ -30,7 +30,7 @@ class ServerLifecycleTest(base.RealLibvirtTestCase):
         flavor_id = self.create_flavor(vcpus=1, ram=256, disk=1)
         server = self._create_server(
             name='lifecycle <guest>', image_uuid=image_id,
-            flavor_id=flavor_id, networks='none')
+            flavor_id=flavor_id, networks='none', expected_state='BUILD')
         server = self.wait_for_status(server, 'ACTIVE')
         self.assertEqual(self.compute_host, server['OS-EXT-SRV-ATTR:host'])
 

@@ -81,7 +81,7 @@ class PinnedHugepageGuestTest(base.RealLibvirtTestCase):
         before = available_2m_pages()
         server = self._create_server(
             image_uuid=self.create_bootable_image(), flavor_id=flavor_id,
-            networks='none')
+            networks='none', expected_state='BUILD')
         server = self.wait_for_status(server, 'ACTIVE')
         console = self.wait_for_console(server,
                                         guest_image.BOOT_MARKER_PREFIX)

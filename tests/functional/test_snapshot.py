@@ -32,7 +32,7 @@ class SnapshotTest(base.RealLibvirtTestCase):
     def boot(self, image_id=None):
         server = self._create_server(image_uuid=image_id or self.image_id,
                                      flavor_id=self.flavor_id,
-                                     networks='none')
+                                     networks='none', expected_state='BUILD')
         server = self.wait_for_status(server, 'ACTIVE')
         self.wait_for_console(server, guest_image.BOOT_MARKER_PREFIX)
         return server

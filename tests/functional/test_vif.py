@@ -59,7 +59,8 @@ class LinuxBridgePortTest(base.RealLibvirtTestCase):
     def boot(self):
         server = self._create_server(
             image_uuid=self.create_bootable_image(),
-            flavor_id=self.create_flavor(), networks='none')
+            flavor_id=self.create_flavor(), networks='none',
+            expected_state='BUILD')
         server = self.wait_for_status(server, 'ACTIVE')
         self.wait_for_console(server, guest_image.BOOT_MARKER_PREFIX)
         return server, objects.Instance.get_by_uuid(self.ctxt, server['id'])
