@@ -288,6 +288,15 @@ class KVMXDriver(driver.ComputeDriver):
             context, instance, network_info, migration, block_device_info,
             power_on, share_info)
 
+    def check_instance_shared_storage_local(self, context, instance):
+        return {'filename': self._storage.make_probe()}
+
+    def check_instance_shared_storage_remote(self, context, data):
+        return self._storage.sees_probe(data['filename'])
+
+    def check_instance_shared_storage_cleanup(self, context, data):
+        self._storage.remove_probe(data['filename'])
+
     def snapshot(self, context, instance, image_id, update_task_state):
         self._snapshots.snapshot(context, instance, image_id,
                                  update_task_state)

@@ -48,7 +48,6 @@ from oslo_log import log as logging
 from oslo_serialization import jsonutils
 from oslo_utils import excutils
 from oslo_utils import units
-from oslo_utils import uuidutils
 
 from nova_kvmx.guest import devices
 from nova_kvmx.guest import migration_xml
@@ -86,7 +85,7 @@ class LiveMigrations(object):
         if self.settings().virt_type == 'kvm':
             self._compare_cpu(src_info['cpu_info'])
         data = objects.LibvirtLiveMigrateData()
-        data.filename = self._create_test_file()
+        data.filename = self.storage.make_probe()
         data.image_type = 'qcow2'
         data.graphics_listen_addr_vnc = self.settings().vnc_listen
         data.serial_listen_addr = None
@@ -129,17 +128,8 @@ class LiveMigrations(object):
                        'source host\'s (%s %s)' % (info['vendor'],
                                                    info['model']))
 
-    def _create_test_file(self):
-        """A file in this host's instances directory; the source sees it
-        if and only if the directory is shared."""
-        name = 'kvmx-shared-check-' + uuidutils.generate_uuid()
-        open(os.path.join(self.storage.instances_path, name), 'w').close()
-        return name
-
     def cleanup_destination_check(self, data):
-        path = os.path.join(self.storage.instances_path, data.filename)
-        if os.path.exists(path):
-            os.unlink(path)
+        self.storage.remove_probe(data.filename)
 
     def post_claim(self, instance, data, claim):
         """Describe Nova's claim on this host (pins, cells, realtime
@@ -171,9 +161,7 @@ class LiveMigrations(object):
             raise exception.MigrationPreCheckError(
                 reason='[libvirt] live_migration_tunnelled is not supported '
                        'by nova-kvmx: use live_migration_with_native_tls')
-        os.utime(self.storage.instances_path)
-        shared = os.path.exists(os.path.join(self.storage.instances_path,
-                                             data.filename))
+        shared = self.storage.sees_probe(data.filename)
         data.is_shared_instance_path = shared
         # Every disk of a guest lives in its instance directory.
         data.is_shared_block_storage = shared

@@ -16,39 +16,54 @@ domain realises the *new* claim; revert brings back the old one exactly.
 The source keeps its instance directory as ``<uuid>_resize`` until the
 move is confirmed (then it is removed) or reverted (then it is the
 instance directory again and the domain is rendered from the instance as
-Nova restored it: old flavor, old NUMA claim, old PCI devices). Disks
-move only where the destination sees the same instances path (this host,
-or shared instance storage); other moves are refused before the guest is
-touched, with the instance back to ACTIVE.
+Nova restored it: old flavor, old NUMA claim, old PCI devices).
+
+The source copies the disks into the destination's instance directory:
+with ``cp`` where both hosts see the same instances path (this host, or
+shared instance storage), otherwise over Nova's remote filesystem
+transport (``[libvirt] remote_filesystem_transport``: ssh/scp or rsync,
+with the compute hosts' SSH trust set up as for Nova's libvirt driver).
+Swap is not copied: the destination makes a fresh one. The disks are
+qcow2 overlays; the destination fetches or recreates the cached bases
+they need. A copy that fails leaves the guest running where it was.
 """
 
 import os
+import re
 import shutil
 import socket
 
 import nova.conf
 from nova import exception
 from nova.virt import images
+from nova.virt.libvirt import utils as libvirt_utils
+from nova.virt.libvirt.volume import remotefs
 from oslo_concurrency import processutils
 from oslo_log import log as logging
 from oslo_serialization import jsonutils
+from oslo_utils import excutils
 from oslo_utils import units
+from oslo_utils import uuidutils
 
 from nova_kvmx import lifecycle as guest_lifecycle
+from nova_kvmx import storage as instance_storage
 
 CONF = nova.conf.CONF
 LOG = logging.getLogger(__name__)
 
 RESIZE_SUFFIX = '_resize'
-# Files copied to the new instance directory as they are; disks are
-# handled one by one.
-_KEPT_FILES = ('kernel', 'ramdisk', 'disk.config')
+# What moves with the guest, as it is (swap is made afresh, the console
+# log stays with the host that wrote it).
+_MOVED_FILES = ('disk', 'disk.eph0', 'kernel', 'ramdisk', 'disk.config')
+# Cached blank disks are named <filesystem>_<MiB> (storage.blank_disk).
+_BLANK_BASE = re.compile(r'^([a-z0-9]+)_(\d+)$')
 
 
 class ColdMigration(object):
     def __init__(self, lifecycle, storage):
         self.lifecycle = lifecycle
         self.storage = storage
+        self.remote = remotefs.RemoteFilesystem()
 
     def resize_dir(self, instance):
         return self.storage.instance_dir(instance) + RESIZE_SUFFIX
@@ -58,40 +73,103 @@ class ColdMigration(object):
     def migrate_disk_and_power_off(self, context, instance, dest, flavor,
                                    network_info, block_device_info=None,
                                    timeout=0, retry_interval=0):
-        """Stop the guest and keep its files aside for the destination.
+        """Stop the guest, keep its files aside and copy them to ``dest``.
 
         :raises: InstanceFaultRollback (the guest is left as it was) for a
-            move this driver cannot make
+            move this driver cannot make or a copy that fails
         """
+        inst_dir = self.storage.instance_dir(instance)
         try:
             guest_lifecycle.reject_volumes(block_device_info)
             check_no_shrink(instance.flavor, flavor)
-            if not self.shares_storage_with(dest):
-                raise exception.MigrationPreCheckError(reason=(
-                    'nova-kvmx moves disks only to a host that shares the '
-                    'instances path %s; %s does not' % (
-                        CONF.instances_path, dest)))
+            remote = None if self.shares_storage_with(dest) else dest
+            if remote:
+                self.remote_mkdir(remote, inst_dir)
         except exception.NovaException as ex:
             raise exception.InstanceFaultRollback(inner_exception=ex)
-        self.lifecycle.power_off(instance, timeout, retry_interval)
         guest = self.lifecycle.find_guest(instance)
+        was_running = guest is not None and guest.is_active()
+        self.lifecycle.power_off(instance, timeout, retry_interval)
         if guest is not None:
             self.lifecycle.undefine(guest, instance)
         self.lifecycle.network.unplug_all(instance, network_info)
-        inst_dir = self.storage.instance_dir(instance)
         shutil.rmtree(self.resize_dir(instance), ignore_errors=True)
         os.rename(inst_dir, self.resize_dir(instance))
-        LOG.info('Guest stopped and its files kept for the move to %s',
-                 dest, instance=instance)
+        try:
+            self.send_files(self.resize_dir(instance), inst_dir, remote)
+        except Exception as ex:
+            LOG.exception('Copying the guest\'s files to %s failed', dest,
+                          instance=instance)
+            self.restore_source(context, instance, network_info, remote,
+                                was_running)
+            raise exception.InstanceFaultRollback(
+                inner_exception=exception.ResizeError(
+                    reason='copying the disks to %s failed: %s' % (
+                        dest, command_error(ex))))
+        LOG.info('Guest stopped and its files copied to %s', dest,
+                 instance=instance)
         return jsonutils.dumps([])
 
-    @staticmethod
-    def shares_storage_with(dest):
+    def shares_storage_with(self, dest):
         """Whether ``dest`` (the destination's IP) sees this host's
-        instances path: only when it is this host."""
+        instances path: it is this host, or a file made there through
+        the remote filesystem transport shows up here."""
         local = {CONF.my_ip, CONF.host, socket.gethostname(), '127.0.0.1',
                  '::1'}
-        return dest in local
+        if dest in local:
+            return True
+        probe = os.path.join(self.storage.instances_path,
+                             uuidutils.generate_uuid(dashed=False) + '.tmp')
+        try:
+            self.remote.create_file(dest, probe)
+        except processutils.ProcessExecutionError as ex:
+            # Not necessarily a reason to refuse: remote_mkdir tells.
+            LOG.warning('Could not create %s on %s: %s', probe, dest, ex)
+            return False
+        if os.path.exists(probe):
+            os.unlink(probe)
+            return True
+        self.remote.remove_file(dest, probe)
+        return False
+
+    def remote_mkdir(self, dest, path):
+        try:
+            self.remote.create_dir(dest, path)
+        except processutils.ProcessExecutionError as ex:
+            raise exception.ResizeError(
+                reason='cannot reach %s through the remote filesystem '
+                       'transport (%s): %s' % (
+                           dest, CONF.libvirt.remote_filesystem_transport,
+                           command_error(ex)))
+
+    @staticmethod
+    def send_files(source_dir, inst_dir, remote):
+        """Copy the guest's files into ``inst_dir``, on ``remote`` (an
+        address) or here; ``cp``/scp/rsync keep sparse disks sparse."""
+        if remote is None:
+            os.makedirs(inst_dir, mode=instance_storage.DIR_MODE)
+        for name in _MOVED_FILES:
+            path = os.path.join(source_dir, name)
+            if os.path.exists(path):
+                libvirt_utils.copy_image(
+                    path, os.path.join(inst_dir, name), host=remote,
+                    compression=name.startswith('disk'))
+
+    def restore_source(self, context, instance, network_info, remote,
+                       was_running):
+        """Undo a move whose copy failed: remove what was copied and bring
+        the guest back as it was."""
+        inst_dir = self.storage.instance_dir(instance)
+        if remote:
+            try:
+                self.remote.remove_dir(remote, inst_dir)
+            except processutils.ProcessExecutionError as ex:
+                LOG.warning('Could not remove %s on %s: %s', inst_dir,
+                            remote, ex, instance=instance)
+        else:
+            shutil.rmtree(inst_dir, ignore_errors=True)
+        os.rename(self.resize_dir(instance), inst_dir)
+        self.start_or_define(context, instance, network_info, was_running)
 
     def confirm_migration(self, context, migration, instance, network_info):
         shutil.rmtree(self.resize_dir(instance), ignore_errors=True)
@@ -103,35 +181,70 @@ class ColdMigration(object):
                          network_info, image_meta, resize_instance,
                          allocations, block_device_info=None, power_on=True,
                          share_info=None):
-        """New instance files from the kept ones, sized to the new flavor,
-        and a new domain from the instance as Nova now holds it (the new
-        flavor and NUMA claim)."""
+        """Size the copied files to the new flavor and start a new domain
+        from the instance as Nova now holds it (the new flavor and NUMA
+        claim)."""
         inst_dir = self.storage.instance_dir(instance)
         try:
-            self.copy_disks(self.resize_dir(instance), inst_dir,
-                            instance.flavor)
+            if not os.path.isdir(inst_dir):
+                raise exception.ResizeError(
+                    reason='the guest\'s files never arrived in %s' %
+                           inst_dir)
+            self.adopt_files(context, instance, inst_dir)
             self.start_or_define(context, instance, network_info, power_on)
         except Exception:
-            shutil.rmtree(inst_dir, ignore_errors=True)
-            raise
+            with excutils.save_and_reraise_exception():
+                shutil.rmtree(inst_dir, ignore_errors=True)
         LOG.info('Guest moved', instance=instance)
 
-    def copy_disks(self, source_dir, inst_dir, flavor):
-        os.makedirs(inst_dir, mode=0o711)
-        for name in ('disk',) + _KEPT_FILES:
-            path = os.path.join(source_dir, name)
+    def adopt_files(self, context, instance, inst_dir):
+        """Make the copied files this host's: their bases in the image
+        cache, sizes of the new flavor, a fresh swap, private modes."""
+        flavor = instance.flavor
+        for name in ('disk', 'disk.eph0'):
+            path = os.path.join(inst_dir, name)
             if os.path.exists(path):
-                shutil.copy2(path, os.path.join(inst_dir, name))
+                self.rebase_onto_local_cache(context, instance, path)
         grow(os.path.join(inst_dir, 'disk'), flavor.root_gb)
-        old_eph = os.path.join(source_dir, 'disk.eph0')
-        if flavor.ephemeral_gb and os.path.exists(old_eph):
-            shutil.copy2(old_eph, os.path.join(inst_dir, 'disk.eph0'))
-            grow(os.path.join(inst_dir, 'disk.eph0'), flavor.ephemeral_gb)
+        ephemeral = os.path.join(inst_dir, 'disk.eph0')
+        if flavor.ephemeral_gb and os.path.exists(ephemeral):
+            grow(ephemeral, flavor.ephemeral_gb)
         elif flavor.ephemeral_gb:
             self.storage.create_ephemeral(inst_dir, flavor.ephemeral_gb)
+        swap = os.path.join(inst_dir, 'disk.swap')
+        if os.path.exists(swap):
+            os.unlink(swap)
         if flavor.swap:
             # Swap holds nothing to keep: a fresh one of the new size.
             self.storage.create_swap(inst_dir, flavor.swap)
+        os.chmod(inst_dir, instance_storage.DIR_MODE)
+        for name in os.listdir(inst_dir):
+            os.chmod(os.path.join(inst_dir, name), instance_storage.FILE_MODE)
+
+    def rebase_onto_local_cache(self, context, instance, overlay):
+        """An overlay from another host needs its base in this host's
+        image cache: the instance's image is fetched from Glance, a
+        blank disk is made again (once per host, as for a spawn)."""
+        backing = images.qemu_img_info(overlay, format='qcow2').backing_file
+        if not backing:
+            return
+        name = os.path.basename(backing)
+        blank = _BLANK_BASE.match(name)
+        if name == instance_storage.cache_name(instance.image_ref):
+            base = self.storage.cached_image(context, instance.image_ref)
+        elif blank:
+            fs = blank.group(1)
+            base = self.storage.blank_disk(
+                fs, int(blank.group(2)) * units.Mi,
+                None if fs == 'swap' else 'ephemeral0')
+        else:
+            raise exception.ResizeError(
+                reason='the base %s of %s is neither the instance\'s image '
+                       'nor a blank disk' % (backing, overlay))
+        if base != backing:
+            # This host's instances path is another one.
+            processutils.execute('qemu-img', 'rebase', '-u', '-f', 'qcow2',
+                                 '-F', 'raw', '-b', base, overlay)
 
     def start_or_define(self, context, instance, network_info, power_on):
         xml = self.lifecycle.domain_xml(
@@ -159,6 +272,13 @@ class ColdMigration(object):
             os.rename(self.resize_dir(instance), inst_dir)
         self.start_or_define(context, instance, network_info, power_on)
         LOG.info('Move reverted', instance=instance)
+
+
+def command_error(ex):
+    """What a failed copy or ssh command said, for the user."""
+    if isinstance(ex, processutils.ProcessExecutionError):
+        return ex.stderr.strip() or ex.description
+    return str(ex)
 
 
 def check_no_shrink(old, new):

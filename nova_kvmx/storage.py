@@ -126,6 +126,25 @@ class InstanceStorage(object):
         shutil.rmtree(inst_dir, ignore_errors=True)
         return not os.path.exists(inst_dir)
 
+    # A file made in this host's instances directory is seen by another
+    # host if and only if that directory is shared with it (Nova's
+    # shared-storage checks for moves and evacuations).
+
+    def make_probe(self):
+        name = 'kvmx-shared-check-' + uuidutils.generate_uuid()
+        open(os.path.join(self.instances_path, name), 'w').close()
+        return name
+
+    def sees_probe(self, name):
+        # A directory's mtime update makes NFS clients drop cached lookups.
+        os.utime(self.instances_path)
+        return os.path.exists(os.path.join(self.instances_path,
+                                           os.path.basename(name)))
+
+    def remove_probe(self, name):
+        fileutils.delete_if_exists(
+            os.path.join(self.instances_path, os.path.basename(name)))
+
     def _create_files(self, context, instance, image_meta, inst_dir,
                       injected_files, admin_password, network_info):
         base = self.cached_image(context, image_meta.id)
@@ -211,7 +230,7 @@ class InstanceStorage(object):
 
         Concurrent spawns of one image wait for the first download.
         """
-        name = hashlib.sha1(image_id.encode()).hexdigest()
+        name = cache_name(image_id)
         path = os.path.join(self.cache_dir, name)
         with lockutils.lock('kvmx-image-cache-' + name):
             if not os.path.exists(path):
@@ -229,6 +248,11 @@ class InstanceStorage(object):
                 finally:
                     shutil.rmtree(staging, ignore_errors=True)
         return path
+
+
+def cache_name(image_id):
+    """The image cache's file name for an image."""
+    return hashlib.sha1(image_id.encode()).hexdigest()
 
 
 def fetch(fetch_func, context, image_id, path):

@@ -28,6 +28,12 @@ number independently.
 path and this host at another, e.g. the destination's own instances
 directory at the source's instances path, for a block migration between
 two hosts that do not share it.
+
+``ssh=True`` also runs an sshd in those namespaces, on the host's address,
+trusting a key of its own; a client configuration scoped to that address
+(``/etc/ssh/ssh_config.d``, removed afterwards) gives root on this machine
+that key and the host's key, as an operator sets up SSH between compute
+hosts for Nova's disk copies.
 """
 
 import os
@@ -41,18 +47,21 @@ import fixtures
 import libvirt
 
 STARTUP_TIMEOUT = 60
+SSH_PORT = 22022    # not 22: the machine may run an sshd on every address
+SSH_CLIENT_CONF_DIR = '/etc/ssh/ssh_config.d'
 STOP_TIMEOUT = 30
 _MOUNTS = ('/run/libvirt', '/var/lib/libvirt', '/etc/libvirt',
            '/var/cache/libvirt', '/var/log/libvirt')
 
 
 class SecondLibvirtd(fixtures.Fixture):
-    def __init__(self, workdir, hostname, binds=()):
+    def __init__(self, workdir, hostname, binds=(), ssh=False):
         """:param binds: ((directory, path it is mounted at), ...)"""
         super().__init__()
         self.root = os.path.join(workdir, 'libvirtd-' + hostname)
         self.hostname = hostname
         self.binds = binds
+        self.ssh = ssh
         # A loopback address of its own: parallel test workers each run
         # one, all on libvirt's default port.
         pid = os.getpid()
@@ -87,8 +96,11 @@ class SecondLibvirtd(fixtures.Fixture):
         script += ['mount --bind %s %s' % (path, mount)
                    for mount, path in dirs.items()]
         script += ['mount --bind %s %s' % bind for bind in self.binds]
+        script += ['mount -t hugetlbfs hugetlbfs /dev/hugepages']
+        if self.ssh:
+            script += ['mkdir -p /run/sshd',
+                       '/usr/sbin/sshd -f %s' % self._configure_ssh()]
         script += [
-            'mount -t hugetlbfs hugetlbfs /dev/hugepages',
             'virtlogd -p /run/libvirt/virtlogd.pid &',
             'exec libvirtd --listen -p /run/libvirt/libvirtd.pid']
         self.log = open(os.path.join(self.root, 'libvirtd.log'), 'w')
@@ -99,6 +111,64 @@ class SecondLibvirtd(fixtures.Fixture):
             stdout=self.log, stderr=subprocess.STDOUT)
         self.addCleanup(self._stop)
         self._wait_until_up()
+
+    def _configure_ssh(self):
+        """Keys, sshd's configuration and root's client configuration for
+        this host's address; returns the sshd configuration's path."""
+        ssh_dir = os.path.join(self.root, 'ssh')
+        os.makedirs(ssh_dir, mode=0o700)
+        for key in ('host_key', 'client_key'):
+            subprocess.run(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '',
+                            '-f', os.path.join(ssh_dir, key)], check=True)
+
+        def path(name):
+            return os.path.join(ssh_dir, name)
+
+        shutil.copy(path('client_key.pub'), path('authorized_keys'))
+        with open(path('host_key.pub')) as public, \
+                open(path('known_hosts'), 'w') as known:
+            known.write('[%s]:%d %s' % (self.address, SSH_PORT,
+                                        public.read()))
+        self.sshd_pidfile = path('sshd.pid')
+        with open(path('sshd_config'), 'w') as conf:
+            conf.write('\n'.join((
+                'ListenAddress %s:%d' % (self.address, SSH_PORT),
+                'HostKey ' + path('host_key'),
+                'PidFile ' + self.sshd_pidfile,
+                'AuthorizedKeysFile ' + path('authorized_keys'),
+                'PermitRootLogin prohibit-password',
+                'PasswordAuthentication no',
+                'KbdInteractiveAuthentication no',
+                'UsePAM no',
+                'StrictModes no',
+                'Subsystem sftp internal-sftp', '')))
+        client_conf = os.path.join(
+            SSH_CLIENT_CONF_DIR, 'kvmx-test-%s.conf' % self.address)
+        with open(client_conf, 'w') as conf:
+            conf.write('\n'.join((
+                'Host %s' % self.address,
+                '    Port %d' % SSH_PORT,
+                '    User root',
+                '    IdentityFile ' + path('client_key'),
+                '    IdentitiesOnly yes',
+                '    UserKnownHostsFile ' + path('known_hosts'),
+                '    StrictHostKeyChecking yes', '')))
+        self.addCleanup(os.unlink, client_conf)
+        return path('sshd_config')
+
+    def stop_sshd(self):
+        """The host's sshd goes away, as when it is down or firewalled."""
+        with open(self.sshd_pidfile) as f:
+            pid = int(f.read())
+        os.unlink(self.sshd_pidfile)
+        os.kill(pid, signal.SIGTERM)
+
+    def run_inside(self, *command):
+        """Run a command in this host's mount namespace; its output."""
+        return subprocess.run(
+            ['nsenter', '-t', str(self.process.pid), '-m', '--'] +
+            list(command), check=True, timeout=STOP_TIMEOUT,
+            stdout=subprocess.PIPE, text=True).stdout
 
     def _wait_until_up(self):
         deadline = time.monotonic() + STARTUP_TIMEOUT
@@ -132,6 +202,8 @@ class SecondLibvirtd(fixtures.Fixture):
         except libvirt.libvirtError:
             pass
         pidfile = os.path.join(self.root, 'run-libvirt', 'virtlogd.pid')
+        if self.ssh and os.path.exists(self.sshd_pidfile):
+            self.stop_sshd()
         self.process.send_signal(signal.SIGTERM)
         try:
             self.process.wait(STOP_TIMEOUT)

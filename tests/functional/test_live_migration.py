@@ -34,6 +34,7 @@ import os
 import time
 from unittest import mock
 
+import fixtures
 import libvirt
 from lxml import etree
 from nova import context as nova_context
@@ -50,6 +51,8 @@ DEST = 'compute2'
 class TwoHostsTestCase(base.RealLibvirtTestCase):
 
     START_COMPUTE = False
+    # An sshd on compute2, for disk copies (cold migration).
+    DEST_SSH = False
 
     def setUp(self):
         super().setUp()
@@ -65,13 +68,18 @@ class TwoHostsTestCase(base.RealLibvirtTestCase):
         self.dest = self.useFixture(second_libvirtd.SecondLibvirtd(
             os.path.dirname(self.instances_path),
             hostname='kvmx-' + self.domain_prefix.strip('-'),
-            binds=((self.dest_instances, self.instances_path),)))
+            binds=((self.dest_instances, self.instances_path),),
+            ssh=self.DEST_SSH))
         self.flags(connection_uri=self.dest.uri, group='kvmx')
         self.flags(instances_path=self.dest_instances)
         # One process, two nodes: each needs its own node UUID.
         with mock.patch('nova.virt.node.get_local_node_uuid',
                         return_value=uuidutils.generate_uuid()):
             self.compute2 = self.start_service('compute', host=DEST)
+        # ... and its own address (my_ip is the process's).
+        self.useFixture(fixtures.MockPatchObject(
+            self.compute2.manager.driver, 'get_host_ip_addr',
+            return_value=self.dest.address))
         self.flags(connection_uri='qemu:///system', group='kvmx')
         self.flags(instances_path=self.instances_path)
         self.flags(live_migration_inbound_addr=self.dest.address,
@@ -152,6 +160,16 @@ class TwoHostsTestCase(base.RealLibvirtTestCase):
     def _get_provider_name(self, rp_uuid):
         return self.placement.get(
             '/resource_providers/%s' % rp_uuid).body['name']
+
+    def assert_every_disk(self, root):
+        """The domain ``root`` has the root, ephemeral and swap disks and
+        the config drive, from its instance directory."""
+        self.assertEqual(
+            [('vda', 'disk'), ('vdb', 'disk.eph0'), ('vdc', 'disk.swap'),
+             ('sdz', 'disk.config')],
+            [(d.find('target').get('dev'),
+              os.path.basename(d.find('source').get('file')))
+             for d in root.findall('devices/disk')])
 
     def assert_still_on_source(self, server):
         """The guest runs where it was and the destination has nothing of
@@ -240,12 +258,7 @@ class LiveMigrationTest(TwoHostsTestCase):
         self.assertEqual(DEST, server['OS-EXT-SRV-ATTR:host'])
         root = etree.fromstring(self.dest_conn.lookupByUUIDString(
             server['id']).XMLDesc(0))
-        self.assertEqual(
-            [('vda', 'disk'), ('vdb', 'disk.eph0'), ('vdc', 'disk.swap'),
-             ('sdz', 'disk.config')],
-            [(d.find('target').get('dev'),
-              os.path.basename(d.find('source').get('file')))
-             for d in root.findall('devices/disk')])
+        self.assert_every_disk(root)
         dest_dir = os.path.join(self.dest_instances, server['id'])
         for name in ('disk', 'disk.eph0', 'disk.swap', 'disk.config'):
             self.assertTrue(os.path.isfile(os.path.join(dest_dir, name)),

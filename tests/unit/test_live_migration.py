@@ -110,7 +110,7 @@ class SourceCheckTest(testtools.TestCase):
             None, storage.InstanceStorage(self.source_dir, '_base'), None,
             None, None)
         migrate_data = objects.LibvirtLiveMigrateData(
-            filename=dest._create_test_file(), **data)
+            filename=dest.storage.make_probe(), **data)
         if block_migration is not None:
             migrate_data.block_migration = block_migration
         try:
