@@ -73,7 +73,8 @@ class KVMXDriver(driver.ComputeDriver):
         self._host = connection.new_host(
             CONF.kvmx.connection_uri,
             lifecycle_event_handler=self.emit_event,
-            conn_event_handler=self._handle_conn_event)
+            conn_event_handler=self._handle_conn_event,
+            pci_full_listing_interval=CONF.kvmx.pci_full_listing_interval)
         self._storage = storage.InstanceStorage(
             CONF.instances_path, CONF.image_cache.subdirectory_name,
             CONF.default_ephemeral_format or 'ext4')

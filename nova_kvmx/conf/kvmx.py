@@ -114,6 +114,16 @@ before it gives up (the guest keeps running either way).
 Largest tail of the serial console log, in KiB, returned by the console
 output API.
 """),
+    cfg.IntOpt(
+        'pci_full_listing_interval',
+        default=600,
+        min=0,
+        help="""
+Seconds between two full listings of the host's PCI and network node devices.
+Between them the PCI report follows libvirt's node-device events and reads
+only the devices they name; the full listing catches changes no event told
+of. 0 lists everything only when nova-compute (re)connects to libvirt.
+"""),
 ]
 
 

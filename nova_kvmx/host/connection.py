@@ -51,9 +51,10 @@ class Host(libvirt_host.Host):
     worker of Nova's default thread pool and libvirt events forever.
     """
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, pci_full_listing_interval=0, **kwargs):
         super().__init__(*args, **kwargs)
-        self._pci_report = devices.PCIReport()
+        self._pci_report = devices.PCIReport(
+            full_listing_interval=pci_full_listing_interval)
 
     def _event_emit_delayed(self, event):
         """Nova's, except once nova-compute has shut its thread pools down:
@@ -121,10 +122,12 @@ class Host(libvirt_host.Host):
             LOG.exception('Stopping the delayed lifecycle events failed')
 
 
-def new_host(uri, lifecycle_event_handler=None, conn_event_handler=None):
+def new_host(uri, lifecycle_event_handler=None, conn_event_handler=None,
+             pci_full_listing_interval=0):
     return Host(
         uri, lifecycle_event_handler=lifecycle_event_handler,
-        conn_event_handler=conn_event_handler)
+        conn_event_handler=conn_event_handler,
+        pci_full_listing_interval=pci_full_listing_interval)
 
 
 def _version(ver):

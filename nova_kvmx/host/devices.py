@@ -26,6 +26,7 @@ devices libvirt's node-device events name.
 import collections
 import re
 import threading
+import time
 
 from oslo_log import log as logging
 from oslo_serialization import jsonutils
@@ -81,15 +82,23 @@ class PCIReport:
     Registering first means a device that changes during the listing is
     named in an event, and read again in the next period. From then on it
     reads only the devices named in events, and returns the same JSON
-    string while none changed. Without events (libvirt refuses the
-    registration, e.g. when no event loop runs) it lists every device in
-    every period; devices whose XML did not change are not parsed again.
+    string while none changed. Every ``full_listing_interval`` seconds it
+    lists every device all the same: a safety net for changes no event
+    told of (libvirt's own missed udev events, a dropped callback).
+    Without events (libvirt refuses the registration, e.g. when no event
+    loop runs) it lists every device in every period. Devices whose XML
+    did not change are never parsed again.
     """
 
-    def __init__(self, events=True):
+    def __init__(self, events=True, full_listing_interval=0):
         """:param events: False for a one-shot reader (a command runs no
-            libvirt event loop): no registration, no warning."""
+            libvirt event loop): no registration, no warning.
+        :param full_listing_interval: seconds; 0 lists everything only on
+            a new connection.
+        """
         self._want_events = events
+        self._full_listing_interval = full_listing_interval
+        self._listed_at = None
         # Node-device names from libvirt's event-loop thread. A deque's
         # append and popleft are atomic, so the callbacks take no lock: in
         # Nova's eventlet mode a threading lock is a green one, which a
@@ -149,7 +158,8 @@ class PCIReport:
             self._conn = conn
             self._events.clear()
             self._walk(conn)
-        elif not self._callback_ids:
+        elif not self._callback_ids or self._listing_due():
+            self._events.clear()
             self._walk(conn)
         else:
             names = self._drain()
@@ -160,6 +170,11 @@ class PCIReport:
             # libvirt reads from sysfs when asked, with no event for the PF.
             for name in (pfs | self._pfs_of(names)) - names:
                 self._reread(conn, name)
+
+    def _listing_due(self):
+        return bool(self._full_listing_interval and
+                    time.monotonic() - self._listed_at >=
+                    self._full_listing_interval)
 
     def _register(self, conn):
         ids = []
@@ -211,6 +226,7 @@ class PCIReport:
         return pfs
 
     def _walk(self, conn):
+        self._listed_at = time.monotonic()
         seen = set()
         for cap in (libvirt.VIR_CONNECT_LIST_NODE_DEVICES_CAP_PCI_DEV,
                     libvirt.VIR_CONNECT_LIST_NODE_DEVICES_CAP_NET):

@@ -224,6 +224,29 @@ class PCIReportTest(testtools.TestCase):
         self.assertEqual(1, self.log.output.count(
             'libvirt sends no node-device events'))
 
+    def test_full_listing_catches_a_change_no_event_told_of(self):
+        clock = self.useFixture(fixtures.MockPatch(
+            'nova_kvmx.host.devices.time.monotonic', return_value=1000.0))
+        self.report = devices.PCIReport(full_listing_interval=600)
+        self.addCleanup(self.report.close)
+        self.assertIn(self.VF, self.devices())
+        listing = self.spy('listAllDevices')
+        del self.conn.pci_info.devices[self.VF]  # and no event
+        clock.mock.return_value = 1599.0
+        self.assertIn(self.VF, self.devices())
+        listing.assert_not_called()
+        clock.mock.return_value = 1600.0
+        self.assertNotIn(self.VF, self.devices())
+        self.assertEqual(2, listing.call_count)  # PCI devices, netdevs
+        # Events are still followed between listings.
+        self.assertEqual(2, len(self.conn.nodedev_callbacks))
+        clock.mock.return_value = 1601.0
+        self.conn.pci_info.devices[self.PF].numa_node = 1
+        self.conn.pci_info.devices[self.PF].generate_xml()
+        self.conn.send_update(self.PF)
+        self.assertEqual(1, self.devices()[self.PF]['numa_node'])
+        self.assertEqual(2, listing.call_count)
+
     def test_one_shot_reader_asks_for_no_events(self):
         # A command (nova-kvmx explain) runs no event loop: it neither
         # registers nor warns, and reads every device.
