@@ -17,7 +17,9 @@ With Nova's libvirt driver's rules and errors: an image with
 without it, quiescing raises QemuGuestAgentNotEnabled; libvirt failing to
 reach the agent is InstanceQuiesceFailed, any other libvirt error
 InternalError. A snapshot freezes when it can, and fails instead of
-snapshotting unquiesced only when the image says ``os_require_quiesce``.
+snapshotting unquiesced only when the image says ``os_require_quiesce`` --
+also when the freeze itself fails, where Nova's libvirt driver carries on
+unquiesced whatever the image says.
 """
 
 import contextlib
@@ -66,12 +68,12 @@ def _agent_call(call, doing, instance):
         return call()
     except libvirt.libvirtError as ex:
         code = ex.get_error_code()
-        msg = ('Error from libvirt while %s the filesystems of %s: '
-               '[Error Code %s] %s' % (doing, instance.name, code, ex))
+        # Short: Nova keeps 255 characters of a fault's message.
+        msg = ('libvirt failed %s the guest\'s filesystems: [Error Code '
+               '%s] %s' % (doing, code, ex))
         if code == libvirt.VIR_ERR_AGENT_UNRESPONSIVE:
             raise exception.InstanceQuiesceFailed(
-                reason=msg + '; libvirt cannot reach the QEMU guest agent '
-                'inside the instance')
+                reason=msg + '. Is qemu-guest-agent running in the guest?')
         raise exception.InternalError(msg)
 
 

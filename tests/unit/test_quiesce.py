@@ -79,9 +79,9 @@ class QuiesceTest(testtools.TestCase):
         self.domain.destroy()
         ex = self.assertRaises(exception.InternalError, quiesce.freeze,
                                self.guest, self.instance)
-        self.assertIn('Error from libvirt while freezing the filesystems of '
-                      'instance-00000001: [Error Code %d]'
-                      % libvirt.VIR_ERR_OPERATION_INVALID, str(ex))
+        self.assertIn("libvirt failed freezing the guest's filesystems: "
+                      "[Error Code %d]" % libvirt.VIR_ERR_OPERATION_INVALID,
+                      str(ex))
         self.assertIn('domain is not running', str(ex))
 
     @ddt.data('yes', 'true')
