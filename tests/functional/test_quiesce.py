@@ -176,6 +176,12 @@ class QuiescedSnapshotTest(test_snapshot.SnapshotTestBase):
         self.assertEqual(exception.QemuGuestAgentNotEnabled.msg_fmt,
                          self.snapshot_error(server))
         self.assert_still_running(server, dom_id)
+        # Nova's API, before a volume snapshot, gets the same error (and
+        # then snapshots unquiesced unless the image requires quiescing).
+        instance = objects.Instance.get_by_uuid(self.ctxt, server['id'])
+        self.assertRaises(exception.QemuGuestAgentNotEnabled,
+                          compute_rpcapi.ComputeAPI().quiesce_instance,
+                          self.ctxt, instance)
 
     def test_required_quiesce_with_unresponsive_agent_fails(self):
         server = self.boot(self.image(cmdline=self.no_agent_cmdline(),
