@@ -40,6 +40,7 @@ from nova_kvmx.host import topology
 from nova_kvmx import lifecycle
 from nova_kvmx import live_migration
 from nova_kvmx import migration
+from nova_kvmx import quiesce
 from nova_kvmx import rescue
 from nova_kvmx import snapshot
 from nova_kvmx import storage
@@ -301,6 +302,16 @@ class KVMXDriver(driver.ComputeDriver):
     def snapshot(self, context, instance, image_id, update_task_state):
         self._snapshots.snapshot(context, instance, image_id,
                                  update_task_state)
+
+    def quiesce(self, context, instance, image_meta):
+        # Nova's own order: the agent is checked before the guest is looked
+        # up.
+        quiesce.check_agent(image_meta)
+        quiesce.freeze(self._host.get_guest(instance), instance)
+
+    def unquiesce(self, context, instance, image_meta):
+        quiesce.check_agent(image_meta)
+        quiesce.thaw(self._host.get_guest(instance), instance)
 
     # -- consoles -------------------------------------------------------------
 

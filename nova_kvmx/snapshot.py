@@ -21,8 +21,11 @@ running on its own disk. Cold otherwise: the overlay is read directly.
 Either way the copy and its base are flattened into one image of the
 source image's format (raw or qcow2) and uploaded.
 
-Guests are not quiesced (no guest agent support yet): an image that
-requires it (``os_require_quiesce``) is refused before anything starts.
+A live guest with the QEMU guest agent (``hw_qemu_guest_agent``) is
+quiesced for the cut: its filesystems are frozen once the copy is in sync,
+just before the job is cancelled, and thawed right after, as Nova's
+libvirt driver does (see :mod:`nova_kvmx.quiesce` for when a failure to
+quiesce fails the snapshot).
 """
 
 import contextlib
@@ -40,7 +43,8 @@ from lxml import etree
 from oslo_concurrency import processutils
 from oslo_log import log as logging
 from oslo_utils import excutils
-from oslo_utils import strutils
+
+from nova_kvmx import quiesce
 
 LOG = logging.getLogger(__name__)
 
@@ -61,11 +65,9 @@ class Snapshotter(object):
         if guest is None:
             raise exception.InstanceNotRunning(instance_id=instance.uuid)
         image_meta = instance.image_meta
-        if strutils.bool_from_string(
-                image_meta.properties.get('os_require_quiesce', False)):
-            raise exception.InstanceQuiesceNotSupported(
-                instance_id=instance.uuid,
-                reason='nova-kvmx does not quiesce guests')
+        # A stopped guest's disk is consistent: only a live one is frozen.
+        live = guest.is_active()
+        freeze = live and quiesce.check_snapshot(instance, image_meta)
         name = self.image_api.get(context, image_id)['name']
         disk_format = image_meta.disk_format \
             if 'disk_format' in image_meta and \
@@ -76,8 +78,8 @@ class Snapshotter(object):
         with self.workdir() as workdir:
             out = os.path.join(workdir, 'snapshot')
             try:
-                self.extract(guest, root, workdir, out, disk_format,
-                             instance)
+                self.extract(guest, live, freeze, root, workdir, out,
+                             disk_format, instance)
             except Exception:
                 with excutils.save_and_reraise_exception():
                     LOG.exception('Snapshot of the root disk failed',
@@ -91,11 +93,13 @@ class Snapshotter(object):
                     data=data, purge_props=False)
         LOG.info('Snapshot uploaded as image %s', image_id, instance=instance)
 
-    def extract(self, guest, root, workdir, out, disk_format, instance):
-        if guest.is_active():
+    def extract(self, guest, live, freeze, root, workdir, out, disk_format,
+                instance):
+        if live:
             LOG.info('Live snapshot of the root disk', instance=instance)
-            self.live_copy(guest, root, os.path.join(workdir, 'delta'),
-                           out, disk_format)
+            delta = os.path.join(workdir, 'delta')
+            self.live_copy(guest, root, delta, freeze, instance)
+            images.convert_image(delta, out, 'qcow2', disk_format)
         else:
             LOG.info('Cold snapshot of the root disk', instance=instance)
             images.convert_image(root, out, 'qcow2', disk_format)
@@ -113,7 +117,9 @@ class Snapshotter(object):
         finally:
             shutil.rmtree(path, ignore_errors=True)
 
-    def live_copy(self, guest, root, delta, out, disk_format):
+    def live_copy(self, guest, root, delta, freeze, instance):
+        """Leave in ``delta`` a point-in-time copy of the top of ``root``,
+        quiesced if ``freeze``."""
         info = images.qemu_img_info(root, format='qcow2')
         processutils.execute(
             'qemu-img', 'create', '-f', 'qcow2', '-F', 'raw',
@@ -124,13 +130,22 @@ class Snapshotter(object):
                     transient=True)
         try:
             self.wait_in_sync(device)
-        finally:
-            # Cancelling a synced copy leaves ``delta`` a point-in-time
-            # copy; the guest stays on its own disk.
-            device.abort_job()
+            # Frozen only for the cut, which keeps the guest's writes
+            # stopped for as short as possible: cancelling a synced copy
+            # leaves ``delta`` a point-in-time copy, the guest stays on
+            # its own disk.
+            if freeze:
+                cut = quiesce.frozen_for_snapshot(guest, instance,
+                                                  instance.image_meta)
+            else:
+                cut = contextlib.nullcontext()
+            with cut:
+                device.abort_job()
+        except Exception:
+            with excutils.save_and_reraise_exception():
+                cancel_quietly(device)
         # libvirt gave the copy to QEMU's user: take it back to read it.
         nova.privsep.path.chown(delta, uid=os.getuid())
-        images.convert_image(delta, out, 'qcow2', disk_format)
 
     def wait_in_sync(self, device):
         deadline = time.monotonic() + self.timeout
@@ -140,6 +155,14 @@ class Snapshotter(object):
                     'The live copy of the root disk was not in sync after '
                     '%ds ([kvmx] snapshot_timeout)' % self.timeout)
             time.sleep(POLL_INTERVAL)
+
+
+def cancel_quietly(device):
+    """Cancel a block job that may already be gone (after an error)."""
+    try:
+        device.abort_job()
+    except Exception as ex:
+        LOG.debug('Block job not cancelled: %s', ex)
 
 
 def guest_disk_target(guest, path):

@@ -79,6 +79,7 @@ def plan_guest(context, instance, image_meta, files, settings,
         owner=plan_owner(context, instance, image_meta),
         package_version=settings.package_version,
         vnc_listen=settings.vnc_listen,
+        guest_agent=props.get('hw_qemu_guest_agent', False),
         devices=nics_and_hostdevs,
         **memory,
     )

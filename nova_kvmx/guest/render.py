@@ -18,6 +18,7 @@ user-controlled string is escaped by construction) from a GuestSpec and
 nothing else.
 """
 
+from lxml import etree
 from nova.virt.libvirt import config as vconfig
 
 from nova_kvmx.guest import render_devices
@@ -30,6 +31,10 @@ SMBIOS_PRODUCT = 'OpenStack Nova'
 SMBIOS_FAMILY = 'Virtual Machine'
 
 MEMBALLOON_STATS_PERIOD = 10
+
+# The virtio-serial port the QEMU guest agent listens on (the name its
+# packages look for, and libvirt talks to).
+GUEST_AGENT_CHANNEL = 'org.qemu.guest_agent.0'
 
 
 def render_domain(guest):
@@ -61,6 +66,8 @@ def build_domain(guest):
         conf.add_device(device)
     for device in build_console(guest.console_log):
         conf.add_device(device)
+    if guest.guest_agent:
+        conf.add_device(GuestAgentChannel())
     if guest.vnc_listen is not None:
         conf.add_device(build_vnc(guest.vnc_listen))
         conf.add_device(vconfig.LibvirtConfigGuestVideo())
@@ -164,6 +171,29 @@ def build_console(log_path):
     console = vconfig.LibvirtConfigGuestConsole()
     console.type = 'pty'
     return serial, console
+
+
+class GuestAgentChannel(vconfig.LibvirtConfigGuestChannel):
+    """The guest agent's channel: a UNIX socket at a path libvirt chooses.
+
+    Nova's class always writes the socket's path (Nova's libvirt driver
+    puts it in /var/lib/libvirt/qemu); without one, libvirt makes it in the
+    domain's own channel directory, with the right owner and security
+    label, removes it with the domain and leaves it out of the XML it
+    migrates.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.type = 'unix'
+        self.target_name = GUEST_AGENT_CHANNEL
+
+    def format_dom(self):
+        dev = vconfig.LibvirtConfigGuestDevice.format_dom(self)
+        dev.set('type', self.type)
+        dev.append(etree.Element('target', type=self.target_type,
+                                 name=self.target_name))
+        return dev
 
 
 def build_vnc(listen):

@@ -182,6 +182,8 @@ class GuestSpec:
     share_pages: bool = True
     pmu: bool | None = None
     memballoon: bool = True
+    # The QEMU guest agent's channel (image property hw_qemu_guest_agent).
+    guest_agent: bool = False
     # NICs and passthrough devices (guest.devices InterfaceSpec and
     # HostdevSpec), in order.
     devices: tuple = ()

@@ -15,6 +15,9 @@ host:
 Boot the kernel with ``KERNEL_CMDLINE``; the guest prints
 ``KVMX-GUEST-BOOTED <marker>`` once it is ready to react to the power button
 and ``KVMX-GUEST-POWEROFF <marker>`` just before a graceful power-off.
+
+:mod:`tests.functional.agent_image` builds a variant of this guest with
+the QEMU guest agent and a filesystem on its root disk.
 """
 
 import atexit
@@ -132,11 +135,13 @@ def _read_module(path):
     return data
 
 
-def _modules_for(kver):
+def _modules_for(kver, needed=_NEEDED_KCONFIG):
     """``[(name, ko_bytes)]`` to insmod in order; empty if all built in.
 
     Debian builds the ACPI button driver and evdev as modules, without which
     the guest never sees the ACPI power button.
+
+    :param needed: ``((kernel option, module providing it when =m), ...)``
     """
     config_path = '/boot/config-%s' % kver
     try:
@@ -163,7 +168,7 @@ def _modules_for(kver):
         if rel not in ordered:
             ordered.append(rel)
 
-    for option, name in _NEEDED_KCONFIG:
+    for option, name in needed:
         if config.get(option) == 'y':
             continue
         if config.get(option) != 'm' or name not in by_name:
@@ -199,6 +204,7 @@ for ev in /sys/class/input/event*; do
     fi
 done
 [ -n "$!" ] || echo "KVMX-GUEST-WARNING no ACPI power button"
+%(extra_init)s
 # The NUMA nodes the guest sees, with their CPUs, for NUMA flavor tests.
 for n in /sys/devices/system/node/node*; do
     [ -d "$n" ] && echo "%(numa)s ${n##*/} cpus=$(cat $n/cpulist)"
@@ -228,25 +234,38 @@ def _cpio_newc(entries):
     return out.getvalue()
 
 
-def build_initramfs(dest_path, marker=DEFAULT_MARKER):
-    """Write a deterministic gzip'ed newc initramfs (busybox + /init)."""
+def build_initramfs(dest_path, marker=DEFAULT_MARKER,
+                    needed=_NEEDED_KCONFIG, extra_init='', extra_files=()):
+    """Write a deterministic gzip'ed newc initramfs (busybox + /init).
+
+    :param needed: the kernel options whose modules /init loads
+    :param extra_init: shell lines /init runs before it says it booted
+    :param extra_files: ``[(path, bytes)]`` of executables to add; their
+        directories are made
+    """
     if not re.fullmatch(r'[A-Za-z0-9._:-]+', marker):
         raise ValueError('marker must match [A-Za-z0-9._:-]+: %r' % marker)
     busybox = _check_static(BUSYBOX)
-    modules = _modules_for(find_kernel()[1])
+    modules = _modules_for(find_kernel()[1], needed)
     init = _INIT % {'modules': ' '.join(n for n, _ in modules),
                     'marker': marker, 'booted': BOOT_MARKER_PREFIX,
                     'poweroff': POWEROFF_MARKER_PREFIX,
-                    'numa': NUMA_MARKER_PREFIX}
+                    'numa': NUMA_MARKER_PREFIX, 'extra_init': extra_init}
     d, f = 0o040755, 0o100755
-    entries = [(n, d, b'', (0, 0)) for n in
-               ('bin', 'dev', 'lib', 'lib/modules', 'proc', 'sys', 'tmp')]
+    dirs = ['bin', 'dev', 'lib', 'lib/modules', 'proc', 'sys', 'tmp']
+    for path, _ in extra_files:
+        parts = path.split('/')[:-1]
+        dirs += [parent for parent in ('/'.join(parts[:i])
+                                       for i in range(1, len(parts) + 1))
+                 if parent not in dirs]
+    entries = [(n, d, b'', (0, 0)) for n in dirs]
     entries += [('dev/console', 0o020600, b'', (5, 1)),
                 ('bin/busybox', f, busybox, (0, 0)),
                 ('bin/sh', 0o120777, b'busybox', (0, 0)),
                 ('init', f, init.encode(), (0, 0))]
     entries += [('lib/modules/%s.ko' % n, 0o100644, ko, (0, 0))
                 for n, ko in modules]
+    entries += [(path, f, data, (0, 0)) for path, data in extra_files]
     with open(dest_path, 'wb') as raw:
         with gzip.GzipFile(fileobj=raw, mode='wb', compresslevel=1,
                            mtime=0, filename='') as gz:

@@ -22,12 +22,12 @@ from tests.functional import base
 from tests.functional import guest_image
 
 
-class SnapshotTest(base.RealLibvirtTestCase):
+class SnapshotTestBase(base.RealLibvirtTestCase):
+    """Helpers of the snapshot tests (no tests of its own)."""
 
     def setUp(self):
         super().setUp()
         self.flavor_id = self.create_flavor()
-        self.image_id = self.create_bootable_image()
 
     def boot(self, image_id=None):
         server = self._create_server(image_uuid=image_id or self.image_id,
@@ -57,6 +57,13 @@ class SnapshotTest(base.RealLibvirtTestCase):
     def snapshot_dir(self):
         path = os.path.join(self.instances_path, 'snapshots')
         return os.listdir(path) if os.path.isdir(path) else []
+
+
+class SnapshotTest(SnapshotTestBase):
+
+    def setUp(self):
+        super().setUp()
+        self.image_id = self.create_bootable_image()
 
     def test_live_snapshot_then_boot_from_it(self):
         server = self.boot()

@@ -20,6 +20,7 @@ would break on harmless reordering and hide what a test means.
 import ddt
 import testtools
 
+from nova_kvmx.guest import render
 from tests.unit import builders as b
 from tests.unit import xml_schema
 
@@ -177,6 +178,35 @@ class ConsoleTest(DomainTestCase):
             self.assertEqual([('vnc', listen)], [
                 (g.get('type'), g.get('listen')) for g in graphics])
             self.assertEqual(1, len(video))
+
+
+@ddt.ddt
+class GuestAgentTest(DomainTestCase):
+    """``hw_qemu_guest_agent=yes``: the QEMU guest agent's virtio-serial
+    channel, through which snapshots quiesce the guest."""
+
+    @ddt.data('yes', 'true', '1')
+    def test_channel_when_the_image_has_the_agent(self, value):
+        root = self.domain(image_meta=b.image(hw_qemu_guest_agent=value))
+        channels = xml_schema.findall(root, 'devices/channel')
+        self.assertEqual(1, len(channels))
+        self.assertEqual('unix', channels[0].get('type'))
+        target = xml_schema.find(channels[0], 'target')
+        self.assertEqual(('virtio', 'org.qemu.guest_agent.0'),
+                         (target.get('type'), target.get('name')))
+        # libvirt chooses the socket's path, in the domain's own directory.
+        self.assertIsNone(channels[0].find('source'))
+
+    @ddt.data({}, {'hw_qemu_guest_agent': 'no'})
+    def test_no_channel_without_the_agent(self, props):
+        root = self.domain(image_meta=b.image(**props))
+        self.assertEqual([], xml_schema.findall(root, 'devices/channel'))
+
+    def test_channel_element(self):
+        self.assertEqual(
+            '<channel type="unix">\n'
+            '  <target type="virtio" name="org.qemu.guest_agent.0"/>\n'
+            '</channel>\n', render.GuestAgentChannel().to_xml())
 
 
 class SysinfoTest(DomainTestCase):
