@@ -20,16 +20,27 @@ disk's overlay and the memory over 127.0.0.0/8) and prints:
   transferred (pages never touched by the guest are sent as zero pages,
   not counted) and the passes over dirty memory.
 
+- with --dirty: the guest's peak dirty rate (MiB/s) and auto-converge
+  throttle (%) during the job, sampled every 0.1 s, and whether the
+  migration switched to post-copy (mode).
+
+An idle tiny guest barely dirties memory and converges in few passes.
+``--dirty MiB`` makes the guest rewrite that much memory over and over
+(``kvmx.dirty`` on its kernel command line); with a ``--bandwidth`` below
+its dirty rate the migration cannot converge by itself, and
+``--auto-converge``, ``--post-copy`` with ``--force-after`` and the
+downtime steps (``--downtime``, Nova's ``[libvirt]
+live_migration_downtime*``) decide how it ends.
+
 What it cannot tell: the downtime is QEMU's figure (last pass and
 switch-over); the tiny guest has no network, so a downtime seen by a
-network peer (ARP, switch learning) is not measured. Under TCG on a
-shared 2-core machine the guest barely dirties memory, so migrations
-converge in few passes: a busy KVM guest on real hosts needs more passes
-and the downtime steps ([libvirt] live_migration_downtime*) matter there.
+network peer (ARP, switch learning) is not measured. Under TCG the
+guest's dirty rate is far below a busy KVM guest's.
 
 Run from the repo root, as root, with libvirtd and virtlogd running:
     .venv/bin/python benchmarks/migration_downtime.py [--runs N]
-        [--ram MiB] [--small-pages] [--bandwidth MiB/s]
+        [--ram MiB] [--small-pages] [--bandwidth MiB/s] [--dirty MiB]
+        [--auto-converge] [--post-copy] [--downtime ms] [--force-after s]
 """
 
 import argparse
@@ -47,6 +58,7 @@ os.environ['OS_TEST_TIMEOUT'] = '3600'
 
 from oslo_utils import units  # noqa: E402
 
+from tests.functional import guest_image  # noqa: E402
 from tests.functional import test_live_migration  # noqa: E402
 
 ARGS = None
@@ -57,22 +69,56 @@ class Measure(test_live_migration.TwoHostsTestCase):
 
     def setUp(self):
         super().setUp()
-        if ARGS.bandwidth:
-            self.flags(live_migration_bandwidth=ARGS.bandwidth,
-                       group='libvirt')
+        self.flags(live_migration_bandwidth=ARGS.bandwidth,
+                   live_migration_permit_auto_converge=ARGS.auto_converge,
+                   live_migration_permit_post_copy=ARGS.post_copy,
+                   live_migration_downtime=ARGS.downtime,
+                   live_migration_completion_timeout=ARGS.force_after,
+                   live_migration_timeout_action='force_complete',
+                   group='libvirt')
+        if ARGS.dirty:
+            self.image_id = self.busy_image(ARGS.dirty)
         specs = {'hw:cpu_policy': 'dedicated'}
         if not ARGS.small_pages:
             specs['hw:mem_page_size'] = '2MB'
         self.flavor_id = self.create_flavor(
             name='kvmx.bench', vcpus=1, ram=ARGS.ram, extra_specs=specs)
 
+    def busy_image(self, mib):
+        """The test guest's image, rewriting ``mib`` MiB over and over."""
+        guest = guest_image.get_guest_artifacts()
+        image = self.glance.show(self.ctxt, self.image_id)
+        return self._upload(
+            guest.root_disk, 'qcow2', 'kvmx-busy-guest',
+            kernel_id=image['properties']['kernel_id'],
+            ramdisk_id=image['properties']['ramdisk_id'],
+            os_command_line='%s kvmx.dirty=%d' % (guest.cmdline, mib))
+
+    @staticmethod
+    def sample_job(source, peak):
+        """Keep the peaks of the running job's dirty rate (pages/s) and
+        auto-converge throttle: the completed job's statistics lack
+        them."""
+        try:
+            stats = source.jobStats()
+        except test_live_migration.libvirt.libvirtError:
+            return  # the domain has left
+        for key in peak:
+            peak[key] = max(peak[key], stats.get(key, 0))
+
     def test_measure(self):
         rows = []
         for run in range(ARGS.runs):
             server = self.boot(self.compute_host, name='bench-%d' % run)
+            if ARGS.dirty:
+                self.wait_for_console(server,
+                                      guest_image.DIRTY_MARKER_PREFIX)
             started = time.monotonic()
             self.live_migrate(server)
+            source = self.domain(server)
+            peak = {'memory_dirty_rate': 0, 'auto_converge_throttle': 0}
             while True:
+                self.sample_job(source, peak)
                 migration = self.migration(server)
                 if migration and migration['status'] in (
                         'completed', 'error', 'failed', 'cancelled'):
@@ -91,22 +137,36 @@ class Measure(test_live_migration.TwoHostsTestCase):
                          stats.get('setup_time', 0),
                          stats.get('memory_processed', 0) / units.Mi,
                          stats.get('memory_iteration', 0)))
-            print('run %d: api %7.0f ms  job %6d ms  downtime %4d ms  '
-                  'setup %3d ms  memory %6.1f MiB  passes %d' % (
-                      (run,) + rows[-1]), flush=True)
+            line = ('run %d: api %7.0f ms  job %6d ms  downtime %4d ms  '
+                    'setup %3d ms  memory %6.1f MiB  passes %d' % (
+                        (run,) + rows[-1]))
+            if ARGS.dirty:
+                line += '  dirty %.1f MiB/s  throttle %d%%  mode %s' % (
+                    peak['memory_dirty_rate'] *
+                    stats.get('memory_page_size', 4096) / units.Mi,
+                    peak['auto_converge_throttle'],
+                    'post-copy' if stats.get('memory_postcopy_requests')
+                    else 'pre-copy')
+            print(line, flush=True)
             self._delete_server(server)
             # Nova's resource tracker frees the CPU of a guest deleted
             # right after it arrived only in its next periodic task.
             for service in (self.compute, self.compute2):
                 service.manager.update_available_resource(self.ctxt)
         print('median: api %.0f ms, job %.0f ms, downtime %.0f ms '
-              '(%d runs, %d MiB guest, %s pages, bandwidth %s)' % (
+              '(%d runs, %d MiB guest, %s pages, bandwidth %s, dirtying '
+              '%s, auto-converge %s, post-copy %s, max downtime %d ms, '
+              'force after %s)' % (
                   statistics.median(r[0] for r in rows),
                   statistics.median(r[1] for r in rows),
                   statistics.median(r[2] for r in rows), len(rows),
                   ARGS.ram, 'small' if ARGS.small_pages else '2 MiB',
                   '%d MiB/s' % ARGS.bandwidth if ARGS.bandwidth else
-                  'unlimited'), flush=True)
+                  'unlimited', '%d MiB' % ARGS.dirty if ARGS.dirty else 'no',
+                  ARGS.auto_converge, ARGS.post_copy, ARGS.downtime,
+                  '%d s/GiB' % ARGS.force_after if ARGS.force_after
+                  else 'never'),
+              flush=True)
 
 
 def main():
@@ -119,6 +179,19 @@ def main():
                         help='4 KiB pages instead of 2 MiB huge pages')
     parser.add_argument('--bandwidth', type=int, default=0,
                         help='[libvirt] live_migration_bandwidth, MiB/s')
+    parser.add_argument('--dirty', type=int, default=0, metavar='MiB',
+                        help='the guest rewrites this much memory nonstop')
+    parser.add_argument('--auto-converge', action='store_true',
+                        help='[libvirt] live_migration_permit_auto_converge')
+    parser.add_argument('--post-copy', action='store_true',
+                        help='[libvirt] live_migration_permit_post_copy')
+    parser.add_argument('--downtime', type=int, default=500, metavar='ms',
+                        help='[libvirt] live_migration_downtime (500)')
+    parser.add_argument('--force-after', type=int, default=0, metavar='s',
+                        help='[libvirt] live_migration_completion_timeout '
+                             '(s per GiB, Nova\'s unit) with the '
+                             'force_complete action: post-copy if '
+                             'permitted, else the guest is paused')
     ARGS = parser.parse_args()
     result = unittest.TextTestRunner(verbosity=0).run(
         Measure('test_measure'))

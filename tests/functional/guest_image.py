@@ -38,6 +38,7 @@ from oslo_concurrency import processutils
 BOOT_MARKER_PREFIX = 'KVMX-GUEST-BOOTED'
 POWEROFF_MARKER_PREFIX = 'KVMX-GUEST-POWEROFF'
 NUMA_MARKER_PREFIX = 'KVMX-GUEST-NUMA-NODE'
+DIRTY_MARKER_PREFIX = 'KVMX-GUEST-DIRTYING'
 DEFAULT_MARKER = 'kvmx'
 # console=ttyS0: the marker must land in libvirt's serial <log>.
 # panic=0: a broken guest stays visibly hung instead of reboot-looping.
@@ -205,6 +206,17 @@ for ev in /sys/class/input/event*; do
 done
 [ -n "$!" ] || echo "KVMX-GUEST-WARNING no ACPI power button"
 %(extra_init)s
+# kvmx.dirty=<MiB> on the kernel command line: rewrite that much memory
+# over and over, as a busy guest does (live migration benchmarks).
+for arg in $(cat /proc/cmdline); do
+    case "$arg" in kvmx.dirty=*)
+        mib=${arg#kvmx.dirty=}
+        mkdir -p /dirty && mount -t tmpfs -o size=$((mib + 1))m tmpfs /dirty
+        { i=0; while :; do i=$((i + 1))
+              yes $i | head -c $((mib * 1048576)) >/dirty/pages; done; } &
+        echo "%(dirty)s $mib MiB";;
+    esac
+done
 # The NUMA nodes the guest sees, with their CPUs, for NUMA flavor tests.
 for n in /sys/devices/system/node/node*; do
     [ -d "$n" ] && echo "%(numa)s ${n##*/} cpus=$(cat $n/cpulist)"
@@ -250,7 +262,8 @@ def build_initramfs(dest_path, marker=DEFAULT_MARKER,
     init = _INIT % {'modules': ' '.join(n for n, _ in modules),
                     'marker': marker, 'booted': BOOT_MARKER_PREFIX,
                     'poweroff': POWEROFF_MARKER_PREFIX,
-                    'numa': NUMA_MARKER_PREFIX, 'extra_init': extra_init}
+                    'numa': NUMA_MARKER_PREFIX, 'extra_init': extra_init,
+                    'dirty': DIRTY_MARKER_PREFIX}
     d, f = 0o040755, 0o100755
     dirs = ['bin', 'dev', 'lib', 'lib/modules', 'proc', 'sys', 'tmp']
     for path, _ in extra_files:
