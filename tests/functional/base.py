@@ -186,10 +186,18 @@ class RealLibvirtTestCase(services.NovaServicesMixin, test.TestCase):
         would skew another test's count of free pages."""
         extra_specs = {'hw:cpu_policy': 'dedicated'}
         if page_size:
-            self.useFixture(HostHugepages())
+            self.hold_hugepages()
             extra_specs['hw:mem_page_size'] = page_size
         return self.create_flavor(name=name, extra_specs=extra_specs,
                                   **kwargs)
+
+    def hold_hugepages(self):
+        """Hold the host's huge pages (HostHugepages) for the rest of the
+        test. Once is enough: a second lock of the file would wait for the
+        first."""
+        if not getattr(self, '_hugepages_held', False):
+            self.useFixture(HostHugepages())
+            self._hugepages_held = True
 
     # -- waits --------------------------------------------------------------
 

@@ -124,7 +124,7 @@ class TwoCellGuestTest(base.RealLibvirtTestCase):
             online=range(2), shared=None, dedicated='0-1'))
 
     def test_guest_sees_two_nodes_pinned_as_claimed(self):
-        self.useFixture(base.HostHugepages())
+        self.hold_hugepages()
         host = self.two_node_host()
         inst = host.instance(vcpus=2, memory_mb=256, hw_numa_nodes=2,
                              uuid=uuidutils.generate_uuid(),
