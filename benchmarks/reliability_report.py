@@ -1,8 +1,9 @@
 """Reliability report: fault scenarios survived, fuzz examples, leaks.
 
 Runs the reliability tests -- the fuzz properties (tests/unit/test_fuzz.py),
-the fault scenarios (tests/functional/test_faults.py, and the QEMU process
-killed under a guest in test_lifecycle.py), the hostile inputs and private
+the fault scenarios (tests/functional/test_faults.py, libvirtd restarts and
+a host reboot in test_host_restart.py, and the QEMU process killed under a
+guest in test_lifecycle.py), the hostile inputs and private
 files (tests/functional/test_hostile_input.py) -- through stestr, with
 $KVMX_RELIABILITY_LOG set so that each test records what it did
 (tests/reliability_log.py), then prints:
@@ -35,7 +36,8 @@ import subunit
 import testtools
 
 UNIT = r'tests\.unit\.test_fuzz\.'
-FUNCTIONAL = (r'tests\.functional\.(test_faults|test_hostile_input)\.|'
+FUNCTIONAL = (r'tests\.functional\.(test_faults|test_host_restart|'
+              r'test_hostile_input)\.|'
               r'tests\.functional\.test_lifecycle\.LifecycleEventTest\.')
 # Fault tests of other files that do not record themselves.
 UNRECORDED = {

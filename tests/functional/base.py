@@ -18,13 +18,13 @@ the libvirt event loop. These tests are about the machine, so the base lifts
 exactly those poisons and nothing else, runs privsep in-process (the tests
 run as root) and keeps Nova's real asynchronous RPC semantics (no
 cast-as-call). Everything else -- API, conductor, scheduler, Placement,
-Glance and Neutron fakes, databases -- is Nova's test harness unchanged.
+Glance and Neutron fakes, databases -- is Nova's test harness unchanged
+(services.py, shared with the base on Nova's fake libvirt).
 """
 
 import fcntl
 import os
 import shutil
-import sys
 import tempfile
 import time
 from unittest import mock
@@ -32,18 +32,11 @@ from unittest import mock
 import fixtures
 import libvirt
 from oslo_utils import uuidutils
-from nova import context as nova_context
-import nova.conf
 from nova import test
 from nova.tests import fixtures as nova_fixtures
-from nova.tests.functional import fixtures as func_fixtures
-from nova.tests.functional import integrated_helpers
 
-from nova_kvmx import conf as kvmx_conf  # noqa: F401 (registers [kvmx])
-from nova_kvmx.host import connection
 from tests.functional import guest_image
-
-CONF = nova.conf.CONF
+from tests.functional import services
 
 # Poisons of nova.test.TestCase that stand between a test and the host.
 LIFTED_POISONS = (
@@ -54,9 +47,16 @@ LIFTED_POISONS = (
     'PoisonFunctions',             # the libvirt event loop thread
 )
 
-# Seconds a test waits for a real guest to reach a state (TCG is slow and
-# CI machines are shared); every wait has a deadline.
-STATE_TIMEOUT = 120
+STATE_TIMEOUT = services.STATE_TIMEOUT
+
+# Layouts of this machine's two CPUs for pinned guests, as
+# RealLibvirtTestCase.PINNED_HOST: ([compute] cpu_shared_set,
+# cpu_dedicated_set).
+# CPU 1 for pinned guests, CPU 0 shared: a leaked claim shows as a pinned
+# CPU, and the host still runs unpinned guests.
+ONE_PINNED_CPU = ('0', '1')
+# Both CPUs for pinned guests (a resize or migration needs a second one).
+ALL_CPUS_PINNED = (None, '0-1')
 
 
 class _Unpoisoned(fixtures.Fixture):
@@ -95,47 +95,14 @@ class HostHugepages(fixtures.Fixture):
         self.addCleanup(fcntl.flock, lock, fcntl.LOCK_UN)
 
 
-class GlanceFixture(nova_fixtures.GlanceFixture):
-    """Nova's fake Glance, keeping the data of an update as Glance does
-    (Nova's fake drops it), so a server can boot from a snapshot."""
-
-    def update(self, context, image_id, metadata, data=None,
-               purge_props=False):
-        image = super().update(context, image_id, metadata,
-                               purge_props=purge_props)
-        if data is not None:
-            self._imagedata[image_id] = data.read()
-            image['size'] = len(self._imagedata[image_id])
-        return image
-
-
-class ClosedLibvirtHosts(fixtures.Fixture):
-    """Nova's test services stop in a background thread that may not reach
-    the driver's cleanup_host (or never start, when start-up fails) before
-    the test's thread pools are torn down, which would wait forever for the
-    libvirt Host's event thread. Close every Host the test created (close()
-    is idempotent)."""
-
-    def _setUp(self):
-        hosts = []
-        real_new_host = connection.new_host
-
-        def new_host(*args, **kwargs):
-            hosts.append(real_new_host(*args, **kwargs))
-            return hosts[-1]
-
-        self.useFixture(fixtures.MonkeyPatch(
-            'nova_kvmx.host.connection.new_host', new_host))
-        self.addCleanup(lambda: [host.close() for host in hosts])
-
-
-class RealLibvirtTestCase(integrated_helpers.InstanceHelperMixin,
-                          test.TestCase):
+class RealLibvirtTestCase(services.NovaServicesMixin, test.TestCase):
     """Boots real guests through Nova's API on the local libvirtd."""
 
-    compute_host = 'compute1'
     # Tests of a failing start-up start the compute service themselves.
     START_COMPUTE = True
+    # A CPU layout (ONE_PINNED_CPU, ALL_CPUS_PINNED) for pinned guests; None
+    # leaves Nova's default, every CPU shared.
+    PINNED_HOST = None
 
     def setUp(self):
         for name in LIFTED_POISONS:
@@ -144,7 +111,6 @@ class RealLibvirtTestCase(integrated_helpers.InstanceHelperMixin,
             self.addCleanup(patcher.stop)
         super().setUp()
         self.useFixture(nova_fixtures.PrivsepFixture())
-        self._close_libvirt_hosts_at_cleanup()
 
         # Not under the per-test TMPDIR: its parents are private (0700) and
         # QEMU runs as another user that must reach the disks.
@@ -153,42 +119,20 @@ class RealLibvirtTestCase(integrated_helpers.InstanceHelperMixin,
                                                       '/var/tmp'))
         os.chmod(workdir, 0o711)
         self.addCleanup(shutil.rmtree, workdir, True)
-        self.instances_path = os.path.join(workdir, 'instances')
-        self.flags(compute_driver='kvmx.KVMXDriver',
-                   instances_path=self.instances_path)
-        self.flags(virt_type='qemu', group='kvmx')
         self.flags(enabled=True, server_listen='127.0.0.1', group='vnc')
-        self.flags(api_paste_config=os.path.join(
-            sys.prefix, 'etc', 'nova', 'api-paste.ini'), group='wsgi')
         # Tests run in parallel processes, each with its own Nova database,
         # against one libvirtd: domain names must not collide.
         self.domain_prefix = 'kvmxtest-%s-' % uuidutils.generate_uuid()[:8]
         self.flags(instance_name_template=self.domain_prefix + '%08x')
         self.libvirt()
         self.addCleanup(self._remove_leftover_domains)
-        # One host: a failed build must show its own fault, not a retry.
-        self.flags(max_attempts=1, group='scheduler')
-        # An RPC call still waiting when a failed test stops the services
-        # would keep its worker thread, and so the test process, alive for
-        # long_rpc_timeout (30 minutes by default).
-        self.flags(long_rpc_timeout=120, rpc_response_timeout=60)
         self.flags(shutdown_timeout=30)
         self.flags(soft_reboot_timeout=30, group='kvmx')
-
-        self.glance = self.useFixture(GlanceFixture(self))
-        self.neutron = self.useFixture(nova_fixtures.NeutronFixture(self))
-        self.placement = self.useFixture(func_fixtures.PlacementFixture()).api
-        self.api_fixture = self.useFixture(
-            nova_fixtures.OSAPIFixture(api_version='v2.1'))
-        self.api = self.admin_api = self.api_fixture.admin_api
-        self.api.microversion = 'latest'
-
-        # The scheduler filters an NFV deployment enables.
-        self.flags(enabled_filters=CONF.filter_scheduler.enabled_filters +
-                   ['NUMATopologyFilter'], group='filter_scheduler')
-        self.start_service('conductor')
-        self.start_service('scheduler')
-        self.ctxt = nova_context.get_admin_context()
+        self.start_nova(os.path.join(workdir, 'instances'), 'qemu')
+        if self.PINNED_HOST:
+            shared, dedicated = self.PINNED_HOST
+            self.flags(cpu_shared_set=shared, cpu_dedicated_set=dedicated,
+                       group='compute')
         if self.START_COMPUTE:
             self.start_compute()
 
@@ -196,9 +140,6 @@ class RealLibvirtTestCase(integrated_helpers.InstanceHelperMixin,
         self.compute = self.start_service('compute', host=self.compute_host)
         self.driver = self.compute.manager.driver
         return self.compute
-
-    def _close_libvirt_hosts_at_cleanup(self):
-        self.useFixture(ClosedLibvirtHosts())
 
     # -- images -------------------------------------------------------------
 
@@ -237,30 +178,28 @@ class RealLibvirtTestCase(integrated_helpers.InstanceHelperMixin,
         return self.wait_for_status(self.api.post_server(
             {'server': server}), 'ACTIVE')
 
-    def create_flavor(self, name='kvmx.tiny', vcpus=1, ram=256, disk=1,
-                      extra_specs=None):
-        return self._create_flavor(name=name, vcpu=vcpus, memory_mb=ram,
-                                   disk=disk, ephemeral=0,
-                                   extra_spec=extra_specs)
+    def create_pinned_flavor(self, name='kvmx.pinned', page_size=None,
+                             **kwargs):
+        """A flavor of dedicated CPUs (for a PINNED_HOST), its memory in
+        ``page_size`` pages ('2MB') if given. A test booting hugepage
+        guests holds the host's huge pages (HostHugepages): its guests
+        would skew another test's count of free pages."""
+        extra_specs = {'hw:cpu_policy': 'dedicated'}
+        if page_size:
+            self.hold_hugepages()
+            extra_specs['hw:mem_page_size'] = page_size
+        return self.create_flavor(name=name, extra_specs=extra_specs,
+                                  **kwargs)
+
+    def hold_hugepages(self):
+        """Hold the host's huge pages (HostHugepages) for the rest of the
+        test. Once is enough: a second lock of the file would wait for the
+        first."""
+        if not getattr(self, '_hugepages_held', False):
+            self.useFixture(HostHugepages())
+            self._hugepages_held = True
 
     # -- waits --------------------------------------------------------------
-
-    def wait_for_status(self, server, status, timeout=STATE_TIMEOUT):
-        deadline = time.monotonic() + timeout
-        while True:
-            server = self.api.get_server(server['id'])
-            if server['status'] == status and (
-                    status != 'ERROR' or 'fault' in server):
-                return server
-            if server['status'] == 'ERROR' and 'fault' in server:
-                self.fail('Server %s is ERROR, expected %s: %s' % (
-                    server['id'], status, server['fault']))
-            if time.monotonic() > deadline:
-                self.fail('Server %s is %s (task %s) after %ds, expected %s'
-                          % (server['id'], server['status'],
-                             server.get('OS-EXT-STS:task_state'), timeout,
-                             status))
-            time.sleep(0.5)
 
     def _wait_for_state_change(self, server, expected_status,
                                max_retries=None, wait_for_fault_key=True):
@@ -312,20 +251,6 @@ class RealLibvirtTestCase(integrated_helpers.InstanceHelperMixin,
             '/servers/%s/remote-consoles' % server['id'],
             {'remote_console': {'protocol': protocol, 'type': console_type}}
         ).body['remote_console']
-
-    def wait_until_deleted(self, server, timeout=STATE_TIMEOUT):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                self.api.get_server(server['id'])
-            except Exception as ex:
-                if getattr(ex, 'response', None) is not None and \
-                        ex.response.status_code == 404:
-                    return
-                raise
-            time.sleep(0.5)
-        self.fail('Server %s not deleted after %ds' % (server['id'],
-                                                       timeout))
 
     # -- libvirt's view -----------------------------------------------------
 

@@ -23,24 +23,16 @@ real: the driver, the PCI tracker's claims, the image cache and overlays
 
 import os
 import subprocess
-import sys
 
 import fixtures
 from lxml import etree
-from nova import context as nova_context
-import nova.conf
 from nova import test
 from nova.tests import fixtures as nova_fixtures
 from nova.tests.fixtures import libvirt as fakelibvirt
-from nova.tests.functional import fixtures as func_fixtures
-from nova.tests.functional import integrated_helpers
 from nova.virt.libvirt import guest as libvirt_guest
 
-from nova_kvmx import conf as kvmx_conf  # noqa: F401 (registers [kvmx])
 from nova_kvmx.host import iommu
-from tests.functional import base
-
-CONF = nova.conf.CONF
+from tests.functional import services
 
 # Our modules that catch libvirt's errors, as LibvirtFixture points
 # Nova's libvirt modules at the fake.
@@ -48,26 +40,10 @@ LIBVIRT_USERS = ('nova_kvmx.lifecycle', 'nova_kvmx.vif',
                  'nova_kvmx.host.devices')
 
 
-class FakeLibvirtTestCase(integrated_helpers.InstanceHelperMixin,
-                          test.TestCase):
-
-    compute_host = 'compute1'
+class FakeLibvirtTestCase(services.NovaServicesMixin, test.TestCase):
 
     def setUp(self):
         super().setUp()
-        self.instances_path = self.useFixture(fixtures.TempDir()).path
-        self.flags(compute_driver='kvmx.KVMXDriver',
-                   instances_path=self.instances_path)
-        self.flags(virt_type='kvm', group='kvmx')
-        self.flags(api_paste_config=os.path.join(
-            sys.prefix, 'etc', 'nova', 'api-paste.ini'), group='wsgi')
-        self.flags(max_attempts=1, group='scheduler')
-        # See base.RealLibvirtTestCase: no RPC call outlives a test by 30 min.
-        self.flags(long_rpc_timeout=120, rpc_response_timeout=60)
-        self.flags(enabled_filters=CONF.filter_scheduler.enabled_filters +
-                   ['NUMATopologyFilter', 'PciPassthroughFilter'],
-                   group='filter_scheduler')
-
         self.libvirt = self.useFixture(nova_fixtures.LibvirtFixture())
         for module in LIBVIRT_USERS:
             self.useFixture(fixtures.MonkeyPatch(module + '.libvirt',
@@ -90,18 +66,7 @@ class FakeLibvirtTestCase(integrated_helpers.InstanceHelperMixin,
             'nova.virt.libvirt.guest.Guest.create', side_effect=create))
         self.mock_conn = self.useFixture(fixtures.MockPatch(
             'nova.virt.libvirt.host.Host.get_connection')).mock
-        self.useFixture(base.ClosedLibvirtHosts())
-
-        self.glance = self.useFixture(nova_fixtures.GlanceFixture(self))
-        self.neutron = self.useFixture(nova_fixtures.NeutronFixture(self))
-        self.placement = self.useFixture(func_fixtures.PlacementFixture()).api
-        self.api_fixture = self.useFixture(
-            nova_fixtures.OSAPIFixture(api_version='v2.1'))
-        self.api = self.admin_api = self.api_fixture.admin_api
-        self.api.microversion = 'latest'
-        self.start_service('conductor')
-        self.start_service('scheduler')
-        self.ctxt = nova_context.get_admin_context()
+        self.start_nova(self.useFixture(fixtures.TempDir()).path, 'kvm')
 
     def start_compute(self, pci_info=None, host_info=None):
         """nova-compute on a fake host: ``host_info``

@@ -140,7 +140,9 @@ class LibvirtLossTest(FaultTestCase):
             'status'] == 'disabled')
         self.assertTrue(self.service()['disabled_reason'].startswith(
             'AUTO: Connection to libvirt lost'))
-        self.assertIn('COMPUTE_STATUS_DISABLED', self.provider_traits())
+        # The trait follows the service record, from libvirt's thread.
+        self.wait_until('the trait is set', lambda: (
+            'COMPUTE_STATUS_DISABLED' in self.provider_traits()))
 
     def assert_service_enabled_again(self):
         self.wait_until('the service is enabled', lambda: self.service()[
@@ -226,15 +228,11 @@ class PinnedHostTestCase(FaultTestCase):
     """This machine's CPU 1 for pinned guests, so that a leaked claim
     shows as a pinned CPU."""
 
-    START_COMPUTE = False
+    PINNED_HOST = base.ONE_PINNED_CPU
 
     def setUp(self):
         super().setUp()
-        self.flags(cpu_shared_set='0', cpu_dedicated_set='1',
-                   group='compute')
-        self.start_compute()
-        self.pinned_flavor = self.create_flavor(
-            name='kvmx.pinned', extra_specs={'hw:cpu_policy': 'dedicated'})
+        self.pinned_flavor = self.create_pinned_flavor()
 
 
 class ComputeRestartTest(PinnedHostTestCase):

@@ -209,10 +209,6 @@ class FakeTwoHostsTestCase(fake_host.FakeLibvirtTestCase):
                     server['id'], timeout))
             time.sleep(0.2)
 
-    def claim(self, server):
-        return objects.InstanceNUMATopology.get_by_instance_uuid(
-            self.ctxt, server['id'])
-
     def pinned_cpus(self, host):
         node = objects.ComputeNode.get_by_nodename(self.ctxt, host)
         return {cell.id: cell.pinned_cpus for cell in

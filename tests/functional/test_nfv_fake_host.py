@@ -64,11 +64,6 @@ class NFVFlavorTestCase(fake_host.FakeLibvirtTestCase):
                                      flavor_id=flavor_id, networks='none')
         return self._wait_for_state_change(server, 'ACTIVE')
 
-    def claim(self, server):
-        return objects.Instance.get_by_uuid(
-            self.ctxt, server['id'],
-            expected_attrs=['numa_topology']).numa_topology
-
     def xml(self, server):
         """The domain the driver gave libvirt, schema-checked."""
         root = self.given_xml(server)

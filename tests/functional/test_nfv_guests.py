@@ -31,7 +31,6 @@ import shutil
 import time
 
 from lxml import etree
-from nova import objects
 from nova.tests.functional.api import client
 from nova.virt import hardware
 from oslo_utils import uuidutils
@@ -65,19 +64,11 @@ def guest_numa_nodes(console):
 
 class PinnedHugepageGuestTest(base.RealLibvirtTestCase):
 
-    START_COMPUTE = False
-
-    def setUp(self):
-        super().setUp()
-        self.flags(cpu_shared_set='0', cpu_dedicated_set='1',
-                   group='compute')
-        self.start_compute()
+    PINNED_HOST = base.ONE_PINNED_CPU
 
     def test_pinned_hugepage_guest(self):
-        self.useFixture(base.HostHugepages())
-        flavor_id = self.create_flavor(
-            name='kvmx.pinned.2m', vcpus=1, ram=256, extra_specs={
-                'hw:cpu_policy': 'dedicated', 'hw:mem_page_size': '2MB'})
+        flavor_id = self.create_pinned_flavor(
+            name='kvmx.pinned.2m', vcpus=1, ram=256, page_size='2MB')
         before = available_2m_pages()
         server = self._create_server(
             image_uuid=self.create_bootable_image(), flavor_id=flavor_id,
@@ -94,9 +85,7 @@ class PinnedHugepageGuestTest(base.RealLibvirtTestCase):
         self.assertNotIn('VCPU', resources)
 
         # libvirt holds the claim Nova stored.
-        claim = objects.Instance.get_by_uuid(
-            self.ctxt, server['id'],
-            expected_attrs=['numa_topology']).numa_topology
+        claim = self.claim(server)
         self.assertEqual({0: 1}, claim.cells[0].cpu_pinning)
         self.assertEqual(2048, claim.cells[0].pagesize)
         xml = etree.fromstring(self.domain(server).XMLDesc(0))
@@ -135,7 +124,7 @@ class TwoCellGuestTest(base.RealLibvirtTestCase):
             online=range(2), shared=None, dedicated='0-1'))
 
     def test_guest_sees_two_nodes_pinned_as_claimed(self):
-        self.useFixture(base.HostHugepages())
+        self.hold_hugepages()
         host = self.two_node_host()
         inst = host.instance(vcpus=2, memory_mb=256, hw_numa_nodes=2,
                              uuid=uuidutils.generate_uuid(),

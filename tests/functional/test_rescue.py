@@ -22,13 +22,7 @@ from tests.functional import guest_image
 
 class RescueTest(base.RealLibvirtTestCase):
 
-    START_COMPUTE = False
-
-    def setUp(self):
-        super().setUp()
-        self.flags(cpu_shared_set='0', cpu_dedicated_set='1',
-                   group='compute')
-        self.start_compute()
+    PINNED_HOST = base.ONE_PINNED_CPU
 
     def disks(self, server):
         """{target dev: source file} of the domain libvirt holds."""
@@ -37,8 +31,7 @@ class RescueTest(base.RealLibvirtTestCase):
                 for d in xml.findall("devices/disk[@device='disk']")}
 
     def test_rescue_then_unrescue(self):
-        flavor_id = self.create_flavor(
-            name='kvmx.pinned', extra_specs={'hw:cpu_policy': 'dedicated'})
+        flavor_id = self.create_pinned_flavor()
         server = self._create_server(
             image_uuid=self.create_bootable_image(), flavor_id=flavor_id,
             networks='none')
