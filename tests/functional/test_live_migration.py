@@ -37,7 +37,6 @@ from unittest import mock
 import fixtures
 import libvirt
 from lxml import etree
-from nova import context as nova_context
 from nova import objects
 from oslo_utils import uuidutils
 
@@ -51,14 +50,13 @@ DEST = 'compute2'
 class TwoHostsTestCase(base.RealLibvirtTestCase):
 
     START_COMPUTE = False
+    # Two dedicated CPUs, no shared one: every guest here is pinned.
+    PINNED_HOST = base.ALL_CPUS_PINNED
     # An sshd on compute2, for disk copies (cold migration).
     DEST_SSH = False
 
     def setUp(self):
         super().setUp()
-        # Two dedicated CPUs, no shared one: every guest here is pinned.
-        self.flags(cpu_shared_set=None, cpu_dedicated_set='0-1',
-                   group='compute')
         self.flags(live_migration_monitor_interval=1, group='libvirt')
         self.start_compute()
         self.compute.manager.driver._host.get_node_uuid()
@@ -86,10 +84,8 @@ class TwoHostsTestCase(base.RealLibvirtTestCase):
                    group='libvirt')
         self.dest_conn = self.dest.connection()
         self.image_id = self.create_bootable_image()
-        self.useFixture(base.HostHugepages())
-        self.flavor_id = self.create_flavor(
-            name='kvmx.pinned.2m', vcpus=1, ram=256, extra_specs={
-                'hw:cpu_policy': 'dedicated', 'hw:mem_page_size': '2MB'})
+        self.flavor_id = self.create_pinned_flavor(name='kvmx.pinned.2m',
+                                                   page_size='2MB')
 
     def boot(self, host, name='guest'):
         server = self._create_server(
@@ -131,11 +127,6 @@ class TwoHostsTestCase(base.RealLibvirtTestCase):
                     server['id'], migration and migration['status'],
                     timeout, statuses))
             time.sleep(0.5)
-
-    def claim(self, server):
-        return objects.Instance.get_by_uuid(
-            nova_context.get_admin_context(), server['id'],
-            expected_attrs=['numa_topology']).numa_topology
 
     def pinned_cpus(self, host):
         node = objects.ComputeNode.get_by_nodename(

@@ -30,19 +30,15 @@ from tests.functional import guest_image
 
 class ResizePinnedGuestTest(base.RealLibvirtTestCase):
 
-    START_COMPUTE = False
+    PINNED_HOST = base.ALL_CPUS_PINNED
 
     def setUp(self):
         super().setUp()
-        self.flags(cpu_dedicated_set='0-1', cpu_shared_set=None,
-                   group='compute')
         self.flags(allow_resize_to_same_host=True)
-        self.start_compute()
-        pinned = {'hw:cpu_policy': 'dedicated'}
-        self.small = self.create_flavor(name='kvmx.pinned.small', ram=256,
-                                        disk=1, extra_specs=pinned)
-        self.big = self.create_flavor(name='kvmx.pinned.big', ram=320,
-                                      disk=2, extra_specs=pinned)
+        self.small = self.create_pinned_flavor(name='kvmx.pinned.small',
+                                               ram=256, disk=1)
+        self.big = self.create_pinned_flavor(name='kvmx.pinned.big',
+                                             ram=320, disk=2)
         server = self._create_server(
             image_uuid=self.create_bootable_image(), flavor_id=self.small,
             networks='none')
