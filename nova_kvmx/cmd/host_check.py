@@ -203,6 +203,32 @@ def check_isolation(tree):
         'line %s' % (spec, spec, spec, GRUB))
 
 
+def check_post_copy(tree):
+    """Post-copy needs userfaultfd in the destination's QEMU. QEMU runs as
+    an unprivileged user (libvirt-qemu) and libvirt 9 passes it no
+    /dev/userfaultfd, so the kernel must allow unprivileged userfaultfd;
+    otherwise libvirt refuses every migration that asks for post-copy
+    ("Postcopy is not supported"), not only those that switch to it."""
+    name = 'post-copy'
+    if not CONF.libvirt.live_migration_permit_post_copy:
+        return Result(PASS, name, '[libvirt] live_migration_permit_post_copy '
+                      'is off: nothing to check')
+    allowed = tree.read('proc/sys/vm/unprivileged_userfaultfd')
+    if allowed is None:
+        return Result(PASS, name, 'this kernel has no vm.unprivileged_'
+                      'userfaultfd: userfaultfd is open to QEMU')
+    if allowed == '1':
+        return Result(PASS, name, 'vm.unprivileged_userfaultfd = 1: QEMU '
+                      'can use userfaultfd')
+    return Result(
+        FAIL, name, '[libvirt] live_migration_permit_post_copy is on but '
+        'vm.unprivileged_userfaultfd = 0: QEMU cannot use userfaultfd, and '
+        'every live migration to this host fails with "Postcopy is not '
+        'supported"',
+        'sysctl -w vm.unprivileged_userfaultfd=1 and keep it in '
+        '/etc/sysctl.d/, or turn live_migration_permit_post_copy off')
+
+
 def _sriov_result(spec, functions, by_address):
     matched = [f for f in functions if spec.match(f.dev_dict())]
     label = 'device_spec %s' % ', '.join(
@@ -349,4 +375,4 @@ def run(root='/', uri='qemu:///system'):
             [check_isolation(tree)] +
             check_sriov(tree) +
             check_versions(uri) +
-            [check_cpu_sets(tree)])
+            [check_cpu_sets(tree), check_post_copy(tree)])

@@ -159,6 +159,7 @@ class TunedHostTest(HostCheckTestCase):
             ('virtualization', 'PASS'), ('IOMMU', 'PASS'),
             ('hugepages', 'PASS'), ('realtime isolation', 'PASS'),
             ('SR-IOV/PCI', 'PASS'), ('CPU sets', 'PASS'),
+            ('post-copy', 'PASS'),
             # No libvirt in unit tests.
             ('libvirt', 'WARN')}, statuses)
 
@@ -314,6 +315,17 @@ class BrokenHostTest(HostCheckTestCase):
         self.nfv_options(cpu_shared_set='1,6', cpu_dedicated_set='2-5,7')
         self.assertResult('CPU sets', 'WARN', 'the cores of CPUs 2 have '
                           'threads outside cpu_dedicated_set')
+
+    def test_post_copy_without_userfaultfd(self):
+        self.assertResult('post-copy', 'PASS', 'is off')
+        self.conf.config(live_migration_permit_post_copy=True,
+                         group='libvirt')
+        self.assertResult('post-copy', 'PASS', 'no vm.unprivileged_')
+        self.tree.write('proc/sys/vm/unprivileged_userfaultfd', '0\n')
+        self.assertResult('post-copy', 'FAIL', 'Postcopy is not supported',
+                          'sysctl -w vm.unprivileged_userfaultfd=1')
+        self.tree.write('proc/sys/vm/unprivileged_userfaultfd', '1\n')
+        self.assertResult('post-copy', 'PASS', 'can use userfaultfd')
 
     def test_command_fails(self):
         self.tree.remove('dev/kvm')
