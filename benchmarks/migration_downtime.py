@@ -79,7 +79,8 @@ class Measure(test_live_migration.TwoHostsTestCase):
         if ARGS.dirty:
             self.image_id = self.busy_image(ARGS.dirty)
         if ARGS.post_copy:
-            self.allow_userfaultfd()
+            # See nova-kvmx host-check: allowed for this run.
+            self.useFixture(test_live_migration.UnprivilegedUserfaultfd())
         specs = {'hw:cpu_policy': 'dedicated'}
         if not ARGS.small_pages:
             specs['hw:mem_page_size'] = '2MB'
@@ -95,23 +96,6 @@ class Measure(test_live_migration.TwoHostsTestCase):
             kernel_id=image['properties']['kernel_id'],
             ramdisk_id=image['properties']['ramdisk_id'],
             os_command_line='%s kvmx.dirty=%d' % (guest.cmdline, mib))
-
-    def allow_userfaultfd(self):
-        """Post-copy needs userfaultfd in the destination's unprivileged
-        QEMU (see ``nova-kvmx host-check``): allowed for this run."""
-        path = '/proc/sys/vm/unprivileged_userfaultfd'
-        with open(path) as f:
-            before = f.read().strip()
-
-        def write(value):
-            with open(path, 'w') as f:
-                f.write(value)
-
-        if before != '1':
-            write('1')
-            self.addCleanup(write, before)
-            print('vm.unprivileged_userfaultfd set to 1 for this run',
-                  flush=True)
 
     @staticmethod
     def sample_job(source, peak):
