@@ -131,6 +131,9 @@ def numa_elements(xml):
         'vcpupin': {p.get('vcpu'): p.get('cpuset')
                     for p in root.findall('cputune/vcpupin')},
         'emulatorpin': root.find('cputune/emulatorpin').get('cpuset'),
+        'iothreads': root.findtext('iothreads'),
+        'iothreadpin': {p.get('iothread'): p.get('cpuset')
+                        for p in root.findall('cputune/iothreadpin')},
         'vcpusched': [dict(s.attrib) for s in
                       root.findall('cputune/vcpusched')],
         'cells': [dict(c.attrib) for c in root.findall('cpu/numa/cell')],

@@ -80,6 +80,10 @@ def plan_guest(context, instance, image_meta, files, settings,
         package_version=settings.package_version,
         vnc_listen=settings.vnc_listen,
         devices=nics_and_hostdevs,
+        # A guest without a NUMA claim has no <iothreadpin>: libvirt runs
+        # its IOThreads on the <vcpu cpuset> its vCPUs and emulator threads
+        # float over (every CPU without one).
+        iothreads=numa.IOTHREADS,
         **memory,
     )
 

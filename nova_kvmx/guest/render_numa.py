@@ -10,13 +10,14 @@
 # License for the specific language governing permissions and limitations
 # under the License.
 
-"""The NUMA, pinning and memory parts of a domain, from a GuestSpec.
+"""The NUMA, CPU and memory parts of a domain, from a GuestSpec.
 
 ``<cpu><numa>`` gives the guest its cells; ``<numatune>`` binds each
 cell's memory to its host cell (strictly: memory from another node would
-silently break the latency the claim promised); ``<cputune>`` pins vCPUs
-and emulator threads and sets the realtime scheduler; ``<memoryBacking>``
-asks for the claimed page size per cell and locks realtime memory.
+silently break the latency the claim promised); ``<iothreads>`` and
+``<cputune>`` pin vCPUs, emulator threads and IOThreads, set the realtime
+scheduler; ``<memoryBacking>`` asks for the
+claimed page size per cell and locks realtime memory.
 """
 
 from nova.virt.libvirt import config as vconfig
@@ -26,8 +27,9 @@ MIB_IN_KIB = 1024
 
 def apply_numa(conf, guest):
     """Fill ``conf`` (LibvirtConfigGuest, its ``cpu`` already built) with
-    what ``guest`` says about NUMA, pinning and memory."""
+    what ``guest`` says about NUMA, CPUs and memory."""
     conf.cpuset = guest.cpuset
+    conf.iothreads = guest.iothreads or None
     if guest.numa_cells:
         conf.cpu.numa = build_guest_numa(guest.numa_cells,
                                          guest.shared_memory)
@@ -75,6 +77,11 @@ def build_cputune(tuning):
         cputune.vcpupin.append(pin)
     cputune.emulatorpin = vconfig.LibvirtConfigGuestCPUTuneEmulatorPin()
     cputune.emulatorpin.cpuset = set(tuning.emulator_pin)
+    for iothread, cpus in tuning.iothread_pins:
+        pin = vconfig.LibvirtConfigGuestCPUTuneIOThreadPin()
+        pin.iothread = iothread
+        pin.cpuset = set(cpus)
+        cputune.iothreadpin.append(pin)
     if tuning.realtime_vcpus:
         sched = vconfig.LibvirtConfigGuestCPUTuneVCPUSched()
         sched.vcpus = set(tuning.realtime_vcpus)

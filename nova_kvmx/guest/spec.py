@@ -126,10 +126,12 @@ class CPUTuning:
 
     :param vcpu_pins: ((vCPU, host CPUs), ...) in vCPU order: one CPU for a
         pinned vCPU, the cell's shared CPUs for a floating one
+    :param iothread_pins: ((IOThread ID, host CPUs), ...)
     """
 
     vcpu_pins: tuple[tuple[int, frozenset], ...]
     emulator_pin: frozenset
+    iothread_pins: tuple[tuple[int, frozenset], ...] = ()
     realtime_vcpus: frozenset = frozenset()
     realtime_priority: int | None = None
 
@@ -175,6 +177,8 @@ class GuestSpec:
     cpu_tuning: CPUTuning | None = None
     # Host CPUs a guest without NUMA claim floats over (None: anywhere).
     cpuset: frozenset | None = None
+    # IOThreads of the guest (IDs 1..iothreads).
+    iothreads: int = 0
     # Guest memory shared with other processes (vhost-user back ends).
     shared_memory: bool = False
     locked_memory: bool = False

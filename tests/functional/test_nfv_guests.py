@@ -116,10 +116,36 @@ class PinnedHugepageGuestTest(base.RealLibvirtTestCase):
         # The vCPU thread really runs on CPU 1 only.
         cpumap = self.domain(server).vcpus()[1][0]
         self.assertEqual((False, True), cpumap[:2])
+        # Its one IOThread runs with the emulator threads (unpinned, libvirt
+        # would let it run on both CPUs).
+        self.assertEqual([(1, (False, True))], [
+            (iothread, tuple(cpus[:2]))
+            for iothread, cpus in self.domain(server).ioThreadInfo()])
 
         self._delete_server(server)
         self.assertFalse(self.domain_exists(server))
         self.assertEqual(before, available_2m_pages())
+
+    def test_floating_guest_iothread(self):
+        """A guest without a NUMA claim has no <iothreadpin>: libvirt runs
+        its IOThread on the CPUs its vCPUs float over (cpu_shared_set)."""
+        flavor_id = self.create_flavor(name='kvmx.floating', vcpus=1,
+                                       ram=256)
+        server = self._create_server(
+            image_uuid=self.create_bootable_image(), flavor_id=flavor_id,
+            networks='none', expected_state='BUILD')
+        server = self.wait_for_status(server, 'ACTIVE')
+        dom = self.domain(server)
+
+        xml = etree.fromstring(dom.XMLDesc(0))
+        self.assertEqual('0', xml.find('vcpu').get('cpuset'))
+        self.assertEqual([], xml.findall('cputune/iothreadpin'))
+        self.assertEqual([(1, (True, False))], [
+            (iothread, tuple(cpus[:2]))
+            for iothread, cpus in dom.ioThreadInfo()])
+
+        self._delete_server(server)
+        self.assertFalse(self.domain_exists(server))
 
 
 class TwoCellGuestTest(base.RealLibvirtTestCase):
