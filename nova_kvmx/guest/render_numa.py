@@ -16,7 +16,7 @@
 cell's memory to its host cell (strictly: memory from another node would
 silently break the latency the claim promised); ``<iothreads>`` and
 ``<cputune>`` pin vCPUs, emulator threads and IOThreads, set the realtime
-scheduler; ``<memoryBacking>`` asks for the
+scheduler and the CPU shares and quota; ``<memoryBacking>`` asks for the
 claimed page size per cell and locks realtime memory.
 """
 
@@ -36,6 +36,11 @@ def apply_numa(conf, guest):
         conf.numatune = build_numatune(guest.numa_cells)
     if guest.cpu_tuning:
         conf.cputune = build_cputune(guest.cpu_tuning)
+    if guest.cpu_quota:
+        conf.cputune = conf.cputune or vconfig.LibvirtConfigGuestCPUTune()
+        conf.cputune.shares = guest.cpu_quota.shares
+        conf.cputune.period = guest.cpu_quota.period
+        conf.cputune.quota = guest.cpu_quota.quota
     conf.membacking = build_memory_backing(guest)
     if guest.pmu is not None:
         conf.features.append(vconfig.LibvirtConfigGuestFeaturePMU(guest.pmu))

@@ -77,7 +77,8 @@ class PinnedHugepageGuestTest(base.RealLibvirtTestCase):
         self.useFixture(base.HostHugepages())
         flavor_id = self.create_flavor(
             name='kvmx.pinned.2m', vcpus=1, ram=256, extra_specs={
-                'hw:cpu_policy': 'dedicated', 'hw:mem_page_size': '2MB'})
+                'hw:cpu_policy': 'dedicated', 'hw:mem_page_size': '2MB',
+                'quota:cpu_shares': '2048', 'quota:cpu_period': '200000'})
         before = available_2m_pages()
         server = self._create_server(
             image_uuid=self.create_bootable_image(), flavor_id=flavor_id,
@@ -121,16 +122,22 @@ class PinnedHugepageGuestTest(base.RealLibvirtTestCase):
         self.assertEqual([(1, (False, True))], [
             (iothread, tuple(cpus[:2]))
             for iothread, cpus in self.domain(server).ioThreadInfo()])
+        # The flavor's CPU share and period are in the guest's cgroup.
+        params = self.domain(server).schedulerParameters()
+        self.assertEqual((2048, 200000),
+                         (params['cpu_shares'], params['vcpu_period']))
 
         self._delete_server(server)
         self.assertFalse(self.domain_exists(server))
         self.assertEqual(before, available_2m_pages())
 
-    def test_floating_guest_iothread(self):
+    def test_floating_guest_iothread_and_cpu_quota(self):
         """A guest without a NUMA claim has no <iothreadpin>: libvirt runs
-        its IOThread on the CPUs its vCPUs float over (cpu_shared_set)."""
-        flavor_id = self.create_flavor(name='kvmx.floating', vcpus=1,
-                                       ram=256)
+        its IOThread on the CPUs its vCPUs float over (cpu_shared_set).
+        Its flavor's CPU quota is in force all the same."""
+        flavor_id = self.create_flavor(
+            name='kvmx.quota', vcpus=1, ram=256, extra_specs={
+                'quota:cpu_period': '100000', 'quota:cpu_quota': '50000'})
         server = self._create_server(
             image_uuid=self.create_bootable_image(), flavor_id=flavor_id,
             networks='none', expected_state='BUILD')
@@ -143,6 +150,9 @@ class PinnedHugepageGuestTest(base.RealLibvirtTestCase):
         self.assertEqual([(1, (True, False))], [
             (iothread, tuple(cpus[:2]))
             for iothread, cpus in dom.ioThreadInfo()])
+        params = dom.schedulerParameters()
+        self.assertEqual((100000, 50000),
+                         (params['vcpu_period'], params['vcpu_quota']))
 
         self._delete_server(server)
         self.assertFalse(self.domain_exists(server))
