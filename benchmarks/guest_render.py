@@ -2,10 +2,11 @@
 
 The guest is KVM's known limit: 288 vCPUs and 4 TiB over 8 NUMA nodes, all
 vCPUs pinned, 1G pages, emulator threads isolated, realtime on all but
-vCPU 0. The host is Nova's fake libvirt shape of 8 nodes x 20 cores x 2
-threads (320 CPUs, 2 shared per node) with 600 1G pages per node. Nova's
-own fitting (``numa_fit_instance_to_host``) makes the claim once; then each
-driver turns that claim into domain XML:
+vCPU 0, CPU shares and an (unlimited) CPU quota. The host is Nova's fake
+libvirt shape of 8 nodes x 20 cores x 2 threads (320 CPUs, 2 shared per
+node) with 600 1G pages per node. Nova's own fitting
+(``numa_fit_instance_to_host``) makes the claim once; then each driver
+turns that claim into domain XML:
 
 - ours: ``planner.plan_guest`` + ``render.render_domain``;
 - Nova's: ``LibvirtDriver._get_guest_xml`` on the same fake host.
@@ -59,6 +60,8 @@ EXTRA_SPECS = {
     'hw:numa_nodes': str(NODES), 'hw:cpu_policy': 'dedicated',
     'hw:mem_page_size': '1GB', 'hw:emulator_threads_policy': 'isolate',
     'hw:cpu_realtime': 'yes', 'hw:cpu_realtime_mask': '^0',
+    'quota:cpu_shares': '2048', 'quota:cpu_period': '100000',
+    'quota:cpu_quota': '-1',
 }
 
 
@@ -125,12 +128,18 @@ def claimed_instance(numa):
 
 
 def numa_elements(xml):
-    """The claim-bearing elements of a domain, for comparing drivers."""
+    """The elements of a domain that carry the claim and the flavor's CPU
+    tuning, for comparing drivers."""
     root = etree.fromstring(xml.encode())
     return {
         'vcpupin': {p.get('vcpu'): p.get('cpuset')
                     for p in root.findall('cputune/vcpupin')},
         'emulatorpin': root.find('cputune/emulatorpin').get('cpuset'),
+        'iothreads': root.findtext('iothreads'),
+        'iothreadpin': {p.get('iothread'): p.get('cpuset')
+                        for p in root.findall('cputune/iothreadpin')},
+        'cpu quota': {tag: root.findtext('cputune/' + tag)
+                      for tag in ('shares', 'period', 'quota')},
         'vcpusched': [dict(s.attrib) for s in
                       root.findall('cputune/vcpusched')],
         'cells': [dict(c.attrib) for c in root.findall('cpu/numa/cell')],

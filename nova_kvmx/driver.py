@@ -134,7 +134,8 @@ class KVMXDriver(driver.ComputeDriver):
             host_cpus=topology.guest_cpu_pools(
                 numa, topology.cpu_sets(self._host.get_online_cpus())),
             small_page_kb=topology.small_page_kb(numa),
-            realtime_priority=CONF.kvmx.realtime_scheduler_priority)
+            realtime_priority=CONF.kvmx.realtime_scheduler_priority,
+            cpu_control=self._host.is_cpu_control_policy_capable())
 
     def cleanup_host(self, host):
         self._host.close()

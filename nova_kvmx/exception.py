@@ -94,3 +94,8 @@ class LiveMigrationTimedOut(exception.MigrationError):
                'live_migration_completion_timeout, per GiB of memory and '
                'copied disk) and was aborted; the guest carried on at '
                '%(source)s')
+
+
+class InvalidCPUQuota(exception.Invalid):
+    msg_fmt = ('Flavor extra spec %(key)s=%(value)s cannot be applied: '
+               '%(reason)s')

@@ -16,10 +16,10 @@ A running guest cannot be re-planned: its devices, guest PCI addresses,
 machine type and memory layout are fixed for its life. So the migratable
 XML of the running domain is taken and only what belongs to the host is
 changed to what Nova claimed on the destination: where vCPUs, emulator
-threads and cell memory live (``<cputune>``, ``<numatune>``, the large
-page size per guest cell), the CPUs unpinned guests float over, the PCI
-functions of passthrough devices, the host side of ports and the VNC
-listen address.
+threads, IOThreads and cell memory live (``<cputune>``, ``<numatune>``,
+the large page size per guest cell), the CPUs unpinned guests float over
+(their IOThreads with them), the PCI functions of passthrough devices, the
+host side of ports and the VNC listen address.
 
 Pure: XML and a :class:`DestinationHost` in, XML out.
 """
@@ -40,7 +40,8 @@ class DestinationHost:
 
     :param vcpu_pins: ((vCPU, host CPUs), ...) for a guest with a NUMA
         claim, empty otherwise
-    :param emulator_pin: host CPUs of the emulator threads (NUMA claim)
+    :param emulator_pin: host CPUs of the emulator threads and IOThreads
+        (NUMA claim)
     :param cell_nodes: ((guest cell, host NUMA node), ...)
     :param cell_pages: ((guest cell, large page size in KiB or None), ...),
         None to keep the source's pages
@@ -127,6 +128,12 @@ def _rewrite_numa(root, dest, name):
     if dest.emulator_pin:
         _set_cpuset(_one(root, './cputune/emulatorpin', name),
                     dest.emulator_pin)
+        # IOThreads run with the emulator threads (numa.plan_cpu_tuning).
+        # A guest started before it had IOThreads has none: it cannot get
+        # one by migrating (libvirt keeps their number for the guest's
+        # life).
+        for pin in root.findall('./cputune/iothreadpin'):
+            _set_cpuset(pin, dest.emulator_pin)
     _rewrite_vcpusched(root, dest)
     if dest.cell_pages is not None:
         _rewrite_pages(root, dest, name)

@@ -29,6 +29,10 @@ from nova.virt import hardware
 
 from nova_kvmx.guest import spec
 
+# Every guest has one IOThread (ID 1), as Nova's libvirt driver gives it
+# (LibvirtDriver._get_guest_iothread).
+IOTHREADS = 1
+
 
 def plan_numa(claim, flavor, image_meta, machine_type, settings):
     """The GuestSpec fields that realise ``claim``, as a dict.
@@ -101,10 +105,16 @@ def plan_cpu_tuning(claim, realtime, settings):
                     'vCPU %d of the claim floats in host cell %d, which '
                     'has no shared CPUs' % (vcpu, cell.id))
     vcpu_pins = tuple(sorted(pins.items()))
+    emulator = emulator_cpus(claim, vcpu_pins, realtime,
+                             settings.host_cpus.emulator_shared)
     return spec.CPUTuning(
         vcpu_pins=vcpu_pins,
-        emulator_pin=emulator_cpus(claim, vcpu_pins, realtime,
-                                   settings.host_cpus.emulator_shared),
+        emulator_pin=emulator,
+        # IOThreads run where the emulator threads do, as Nova pins them:
+        # never on a realtime vCPU's CPU, nor on a dedicated vCPU's CPU
+        # when the emulator threads have CPUs of their own.
+        iothread_pins=tuple((iothread, emulator)
+                            for iothread in range(1, IOTHREADS + 1)),
         realtime_vcpus=realtime,
         realtime_priority=settings.realtime_priority if realtime else None)
 

@@ -21,6 +21,7 @@ import re
 
 from nova import exception
 
+from nova_kvmx.guest import cpu_quota
 from nova_kvmx.guest import cpu_topology
 from nova_kvmx.guest import numa
 from nova_kvmx.guest import devices
@@ -81,6 +82,11 @@ def plan_guest(context, instance, image_meta, files, settings,
         vnc_listen=settings.vnc_listen,
         guest_agent=props.get('hw_qemu_guest_agent', False),
         devices=nics_and_hostdevs,
+        cpu_quota=cpu_quota.plan_cpu_quota(flavor, settings),
+        # A guest without a NUMA claim has no <iothreadpin>: libvirt runs
+        # its IOThreads on the <vcpu cpuset> its vCPUs and emulator threads
+        # float over (every CPU without one).
+        iothreads=numa.IOTHREADS,
         **memory,
     )
 

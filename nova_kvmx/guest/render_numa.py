@@ -10,13 +10,14 @@
 # License for the specific language governing permissions and limitations
 # under the License.
 
-"""The NUMA, pinning and memory parts of a domain, from a GuestSpec.
+"""The NUMA, CPU and memory parts of a domain, from a GuestSpec.
 
 ``<cpu><numa>`` gives the guest its cells; ``<numatune>`` binds each
 cell's memory to its host cell (strictly: memory from another node would
-silently break the latency the claim promised); ``<cputune>`` pins vCPUs
-and emulator threads and sets the realtime scheduler; ``<memoryBacking>``
-asks for the claimed page size per cell and locks realtime memory.
+silently break the latency the claim promised); ``<iothreads>`` and
+``<cputune>`` pin vCPUs, emulator threads and IOThreads, set the realtime
+scheduler and the CPU shares and quota; ``<memoryBacking>`` asks for the
+claimed page size per cell and locks realtime memory.
 """
 
 from nova.virt.libvirt import config as vconfig
@@ -26,14 +27,20 @@ MIB_IN_KIB = 1024
 
 def apply_numa(conf, guest):
     """Fill ``conf`` (LibvirtConfigGuest, its ``cpu`` already built) with
-    what ``guest`` says about NUMA, pinning and memory."""
+    what ``guest`` says about NUMA, CPUs and memory."""
     conf.cpuset = guest.cpuset
+    conf.iothreads = guest.iothreads or None
     if guest.numa_cells:
         conf.cpu.numa = build_guest_numa(guest.numa_cells,
                                          guest.shared_memory)
         conf.numatune = build_numatune(guest.numa_cells)
     if guest.cpu_tuning:
         conf.cputune = build_cputune(guest.cpu_tuning)
+    if guest.cpu_quota:
+        conf.cputune = conf.cputune or vconfig.LibvirtConfigGuestCPUTune()
+        conf.cputune.shares = guest.cpu_quota.shares
+        conf.cputune.period = guest.cpu_quota.period
+        conf.cputune.quota = guest.cpu_quota.quota
     conf.membacking = build_memory_backing(guest)
     if guest.pmu is not None:
         conf.features.append(vconfig.LibvirtConfigGuestFeaturePMU(guest.pmu))
@@ -75,6 +82,11 @@ def build_cputune(tuning):
         cputune.vcpupin.append(pin)
     cputune.emulatorpin = vconfig.LibvirtConfigGuestCPUTuneEmulatorPin()
     cputune.emulatorpin.cpuset = set(tuning.emulator_pin)
+    for iothread, cpus in tuning.iothread_pins:
+        pin = vconfig.LibvirtConfigGuestCPUTuneIOThreadPin()
+        pin.iothread = iothread
+        pin.cpuset = set(cpus)
+        cputune.iothreadpin.append(pin)
     if tuning.realtime_vcpus:
         sched = vconfig.LibvirtConfigGuestCPUTuneVCPUSched()
         sched.vcpus = set(tuning.realtime_vcpus)

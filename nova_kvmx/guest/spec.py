@@ -61,6 +61,9 @@ class DriverSettings:
     # The host's base page size: memory not in large pages.
     small_page_kb: int = 4
     realtime_priority: int = 1
+    # The host's cgroup CPU controller is usable (Nova's
+    # Host.is_cpu_control_policy_capable): CPU shares and quotas need it.
+    cpu_control: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,12 +129,31 @@ class CPUTuning:
 
     :param vcpu_pins: ((vCPU, host CPUs), ...) in vCPU order: one CPU for a
         pinned vCPU, the cell's shared CPUs for a floating one
+    :param iothread_pins: ((IOThread ID, host CPUs), ...)
     """
 
     vcpu_pins: tuple[tuple[int, frozenset], ...]
     emulator_pin: frozenset
+    iothread_pins: tuple[tuple[int, frozenset], ...] = ()
     realtime_vcpus: frozenset = frozenset()
     realtime_priority: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class CPUQuota:
+    """The guest's share of host CPU time and its limit (flavor extra
+    specs ``quota:cpu_shares``, ``quota:cpu_period``, ``quota:cpu_quota``);
+    None leaves a value to the host's default.
+
+    :param shares: weight against other guests (no unit)
+    :param period: enforcement interval of ``quota``, in microseconds
+    :param quota: CPU time each vCPU may use per period, in microseconds;
+        -1 for no limit
+    """
+
+    shares: int | None = None
+    period: int | None = None
+    quota: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,6 +197,9 @@ class GuestSpec:
     cpu_tuning: CPUTuning | None = None
     # Host CPUs a guest without NUMA claim floats over (None: anywhere).
     cpuset: frozenset | None = None
+    cpu_quota: CPUQuota | None = None
+    # IOThreads of the guest (IDs 1..iothreads).
+    iothreads: int = 0
     # Guest memory shared with other processes (vhost-user back ends).
     shared_memory: bool = False
     locked_memory: bool = False

@@ -179,12 +179,14 @@ class RealLibvirtTestCase(services.NovaServicesMixin, test.TestCase):
             {'server': server}), 'ACTIVE')
 
     def create_pinned_flavor(self, name='kvmx.pinned', page_size=None,
-                             **kwargs):
+                             extra_specs=None, **kwargs):
         """A flavor of dedicated CPUs (for a PINNED_HOST), its memory in
-        ``page_size`` pages ('2MB') if given. A test booting hugepage
-        guests holds the host's huge pages (HostHugepages): its guests
-        would skew another test's count of free pages."""
-        extra_specs = {'hw:cpu_policy': 'dedicated'}
+        ``page_size`` pages ('2MB') if given, with more ``extra_specs``.
+        A test booting hugepage guests holds the host's huge pages
+        (HostHugepages): its guests would skew another test's count of
+        free pages."""
+        extra_specs = dict(extra_specs or {}, **{'hw:cpu_policy':
+                                                 'dedicated'})
         if page_size:
             self.hold_hugepages()
             extra_specs['hw:mem_page_size'] = page_size

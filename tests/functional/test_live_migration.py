@@ -228,12 +228,18 @@ class LiveMigrationTest(TwoHostsTestCase):
                 for pin in root.findall('cputune/vcpupin')])
             self.assertEqual('1', root.find('cputune/emulatorpin').get(
                 'cpuset'))
+            self.assertEqual([('1', '1')], [
+                (pin.get('iothread'), pin.get('cpuset'))
+                for pin in root.findall('cputune/iothreadpin')])
             self.assertEqual('0', root.find(
                 "numatune/memnode[@cellid='0']").get('nodeset'))
             self.assertEqual('2048', root.find(
                 'memoryBacking/hugepages/page').get('size'))
-        # The vCPU thread runs on CPU 1 now.
+        # The vCPU thread runs on CPU 1 now, and so does the IOThread.
         self.assertEqual((False, True), dom.vcpus()[1][0][:2])
+        self.assertEqual([(1, (False, True))], [
+            (iothread, tuple(cpus[:2]))
+            for iothread, cpus in dom.ioThreadInfo()])
 
         # Nothing of it is left on the source.
         self.assertFalse(self.domain_exists(server))

@@ -274,6 +274,10 @@ class NUMALiveMigrationTest(FakeTwoHostsTestCase):
         self.assertEqual(
             [str(cpu) for cpu in claim.cells[0].cpuset_reserved],
             [root.find('cputune/emulatorpin').get('cpuset')])
+        self.assertEqual(
+            [str(cpu) for cpu in claim.cells[0].cpuset_reserved],
+            [pin.get('cpuset') for pin in root.findall(
+                'cputune/iothreadpin')])
         self.assertEqual('1', root.find(
             "numatune/memnode[@cellid='0']").get('nodeset'))
         self.assertEqual('1', root.find('numatune/memory').get('nodeset'))

@@ -68,7 +68,9 @@ class PinnedHugepageGuestTest(base.RealLibvirtTestCase):
 
     def test_pinned_hugepage_guest(self):
         flavor_id = self.create_pinned_flavor(
-            name='kvmx.pinned.2m', vcpus=1, ram=256, page_size='2MB')
+            name='kvmx.pinned.2m', vcpus=1, ram=256, page_size='2MB',
+            extra_specs={'quota:cpu_shares': '2048',
+                         'quota:cpu_period': '200000'})
         before = available_2m_pages()
         server = self._create_server(
             image_uuid=self.create_bootable_image(), flavor_id=flavor_id,
@@ -105,10 +107,45 @@ class PinnedHugepageGuestTest(base.RealLibvirtTestCase):
         # The vCPU thread really runs on CPU 1 only.
         cpumap = self.domain(server).vcpus()[1][0]
         self.assertEqual((False, True), cpumap[:2])
+        # Its one IOThread runs with the emulator threads (unpinned, libvirt
+        # would let it run on both CPUs).
+        self.assertEqual([(1, (False, True))], [
+            (iothread, tuple(cpus[:2]))
+            for iothread, cpus in self.domain(server).ioThreadInfo()])
+        # The flavor's CPU share and period are in the guest's cgroup.
+        params = self.domain(server).schedulerParameters()
+        self.assertEqual((2048, 200000),
+                         (params['cpu_shares'], params['vcpu_period']))
 
         self._delete_server(server)
         self.assertFalse(self.domain_exists(server))
         self.assertEqual(before, available_2m_pages())
+
+    def test_floating_guest_iothread_and_cpu_quota(self):
+        """A guest without a NUMA claim has no <iothreadpin>: libvirt runs
+        its IOThread on the CPUs its vCPUs float over (cpu_shared_set).
+        Its flavor's CPU quota is in force all the same."""
+        flavor_id = self.create_flavor(
+            name='kvmx.quota', vcpus=1, ram=256, extra_specs={
+                'quota:cpu_period': '100000', 'quota:cpu_quota': '50000'})
+        server = self._create_server(
+            image_uuid=self.create_bootable_image(), flavor_id=flavor_id,
+            networks='none', expected_state='BUILD')
+        server = self.wait_for_status(server, 'ACTIVE')
+        dom = self.domain(server)
+
+        xml = etree.fromstring(dom.XMLDesc(0))
+        self.assertEqual('0', xml.find('vcpu').get('cpuset'))
+        self.assertEqual([], xml.findall('cputune/iothreadpin'))
+        self.assertEqual([(1, (True, False))], [
+            (iothread, tuple(cpus[:2]))
+            for iothread, cpus in dom.ioThreadInfo()])
+        params = dom.schedulerParameters()
+        self.assertEqual((100000, 50000),
+                         (params['vcpu_period'], params['vcpu_quota']))
+
+        self._delete_server(server)
+        self.assertFalse(self.domain_exists(server))
 
 
 class TwoCellGuestTest(base.RealLibvirtTestCase):

@@ -157,6 +157,19 @@ class DestinationClaimTest(testtools.TestCase):
             {int(p.get('vcpu')): hardware.parse_cpu_spec(
                 p.get('cpuset')) for p in root.findall('cputune/vcpupin')})
 
+    def test_iothread_moves_with_the_emulator_threads(self):
+        source = self.host.instance(
+            vcpus=4, memory_mb=4096, hw_cpu_policy='dedicated',
+            hw_emulator_threads_policy='isolate')
+        source_root, root, _, dest = self.migrate(source)
+        reserved = dest.numa_topology.cells[0].cpuset_reserved
+        self.assertNotEqual(source.numa_topology.cells[0].cpuset_reserved,
+                            reserved)
+        self.assertEqual('1', root.findtext('iothreads'))
+        self.assertEqual([('1', reserved)], [
+            (pin.get('iothread'), hardware.parse_cpu_spec(pin.get('cpuset')))
+            for pin in root.findall('cputune/iothreadpin')])
+
 
 class RewriteTest(testtools.TestCase):
     """The rewrite on its own, on a small domain."""
@@ -177,6 +190,22 @@ class RewriteTest(testtools.TestCase):
             r'has \[0, 1\]', migration_xml.destination_xml, xml,
             migration_xml.DestinationHost(cell_nodes=((0, 1), (1, 2)),
                                           vcpu_pins=((0, {4}),)))
+
+    def test_guest_started_without_iothreads_gets_none(self):
+        # A domain defined before guests had an IOThread; libvirt refuses a
+        # destination domain with another number of IOThreads.
+        root = xml_schema.parse(self.source(hw_cpu_policy='dedicated'))
+        root.remove(root.find('iothreads'))
+        root.find('cputune').remove(root.find('cputune/iothreadpin'))
+        moved = xml_schema.parse(migration_xml.destination_xml(
+            etree.tostring(root, encoding='unicode'),
+            migration_xml.DestinationHost(
+                cell_nodes=((0, 1),), vcpu_pins=((0, {4}), (1, {20})),
+                emulator_pin=frozenset({4, 20}))))
+        self.assertEqual('4,20', moved.find('cputune/emulatorpin').get(
+            'cpuset'))
+        self.assertEqual([], moved.findall('cputune/iothreadpin'))
+        self.assertIsNone(moved.find('iothreads'))
 
     def test_small_pages_cannot_become_large(self):
         xml = self.source(hw_cpu_policy='dedicated',

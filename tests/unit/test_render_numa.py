@@ -178,6 +178,9 @@ class SharedAndMixedTest(NUMARenderTestCase):
                          cpus(xml_schema.find(root, 'vcpu').get('cpuset')))
         for path in ('cpu/numa', 'numatune', 'cputune', 'memoryBacking'):
             self.assertEqual([], xml_schema.findall(root, path))
+        # Its IOThread has no <iothreadpin>: libvirt runs it on the
+        # <vcpu cpuset>, with the vCPUs and emulator threads.
+        self.assertEqual('1', xml_schema.find(root, 'iothreads').text)
 
     def test_without_cpu_options_a_floating_guest_is_not_confined(self):
         host = self.useFixture(nfv.NFVHost(shared=None, dedicated=None))
@@ -212,6 +215,42 @@ class EmulatorThreadsTest(NUMARenderTestCase):
         root = xml_schema.parse(render.render_domain(nfv.plan(host, inst)))
         self.assertEqual(set(nfv.pinning(inst.numa_topology).values()),
                          self.emulatorpin(root))
+
+
+@ddt.ddt
+class IOThreadTest(NUMARenderTestCase):
+    """Nova gives every guest one IOThread and, with a NUMA claim, pins it
+    where the emulator threads run."""
+
+    @ddt.data(
+        # (flavor, where Nova's emulator threads policy puts them)
+        (dict(hw_cpu_policy='dedicated'), 'the vCPUs'),
+        (dict(hw_cpu_policy='dedicated', hw_numa_nodes=2), 'the vCPUs'),
+        (dict(hw_numa_nodes=2), 'the vCPUs'),
+        (dict(hw_cpu_policy='dedicated',
+              hw_emulator_threads_policy='isolate'), 'the reserved CPU'),
+        (dict(hw_cpu_policy='dedicated',
+              hw_emulator_threads_policy='share'), 'cpu_shared_set'),
+        (dict(hw_cpu_policy='dedicated', hw_cpu_realtime='yes',
+              hw_cpu_realtime_mask='^0'), 'vCPU 0'),
+    )
+    @ddt.unpack
+    def test_iothread_runs_with_the_emulator_threads(self, specs, where):
+        inst = self.host.instance(vcpus=4, **specs)
+        root = self.domain(inst)
+        claim = inst.numa_topology
+        vcpu_cpus = self.vcpupins(root)
+        expected = {
+            'the vCPUs': set().union(*vcpu_cpus.values()),
+            'the reserved CPU': claim.cells[0].cpuset_reserved,
+            'cpu_shared_set': cpus(nfv.SHARED),
+            'vCPU 0': vcpu_cpus[0],
+        }[where]
+        self.assertEqual('1', xml_schema.find(root, 'iothreads').text)
+        pins = xml_schema.findall(root, 'cputune/iothreadpin')
+        self.assertEqual([('1', expected)], [
+            (pin.get('iothread'), cpus(pin.get('cpuset'))) for pin in pins])
+        self.assertEqual(expected, self.emulatorpin(root))
 
 
 class RealtimeTest(NUMARenderTestCase):

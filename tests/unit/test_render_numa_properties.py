@@ -17,7 +17,10 @@ For every claim Nova makes: every vCPU has one ``<vcpupin>``; a pinned
 vCPU is pinned to its claimed CPU, inside ``cpu_dedicated_set``; a floating
 vCPU floats over its cell's shared CPUs only; each guest cell's memory is
 bound strictly to its claimed host cell and nowhere else; the large pages
-are the claimed ones; emulator threads never share a realtime vCPU's CPU.
+are the claimed ones; emulator threads never share a realtime vCPU's CPU;
+the one IOThread runs where Nova's emulator threads policy puts the
+emulator threads, so never on a realtime vCPU's CPU, nor on a dedicated
+vCPU's CPU when the policy gives the emulator threads CPUs of their own.
 """
 
 from hypothesis import given
@@ -93,6 +96,7 @@ class NUMARenderPropertiesTest(testtools.TestCase):
             self.check_pins(root, claim, host, dedicated)
             self.check_memory(root, claim)
             self.check_emulator(root, claim, flavor, image)
+            self.check_iothread(root, claim, flavor, image, host, shared)
             xml_schema.assert_valid_domain(self, xml)
 
     def check_pins(self, root, claim, host, dedicated):
@@ -134,3 +138,27 @@ class NUMARenderPropertiesTest(testtools.TestCase):
         self.assertFalse(emulator & {pinning[v] for v in realtime})
         if claim.emulator_threads_policy == 'isolate':
             self.assertEqual(claim.cells[0].cpuset_reserved, emulator)
+
+    def check_iothread(self, root, claim, flavor, image, host, shared):
+        self.assertEqual('1', xml_schema.find(root, 'iothreads').text)
+        pins = xml_schema.findall(root, 'cputune/iothreadpin')
+        self.assertEqual(['1'], [pin.get('iothread') for pin in pins])
+        iothread = cpus(pins[0].get('cpuset'))
+        realtime = hardware.get_realtime_cpu_constraint(flavor, image) or ()
+        pinning = nfv.pinning(claim)
+        self.assertFalse(iothread & {pinning[v] for v in realtime})
+        # Nova's emulator threads placement (LibvirtDriver.
+        # _get_emulatorpin_cpuset), from the claim.
+        policy = claim.emulator_threads_policy
+        if policy in ('isolate', 'share'):
+            expected = (set().union(*(c.cpuset_reserved or ()
+                                      for c in claim.cells))
+                        if policy == 'isolate' else shared)
+            self.assertFalse(iothread & set(pinning.values()))
+        else:
+            expected = set()
+            for cell in claim.cells:
+                for vcpu in cell.total_cpus - set(realtime):
+                    expected |= ({pinning[vcpu]} if vcpu in pinning
+                                 else host.host_cell(cell.id).cpuset)
+        self.assertEqual(expected, iothread)
