@@ -57,11 +57,16 @@ class Host(libvirt_host.Host):
             full_listing_interval=pci_full_listing_interval)
 
     def _event_emit_delayed(self, event):
-        """Nova's, except once nova-compute has shut its thread pools down:
-        libvirt still reports events (of every domain on the host) until
-        the connection is closed, and Nova's executor then raises inside
-        libvirt's event callback, which prints a traceback. Such an event
-        has no one left to handle it: it is dropped."""
+        """Nova's, except when no one is there to handle the event: once
+        nova-compute has shut its thread pools down (libvirt still reports
+        events of every domain on the host until the connection is closed,
+        and Nova's executor then raises inside libvirt's event callback,
+        which prints a traceback), or on a Host never initialized (a
+        command's, in a process whose libvirt event loop runs for another
+        Host). Such an event is dropped."""
+        if self._delayed_executor is None:
+            LOG.debug('Dropped %s: this Host handles no events', event)
+            return
         try:
             super()._event_emit_delayed(event)
         except RuntimeError as ex:

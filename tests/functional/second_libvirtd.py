@@ -22,7 +22,8 @@ loopback address of its own, which is where the source's libvirtd and
 QEMU send the migration. QEMU guests of this daemon live outside the
 main daemon's cgroups (``cgroup_controllers = []``): both would otherwise
 name a guest's cgroup after its domain ID and name, which the two daemons
-number independently.
+number independently. Its VNC ports are a range of their own, for the
+same reason as its address.
 
 ``binds`` adds more private mounts: a directory the main host sees at one
 path and this host at another, e.g. the destination's own instances
@@ -90,8 +91,15 @@ class SecondLibvirtd(fixtures.Fixture):
                            uuid.uuid4(), self.address))
         with open(os.path.join(dirs['/etc/libvirt'], 'qemu.conf'),
                   'a') as conf:
+            # VNC ports of its own: both daemons share the network and
+            # each picks the first port it finds free, a race when guests
+            # start on both at once.
+            vnc = 20000 + (os.getpid() % 1000) * 40
             conf.write('\ncgroup_controllers = [ ]\n'
-                       'migration_address = "%s"\n' % self.address)
+                       'migration_address = "%s"\n'
+                       'remote_display_port_min = %d\n'
+                       'remote_display_port_max = %d\n' % (
+                           self.address, vnc, vnc + 39))
         script = ['set -e', 'hostname %s' % self.hostname]
         script += ['mount --bind %s %s' % (path, mount)
                    for mount, path in dirs.items()]

@@ -270,3 +270,14 @@ class EventsAfterShutdownTest(testtools.TestCase):
             stopped.uuid, virtevent.EVENT_LIFECYCLE_STARTED)
         host._event_emit_delayed(started)
         self.assertEqual([started], handled)
+
+    def test_stop_event_on_a_host_never_initialized_is_dropped(self):
+        # Its connection gets events when another Host runs libvirt's
+        # event loop in the same process.
+        handled = []
+        host = connection.Host('test:///default',
+                               lifecycle_event_handler=handled.append)
+        host._event_emit_delayed(virtevent.LifecycleEvent(
+            '8a6b7ab2-5a8f-4a84-9dbd-0f7f3f7ec1f3',
+            virtevent.EVENT_LIFECYCLE_STOPPED))   # no AttributeError
+        self.assertEqual([], handled)
