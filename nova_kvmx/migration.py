@@ -129,7 +129,10 @@ class ColdMigration(object):
         if os.path.exists(probe):
             os.unlink(probe)
             return True
-        self.remote.remove_file(dest, probe)
+        try:
+            self.remote.remove_file(dest, probe)
+        except processutils.ProcessExecutionError as ex:
+            LOG.warning('Could not remove %s on %s: %s', probe, dest, ex)
         return False
 
     def remote_mkdir(self, dest, path):
