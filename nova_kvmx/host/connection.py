@@ -56,6 +56,25 @@ class Host(libvirt_host.Host):
         self._pci_report = devices.PCIReport(
             full_listing_interval=pci_full_listing_interval)
 
+    def _connection_closed(self, conn, *args, **kwargs):
+        """Nova's, without waiting for the connection lock.
+
+        In Nova's native threading mode this runs on libvirt's event-loop
+        thread, from libvirt's close callback. A thread that holds the lock
+        while it tests or opens a connection (``Host._get_connection``)
+        waits, inside libvirt, for that very event loop: waiting for the
+        lock here hung nova-compute for good when libvirtd went away at
+        that moment. When the lock is taken, its holder finds the
+        connection dead itself and drops it.
+        """
+        if self._wrapped_conn_lock.acquire(blocking=False):
+            try:
+                if conn == self._wrapped_conn:
+                    self._wrapped_conn = None
+            finally:
+                self._wrapped_conn_lock.release()
+        self._queue_conn_event_handler(*args, **kwargs)
+
     def _event_emit_delayed(self, event):
         """Nova's, except when no one is there to handle the event: once
         nova-compute has shut its thread pools down (libvirt still reports

@@ -26,6 +26,7 @@ import threading
 import fixtures
 
 LIBVIRT_SOCKET = '/var/run/libvirt/libvirt-sock'
+ACCEPT_POLL = 0.2
 
 
 class LibvirtSocketProxy(fixtures.Fixture):
@@ -48,6 +49,11 @@ class LibvirtSocketProxy(fixtures.Fixture):
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         listener.bind(self.path)
         listener.listen(8)
+        # accept() wakes up now and then to see whether the relay was cut:
+        # closing a socket does not wake a thread blocked in accept() on
+        # it, and while that thread holds it, a connection already queued
+        # is neither accepted nor refused, and its client waits forever.
+        listener.settimeout(ACCEPT_POLL)
         with self._lock:
             self._listener = listener
         threading.Thread(target=self._accept, args=(listener,),
@@ -77,8 +83,14 @@ class LibvirtSocketProxy(fixtures.Fixture):
         while True:
             try:
                 client, _addr = listener.accept()
+            except socket.timeout:
+                if self._listener is listener:
+                    continue
+                listener.close()  # the last hold: queued clients refused
+                return
             except OSError:
                 return  # cut
+            client.settimeout(None)
             upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             upstream.connect(self.target)
             with self._lock:

@@ -19,6 +19,7 @@ inventory goes into Nova's real ProviderTree with Nova's own options.
 """
 
 import os
+import threading
 from unittest import mock
 
 import ddt
@@ -244,6 +245,41 @@ class AvailableResourcesTest(testtools.TestCase):
                          sum(len(cell.cpuset) for cell in numa.cells))
         self.assertEqual([], jsonutils.loads(
             record['pci_passthrough_devices']))
+
+
+class ConnectionClosedTest(testtools.TestCase):
+    """libvirt's close callback runs on its event-loop thread, which a
+    thread holding the connection lock may be waiting for."""
+
+    def setUp(self):
+        super().setUp()
+        self.events = []
+        self.host = connection.Host(
+            'test:///default',
+            conn_event_handler=lambda *a: self.events.append(a))
+        self.conn = object()
+        self.host._wrapped_conn = self.conn
+
+    def close_from_event_thread(self):
+        thread = threading.Thread(
+            target=self.host._connection_closed,
+            args=(self.conn, False, 'Connection to libvirt lost: EOF'),
+            daemon=True)
+        thread.start()
+        thread.join(10)
+        return thread.is_alive()
+
+    def test_close_while_the_lock_is_held_does_not_wait(self):
+        with self.host._wrapped_conn_lock:
+            self.assertFalse(self.close_from_event_thread())
+        # The holder drops the dead connection; the event is queued.
+        self.assertIs(self.conn, self.host._wrapped_conn)
+        self.assertEqual(1, self.host._conn_event_handler_queue.qsize())
+
+    def test_close_drops_the_connection(self):
+        self.assertFalse(self.close_from_event_thread())
+        self.assertIsNone(self.host._wrapped_conn)
+        self.assertEqual(1, self.host._conn_event_handler_queue.qsize())
 
 
 class EventsAfterShutdownTest(testtools.TestCase):
