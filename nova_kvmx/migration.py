@@ -29,7 +29,6 @@ they need. A copy that fails leaves the guest running where it was.
 """
 
 import os
-import re
 import shutil
 import socket
 
@@ -55,8 +54,6 @@ RESIZE_SUFFIX = '_resize'
 # What moves with the guest, as it is (swap is made afresh, the console
 # log stays with the host that wrote it).
 _MOVED_FILES = ('disk', 'disk.eph0', 'kernel', 'ramdisk', 'disk.config')
-# Cached blank disks are named <filesystem>_<MiB> (storage.blank_disk).
-_BLANK_BASE = re.compile(r'^([a-z0-9]+)_(\d+)$')
 
 
 class ColdMigration(object):
@@ -220,9 +217,7 @@ class ColdMigration(object):
         if flavor.swap:
             # Swap holds nothing to keep: a fresh one of the new size.
             self.storage.create_swap(inst_dir, flavor.swap)
-        os.chmod(inst_dir, instance_storage.DIR_MODE)
-        for name in os.listdir(inst_dir):
-            os.chmod(os.path.join(inst_dir, name), instance_storage.FILE_MODE)
+        instance_storage.seal(inst_dir)
 
     def rebase_onto_local_cache(self, context, instance, overlay):
         """An overlay from another host needs its base in this host's
@@ -231,16 +226,8 @@ class ColdMigration(object):
         backing = images.qemu_img_info(overlay, format='qcow2').backing_file
         if not backing:
             return
-        name = os.path.basename(backing)
-        blank = _BLANK_BASE.match(name)
-        if name == instance_storage.cache_name(instance.image_ref):
-            base = self.storage.cached_image(context, instance.image_ref)
-        elif blank:
-            fs = blank.group(1)
-            base = self.storage.blank_disk(
-                fs, int(blank.group(2)) * units.Mi,
-                None if fs == 'swap' else 'ephemeral0')
-        else:
+        base = self.storage.base_for(context, instance, backing)
+        if base is None:
             raise exception.ResizeError(
                 reason='the base %s of %s is neither the instance\'s image '
                        'nor a blank disk' % (backing, overlay))

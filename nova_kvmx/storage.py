@@ -30,6 +30,7 @@ whose content does not match their declared format.
 
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 
@@ -58,6 +59,10 @@ DIR_MODE = 0o711
 # images) is root's: libvirt gives each file to QEMU's user while the guest
 # runs (dynamic_ownership) and takes it back when it stops.
 FILE_MODE = 0o600
+# The label of ephemeral disks' filesystem (as Nova's libvirt driver).
+EPHEMERAL_LABEL = 'ephemeral0'
+# Cached blank disks are named <filesystem>_<MiB> (blank_disk).
+_BLANK_NAME = re.compile(r'([a-z0-9]+)_(\d+)')
 
 
 class InstanceStorage(object):
@@ -90,9 +95,7 @@ class InstanceStorage(object):
             files = self._create_files(
                 context, instance, image_meta, inst_dir,
                 injected_files, admin_password, network_info)
-            for name in os.listdir(inst_dir):
-                os.chmod(os.path.join(inst_dir, name), FILE_MODE)
-            os.chmod(inst_dir, DIR_MODE)
+            seal(inst_dir)
             return files
         except Exception:
             with excutils.save_and_reraise_exception():
@@ -150,9 +153,8 @@ class InstanceStorage(object):
         base = self.cached_image(context, image_meta.id)
         root_disk = os.path.join(inst_dir, 'disk')
         create_overlay(base, root_disk, instance.flavor.root_gb)
-        kernel = ramdisk = config_drive = None
+        kernel = ramdisk = config_drive = ephemeral = swap = None
         flavor = instance.flavor
-        ephemeral = swap = None
         if flavor.ephemeral_gb:
             ephemeral = self.create_ephemeral(inst_dir, flavor.ephemeral_gb)
         if flavor.swap:
@@ -198,7 +200,7 @@ class InstanceStorage(object):
     def create_ephemeral(self, inst_dir, size_gb):
         path = os.path.join(inst_dir, 'disk.eph0')
         create_overlay(self.blank_disk(
-            self.ephemeral_format, size_gb * units.Gi, 'ephemeral0'),
+            self.ephemeral_format, size_gb * units.Gi, EPHEMERAL_LABEL),
             path, size_gb)
         return path
 
@@ -206,6 +208,22 @@ class InstanceStorage(object):
         path = os.path.join(inst_dir, 'disk.swap')
         create_overlay(self.blank_disk('swap', size_mb * units.Mi), path, 0)
         return path
+
+    def base_for(self, context, instance, backing_file):
+        """This host's cached base of the name of ``backing_file`` (the
+        base of an overlay made on another host): the instance's image,
+        fetched if missing, or a blank disk, made if missing; None for
+        any other base."""
+        name = os.path.basename(backing_file)
+        if name == cache_name(instance.image_ref):
+            return self.cached_image(context, instance.image_ref)
+        blank = _BLANK_NAME.fullmatch(name)
+        if blank:
+            fs = blank.group(1)
+            return self.blank_disk(
+                fs, int(blank.group(2)) * units.Mi,
+                None if fs == 'swap' else EPHEMERAL_LABEL)
+        return None
 
     def blank_disk(self, fs, size, label=None):
         """Path of a cached raw disk of ``size`` bytes formatted with
@@ -248,6 +266,14 @@ class InstanceStorage(object):
                 finally:
                     shutil.rmtree(staging, ignore_errors=True)
         return path
+
+
+def seal(inst_dir):
+    """Make an instance directory's files root's alone, the directory
+    traversable (QEMU's user reaches the files libvirt hands it)."""
+    for name in os.listdir(inst_dir):
+        os.chmod(os.path.join(inst_dir, name), FILE_MODE)
+    os.chmod(inst_dir, DIR_MODE)
 
 
 def cache_name(image_id):
