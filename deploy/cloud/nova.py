@@ -1,0 +1,163 @@
+"""Nova: the API and metadata API under uWSGI, conductor, scheduler and
+noVNC proxy here, and one nova-compute per host on the chosen driver.
+
+nova-compute gets a configuration file of its own without database
+sections (Nova refuses database access there) whose privsep helpers start
+through Nova's root helper, as a deployment runs them.
+"""
+
+import os
+
+from cloud import base
+from cloud import configs
+from cloud import hosts
+from cloud import layout
+from cloud import procs
+
+NOVA_CONF = configs.etc('nova', 'nova.conf')
+DRIVERS = {'kvmx': 'kvmx.KVMXDriver', 'libvirt': 'libvirt.LibvirtDriver'}
+# The privsep contexts nova-compute starts: Nova's own, os-brick's and
+# os-vif's (config section, context).
+CONTEXTS = (('nova_sys_admin', 'nova.privsep.sys_admin_pctxt'),
+            ('privsep_osbrick', 'os_brick.privileged.default'),
+            ('vif_plug_ovs_privileged', 'vif_plug_ovs.privsep.vif_plug'),
+            ('vif_plug_linux_bridge_privileged',
+             'vif_plug_linux_bridge.privsep.vif_plug'))
+FILTERS = ('NUMATopologyFilter', 'PciPassthroughFilter')
+DEFAULT_FILTERS = ('ComputeFilter', 'ComputeCapabilitiesFilter',
+                   'ImagePropertiesFilter', 'ServerGroupAntiAffinityFilter',
+                   'ServerGroupAffinityFilter', 'SameHostFilter',
+                   'DifferentHostFilter')
+
+
+def compute_conf(host):
+    return configs.etc('nova', 'nova-%s.conf' % host.name)
+
+
+def common():
+    """What every Nova service of the cloud shares."""
+    return {
+        'DEFAULT': {
+            'use_stderr': 'true',
+            'transport_url': base.transport_url(),
+            'instance_name_template': layout.INSTANCE_NAME_TEMPLATE,
+            'rootwrap_config': configs.etc('nova', 'rootwrap.conf'),
+        },
+        'keystone_authtoken': configs.authtoken('nova'),
+        'service_user': configs.auth(
+            'nova', send_service_user_token='true'),
+        'placement': configs.auth('placement'),
+        'neutron': configs.auth(
+            'neutron', service_metadata_proxy='true',
+            metadata_proxy_shared_secret=base.secret('metadata')),
+        'glance': {'region_name': layout.REGION},
+        'vnc': {'enabled': 'true',
+                'novncproxy_host': layout.ADDRESS,
+                'novncproxy_port': layout.PORTS['novncproxy'],
+                'novncproxy_base_url': layout.url('novncproxy',
+                                                  '/vnc_auto.html')},
+    }
+
+
+def write_configs(api_db_url, cell0_url, cell1_url, driver):
+    conf = common()
+    conf['DEFAULT'].update({
+        'my_ip': layout.ADDRESS,
+        'state_path': os.path.join(layout.STATE, 'nova'),
+    })
+    conf.update({
+        'api': {'auth_strategy': 'keystone'},
+        'api_database': {'connection': api_db_url},
+        'database': {'connection': cell1_url},
+        'scheduler': {'workers': '1'},
+        'conductor': {'workers': '1'},
+        'filter_scheduler': {
+            'enabled_filters': ','.join(DEFAULT_FILTERS + FILTERS)},
+        'oslo_concurrency': configs.lock_path('nova'),
+    })
+    configs.ini(NOVA_CONF, conf)
+    configs.copy_from_venv('nova', 'api-paste.ini')
+    filters = ''
+    for host in layout.HOSTS:
+        configs.ini(compute_conf(host), _compute_sections(host, driver))
+        filters += configs.privsep_filters(
+            [context for _, context in CONTEXTS], [compute_conf(host)])
+    configs.rootwrap('nova', filters)
+    env = {'OS_NOVA_CONFIG_DIR': configs.etc('nova'),
+           'OS_NOVA_CONFIG_FILES': 'api-paste.ini;nova.conf'}
+    return (configs.uwsgi('nova', 'nova.wsgi.osapi_compute:application', env,
+                          processes=2),
+            configs.uwsgi('nova-metadata', 'nova.wsgi.metadata:application',
+                          env))
+
+
+def _compute_sections(host, driver):
+    conf = common()
+    helper = '%s privsep-helper --config-file %s' % (
+        configs.root_helper('nova'), compute_conf(host))
+    conf['DEFAULT'].update({
+        'compute_driver': DRIVERS[driver],
+        'my_ip': host.mgmt_ip,
+        'state_path': os.path.join(host.state, 'nova'),
+        'instances_path': layout.INSTANCES,
+    })
+    conf.update({
+        # One CPU for pinned guests, one shared: a pinned flavor, a
+        # hugepage flavor and unpinned guests all fit on each host.
+        # Neutron's OVS agent wires a port on the userspace datapath only
+        # once its tap exists, which for a live migration's destination is
+        # when the migration has started: no event can come before it
+        # (Neutron creates the tap early, ovs_create_tap, only on the
+        # kernel datapath).
+        'compute': {'cpu_shared_set': '0', 'cpu_dedicated_set': '1',
+                    'live_migration_wait_for_vif_plug': 'false'},
+        'kvmx': {'virt_type': 'qemu', 'connection_uri': 'qemu:///system'},
+        'libvirt': {'virt_type': 'qemu',
+                    'live_migration_scheme': 'ssh',
+                    'live_migration_inbound_addr': host.mgmt_ip},
+        'os_vif_ovs': {'ovsdb_connection': 'unix:/run/openvswitch/db.sock'},
+        'oslo_concurrency': configs.lock_path(host.name, 'nova'),
+    })
+    conf['vnc'].update({'server_listen': host.mgmt_ip,
+                        'server_proxyclient_address': host.mgmt_ip})
+    for section, _ in CONTEXTS:
+        conf[section] = {'helper_command': helper}
+    return conf
+
+
+def manage(*args):
+    return procs.run(['nova-manage', '--config-file', NOVA_CONF] + list(args))
+
+
+def databases_up(cell0_url, cell1_url):
+    if procs.read_pid('nova-conductor'):
+        return
+    manage('api_db', 'sync')
+    cells = manage('cell_v2', 'list_cells', '--verbose')
+    if ' cell0 ' not in cells:
+        manage('cell_v2', 'map_cell0', '--database_connection', cell0_url)
+    if ' cell1 ' not in cells:
+        manage('cell_v2', 'create_cell', '--name', 'cell1', '--verbose')
+    manage('db', 'sync')
+
+
+def control_plane_up(api_ini, metadata_ini):
+    procs.start('nova-api', ['uwsgi', '--ini', api_ini],
+                ready=procs.port_open(layout.PORTS['nova']), timeout=180)
+    procs.start('nova-metadata', ['uwsgi', '--ini', metadata_ini],
+                ready=procs.port_open(layout.PORTS['nova-metadata']),
+                timeout=180)
+    for service in ('conductor', 'scheduler'):
+        procs.start('nova-' + service, ['nova-' + service, '--config-file',
+                                        NOVA_CONF])
+    procs.start('nova-novncproxy', [
+        'nova-novncproxy', '--config-file', NOVA_CONF, '--web',
+        '/usr/share/novnc'], ready=procs.port_open(layout.PORTS['novncproxy']))
+
+
+def computes_up():
+    for host in layout.HOSTS:
+        os.makedirs(os.path.join(host.state, 'nova'), exist_ok=True)
+        hosts.start(host, 'nova-compute', [
+            os.path.join(layout.BIN, 'nova-compute'),
+            '--config-file', compute_conf(host)])

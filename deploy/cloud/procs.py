@@ -1,0 +1,222 @@
+"""Daemons started, found and stopped by PID, without systemd.
+
+Each daemon runs in a session of its own (``setsid``), its PID in
+``/run/kvmx-cloud/pids/<name>.pid`` and its output in
+``/var/log/kvmx-cloud/<name>.log``. Stopping a daemon stops its whole
+session: the privsep helpers and root-wrapped children a service starts
+keep its session and would outlive it.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import time
+
+from cloud import layout
+
+STOP_TIMEOUT = 30
+
+
+class DeployError(Exception):
+    """A step of the deployment failed: which service, and its log."""
+
+    def __init__(self, service, problem, log=None):
+        tail = log_tail(log) if log else ''
+        super().__init__('%s: %s%s' % (
+            service, problem,
+            ('\n--- last lines of %s ---\n%s' % (log, tail)) if tail else ''))
+        self.service = service
+
+
+def log_tail(path, lines=25):
+    try:
+        with open(path, 'rb') as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 64 * 1024))
+            return '\n'.join(f.read().decode('utf-8', 'replace')
+                             .splitlines()[-lines:])
+    except OSError:
+        return ''
+
+
+def say(text):
+    print('== %s' % text, flush=True)
+
+
+def run(argv, check=True, env=None, input=None, timeout=600, quiet=False):
+    """Run a command to completion; its output (stdout and stderr)."""
+    result = subprocess.run(argv, env=_env(env), input=input, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            timeout=timeout)
+    if check and result.returncode:
+        raise DeployError(os.path.basename(argv[0]), '%s exited %d:\n%s' % (
+            ' '.join(argv), result.returncode, result.stdout[-4000:]))
+    if not quiet and result.stdout.strip() and os.environ.get('KVMX_DEBUG'):
+        print(result.stdout, flush=True)
+    return result.stdout
+
+
+def succeeds(argv, timeout=60):
+    return not subprocess.run(argv, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL,
+                              timeout=timeout).returncode
+
+
+def _env(extra):
+    env = dict(os.environ)
+    env['PATH'] = '%s:%s' % (layout.BIN, env.get('PATH', '/usr/bin:/bin'))
+    env.update(extra or {})
+    return env
+
+
+def pidfile(name):
+    return os.path.join(layout.PIDS, name + '.pid')
+
+
+def logfile(name):
+    return os.path.join(layout.LOGS, name + '.log')
+
+
+def read_pid(name):
+    try:
+        with open(pidfile(name)) as f:
+            pid = int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if alive(pid) else None
+
+
+def alive(pid):
+    try:
+        with open('/proc/%d/stat' % pid) as f:
+            state = f.read().rsplit(')', 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != 'Z'
+
+
+def start(name, argv, env=None, cwd=None, ready=None, timeout=120):
+    """Start ``argv`` as daemon ``name`` unless it already runs; wait until
+    ``ready()`` is true (or the daemon exits, or the deadline passes).
+
+    :returns: True if it was started now
+    """
+    if read_pid(name):
+        return False
+    os.makedirs(layout.PIDS, exist_ok=True)
+    os.makedirs(layout.LOGS, exist_ok=True)
+    log = logfile(name)
+    with open(log, 'ab') as out:
+        out.write(('\n---- %s starting: %s\n' % (
+            time.strftime('%Y-%m-%d %H:%M:%S'), ' '.join(argv))).encode())
+        out.flush()
+        process = subprocess.Popen(
+            argv, env=_env(env), cwd=cwd or '/', stdin=subprocess.DEVNULL,
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    with open(pidfile(name), 'w') as f:
+        f.write('%d\n' % process.pid)
+    deadline = time.monotonic() + timeout
+    while ready is not None and not ready():
+        if process.poll() is not None:
+            raise DeployError(name, 'exited with status %d while starting'
+                              % process.returncode, log)
+        if time.monotonic() > deadline:
+            raise DeployError(name, 'not ready after %d s' % timeout, log)
+        time.sleep(0.3)
+    say('%s started (pid %d)' % (name, process.pid))
+    return True
+
+
+def session_members(sid):
+    """PIDs of the processes of session ``sid``."""
+    members = []
+    for entry in os.listdir('/proc'):
+        if not entry.isdigit():
+            continue
+        try:
+            with open('/proc/%s/stat' % entry) as f:
+                fields = f.read().rsplit(')', 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid:
+            members.append(int(entry))
+    return members
+
+
+def stop(name, timeout=STOP_TIMEOUT):
+    """Stop daemon ``name`` and every process of its session: TERM, then
+    KILL after ``timeout`` seconds."""
+    try:
+        with open(pidfile(name)) as f:
+            pid = int(f.read().strip())
+    except (OSError, ValueError):
+        return
+    kill_all(session_members(pid) or [pid], timeout)
+    os.unlink(pidfile(name))
+
+
+def stop_all(names, timeout=STOP_TIMEOUT):
+    """Stop the daemons ``names`` and their sessions at once (a slow one
+    does not hold the others up)."""
+    pids = []
+    for name in names:
+        try:
+            with open(pidfile(name)) as f:
+                pid = int(f.read().strip())
+        except (OSError, ValueError):
+            continue
+        pids += session_members(pid) or [pid]
+    kill_all(pids, timeout)
+    for name in names:
+        if os.path.exists(pidfile(name)):
+            os.unlink(pidfile(name))
+
+
+def kill_all(pids, timeout=STOP_TIMEOUT):
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + timeout
+        while any(alive(pid) for pid in pids):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        else:
+            return
+
+
+def running():
+    """Names of the daemons with a PID file, in start order."""
+    if not os.path.isdir(layout.PIDS):
+        return []
+    names = [n[:-4] for n in os.listdir(layout.PIDS) if n.endswith('.pid')]
+    return sorted(names, key=lambda n: os.stat(pidfile(n)).st_mtime)
+
+
+def port_open(port, host=layout.ADDRESS):
+    def check():
+        try:
+            socket.create_connection((host, port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+    return check
+
+
+def path_exists(path):
+    return lambda: os.path.exists(path)
+
+
+def wait_for(what, check, timeout=120, interval=1.0, service=None, log=None):
+    deadline = time.monotonic() + timeout
+    while True:
+        if check():
+            return
+        if time.monotonic() > deadline:
+            raise DeployError(service or what, 'timed out after %d s waiting '
+                              'for %s' % (timeout, what), log)
+        time.sleep(interval)

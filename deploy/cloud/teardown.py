@@ -1,0 +1,100 @@
+"""deploy/down: the cloud's guests, daemons, namespaces, links and files
+go; nothing else on the machine is touched."""
+
+import os
+import shutil
+import subprocess
+
+from cloud import hosts
+from cloud import layout
+from cloud import procs
+
+# What Neutron's DHCP agent makes: a namespace per network, with dnsmasq
+# and haproxy daemonized in it (sessions of their own).
+NEUTRON_NETNS_PREFIXES = ('qdhcp-',)
+# Stopped after the OpenStack services.
+BASE = ('mariadb', 'rabbitmq', 'memcached', 'compute2-namespaces')
+
+
+def down(purge=False):
+    remove_guests()
+    ran_ovs = procs.read_pid('compute1-ovsdb-server') is not None
+    names = procs.running()
+    procs.say('stopping %d daemons' % len(names))
+    # The OpenStack services first, so that none of them acts on the
+    # disappearance of the daemons under it.
+    base_daemons = [n for n in names if n in BASE]
+    procs.stop_all([n for n in names if n not in BASE])
+    procs.stop_all(base_daemons)
+    # RabbitMQ's port mapper daemonizes out of RabbitMQ's session.
+    procs.run(['epmd', '-port', str(layout.PORTS['epmd']), '-kill'],
+              check=False)
+    for netns in _namespaces():
+        if netns == layout.NETNS or netns.startswith(NEUTRON_NETNS_PREFIXES):
+            pids = [int(p) for p in procs.run(
+                ['ip', 'netns', 'pids', netns], check=False).split()
+                if p.isdigit()]
+            procs.kill_all(pids)
+            procs.run(['ip', 'netns', 'delete', netns], check=False)
+    for link in (layout.MGMT_LINK[0], layout.PHYS_LINK[0],
+                 layout.HOST_PROVIDER_PORT):
+        if os.path.exists('/sys/class/net/' + link):
+            procs.run(['ip', 'link', 'delete', link], check=False)
+    if ran_ovs:
+        _remove_ovs_runtime()
+    for path in (layout.SSH_CLIENT_CONF,):
+        if os.path.exists(path):
+            os.unlink(path)
+    for path in (layout.ETC, layout.STATE, layout.LOGS, layout.RUN):
+        shutil.rmtree(path, ignore_errors=True)
+    if purge:
+        shutil.rmtree(layout.OPT, ignore_errors=True)
+    procs.say('cloud removed%s' % (' (and %s)' % layout.OPT if purge
+                                   else '; %s kept for the next up' %
+                                   layout.OPT))
+
+
+def _namespaces():
+    return [line.split()[0] for line in procs.run(
+        ['ip', 'netns', 'list'], check=False).splitlines() if line.strip()]
+
+
+def remove_guests():
+    """Destroy and undefine the cloud's domains: on this machine's libvirtd
+    those named by the cloud's instance name template, on compute2's every
+    domain (it is the cloud's own daemon)."""
+    prefix = layout.INSTANCE_NAME_TEMPLATE.split('%')[0]
+    uris = [('qemu:///system', prefix)]
+    if procs.read_pid('compute2-libvirtd'):
+        uris.append(('qemu+unix:///system?socket=%s' % os.path.join(
+            hosts.private_dir('/run/libvirt'), 'libvirt-sock'), ''))
+    for uri, name_prefix in uris:
+        names = subprocess.run(
+            ['virsh', '-c', uri, 'list', '--all', '--name'],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            text=True).stdout.split()
+        for name in names:
+            if not name.startswith(name_prefix):
+                continue
+            procs.say('removing domain %s' % name)
+            procs.run(['virsh', '-c', uri, 'destroy', name], check=False)
+            procs.run(['virsh', '-c', uri, 'undefine', name,
+                       '--managed-save', '--nvram'], check=False)
+
+
+def _remove_ovs_runtime():
+    """What this machine's Open vSwitch, started by up, leaves: its
+    sockets in /run/openvswitch and the tap devices of its bridges'
+    internal ports (the userspace datapath's)."""
+    for bridge in ('br-int', 'br-phys'):
+        if os.path.exists('/sys/class/net/%s/tun_flags' % bridge):
+            procs.run(['ip', 'link', 'delete', bridge], check=False)
+    rundir = '/run/openvswitch'
+    if os.path.isdir(rundir):
+        for name in os.listdir(rundir):
+            if name.startswith(('db.sock', 'ovsdb-server', 'ovs-vswitchd',
+                                'br-')):
+                try:
+                    os.unlink(os.path.join(rundir, name))
+                except OSError:
+                    pass
