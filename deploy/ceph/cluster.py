@@ -54,6 +54,8 @@ OSD_BLOCK_BYTES = 10 * 1024 ** 3
 OSD_MEMORY_TARGET = 1024 ** 3
 
 POOLS = ('volumes', 'vms', 'images')
+# Under the state directory, next to ceph.conf, keyrings and env.
+SUBDIRS = ('log', 'run', 'crash', 'mon', 'mgr', 'osd')
 
 # cephx users as Ceph's "Block Devices and OpenStack" guide creates them
 # (cinder, glance); nova gets its own user for ephemeral disks in 'vms' and
@@ -89,7 +91,7 @@ STOP_TIMEOUT = 30
 # How long a single ceph command may take (the cluster answers in
 # milliseconds; a command that hangs means a mon that does not answer).
 COMMAND_TIMEOUT = 60
-LOG_TAIL = 25
+LOG_TAIL = 15
 
 
 class Failure(Exception):
@@ -100,15 +102,23 @@ def say(*args):
     print('ceph:', *args, file=sys.stderr, flush=True)
 
 
-def tail(path, lines=LOG_TAIL):
+def tail(path, start=0, lines=LOG_TAIL):
+    """The last non-blank lines of a log file after offset start."""
     try:
         with open(path, 'rb') as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - 64 * 1024))
+            f.seek(max(start, f.seek(0, os.SEEK_END) - 64 * 1024))
             text = f.read().decode(errors='replace')
     except FileNotFoundError:
-        return '    (no %s)' % path
-    return '\n'.join('    ' + line for line in text.splitlines()[-lines:])
+        text = ''
+    kept = [line for line in text.splitlines() if line.strip()][-lines:]
+    return '\n'.join('    ' + line for line in kept) or '    (nothing)'
+
+
+def size(path):
+    try:
+        return os.path.getsize(path)
+    except FileNotFoundError:
+        return 0
 
 
 def write_if_changed(path, text, mode=0o644):
@@ -136,7 +146,7 @@ def write_if_changed(path, text, mode=0o644):
 
 
 def run(args, timeout=COMMAND_TIMEOUT, check=True, env=None):
-    """Run a command (argument list); returns its stdout."""
+    """Run a command (argument list); returns the CompletedProcess."""
     try:
         proc = subprocess.run(args, stdin=subprocess.DEVNULL,
                               capture_output=True, text=True,
@@ -149,6 +159,36 @@ def run(args, timeout=COMMAND_TIMEOUT, check=True, env=None):
             shlex.join(args), proc.returncode,
             (proc.stderr or proc.stdout).strip()))
     return proc
+
+
+def run_parallel(commands, env=None, timeout=COMMAND_TIMEOUT):
+    """Run commands at the same time; a Failure lists those that failed.
+
+    Every change of a cluster map costs a mon round of about a second
+    (paxos propose interval): the mon batches changes asked for together
+    into one round."""
+    procs = [(cmd, subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True,
+                                    env=env))
+             for cmd in commands]
+    errors = []
+    deadline = time.monotonic() + timeout
+    for cmd, proc in procs:
+        try:
+            out = proc.communicate(
+                timeout=max(1, deadline - time.monotonic()))[0]
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            errors.append('%s did not finish in %d s' % (
+                shlex.join(cmd), timeout))
+            continue
+        if proc.returncode:
+            errors.append('%s failed (exit status %d):\n%s' % (
+                shlex.join(cmd), proc.returncode, out.strip()))
+    if errors:
+        raise Failure('\n'.join(errors))
 
 
 # -- packages ---------------------------------------------------------------
@@ -232,6 +272,7 @@ class Daemon:
         self.log = os.path.join(cluster.dir, 'log',
                                 'ceph-%s.log' % self.name)
         self.proc = None  # a Popen when started by this process
+        self.offsets = (0, 0)  # sizes of out and log when started
 
     def command(self):
         return [self.binary, '-f', '-c', self.cluster.conf, '-i', self.ident]
@@ -266,6 +307,7 @@ class Daemon:
 
     def start(self):
         say('starting %s (log %s)' % (self.name, self.log))
+        self.offsets = (size(self.out), size(self.log))
         with open(self.out, 'ab') as out:
             self.proc = subprocess.Popen(
                 self.command(), stdin=subprocess.DEVNULL, stdout=out,
@@ -284,9 +326,12 @@ class Daemon:
         raise Failure(self.failure(status))
 
     def failure(self, what):
+        """The message for a daemon that failed: its output, its log (what
+        it wrote since started here)."""
+        out_start, log_start = self.offsets
         return '%s %s. Last lines of %s:\n%s\nand of %s:\n%s' % (
-            self.name, what, self.log, tail(self.log), self.out,
-            tail(self.out))
+            self.name, what, self.out, tail(self.out, out_start), self.log,
+            tail(self.log, log_start))
 
     def stop(self, timeout=STOP_TIMEOUT):
         """SIGTERM, then SIGKILL after timeout; returns the PID stopped."""
@@ -309,13 +354,6 @@ class Daemon:
                     self.name, timeout))
         else:
             raise Failure('%s (pid %d) survived SIGKILL' % (self.name, pid))
-        # The daemon, orphaned when up exited, is reaped by PID 1 -- here a
-        # second or two later: wait for that too, so no <defunct> entry is
-        # left behind.
-        deadline = time.monotonic() + 10
-        while os.path.exists('/proc/%d' % pid) and (
-                time.monotonic() < deadline):
-            time.sleep(0.1)
         os.unlink(self.pidfile)
         return pid
 
@@ -438,10 +476,6 @@ class Cluster:
             return None
         return json.loads(proc.stdout) if proc.stdout.strip() else None
 
-    def status(self):
-        """`ceph status` or None while the mon does not answer."""
-        return self.ceph('status', timeout=15, check=False)
-
     def tool(self, *args):
         return run(list(args), env=self.env()).stdout
 
@@ -539,79 +573,75 @@ class Cluster:
 
     # -- waiting --
 
-    def wait(self, what, ready, daemons, deadline, explain=None):
-        """Poll ready() until it returns a truthy value or the deadline.
+    def wait(self, what, ready, daemons, deadline, status=None):
+        """Poll `ceph status` until ready(status) or the deadline.
 
+        Starts with status if given (a second up asks the cluster once).
         Fails at once naming a daemon of daemons that exits meanwhile; at
-        the deadline, naming the last of them (the one the condition waits
-        for), with explain()'s text if given."""
+        the deadline, naming the last of them, the one waited for."""
         while True:
             for daemon in daemons:
                 daemon.check_running()
-            result = ready()
-            if result:
-                return result
+            if status and ready(status):
+                return status
             if time.monotonic() > deadline:
-                message = daemons[-1].failure(
-                    'runs, but %s did not happen in time' % what)
-                if explain:
-                    message = explain() + '\n' + message
-                raise Failure(message)
-            time.sleep(0.5)
+                raise Failure(self.health_detail() + daemons[-1].failure(
+                    'runs, but %s did not happen in time' % what))
+            time.sleep(0.5 if status is not None else 0)
+            status = self.ceph('status', timeout=15, check=False) or {}
 
     def health_detail(self):
-        proc = run(['ceph', '-c', self.conf, '--connect-timeout', '10',
+        proc = run(['ceph', '-c', self.conf, '--connect-timeout', '5',
                     'health', 'detail'], check=False, env=self.env())
-        return 'ceph health detail:\n' + (proc.stdout or proc.stderr)
+        return 'ceph health detail: %s\n' % (
+            proc.stdout or proc.stderr).strip()
 
-    def mon_ready(self):
-        status = self.status()
-        return status if status and status.get('quorum_names') else None
+    @staticmethod
+    def has_quorum(status):
+        return bool(status.get('quorum_names'))
 
-    def mgr_ready(self):
-        status = self.status()
-        return status if status and status['mgrmap']['available'] else None
+    @staticmethod
+    def mgr_available(status):
+        return status['mgrmap']['available']
 
-    def osd_ready(self):
-        status = self.status()
-        if not status:
-            return None
+    @staticmethod
+    def osd_up(status):
         osdmap = status['osdmap']
-        osdmap = osdmap.get('osdmap', osdmap)  # nested before Quincy
-        return status if osdmap['num_up_osds'] >= 1 and osdmap[
-            'num_in_osds'] >= 1 else None
+        osdmap = osdmap.get('osdmap', osdmap)  # nested in older releases
+        return osdmap['num_up_osds'] == osdmap['num_in_osds'] == 1
 
-    def healthy(self):
-        status = self.status()
-        if not status or status['health']['status'] != 'HEALTH_OK':
-            return None
+    @staticmethod
+    def healthy(status):
         pgmap = status['pgmap']
         clean = sum(s['count'] for s in pgmap.get('pgs_by_state', ())
                     if s['state_name'] == 'active+clean')
-        return status if clean == pgmap['num_pgs'] else None
+        return (status['health']['status'] == 'HEALTH_OK'
+                and clean == pgmap['num_pgs'])
 
     # -- pools and users --
 
     def ensure_pools(self):
-        changed = False
+        """Create the missing pools, size 1, initialised for RBD."""
         pools = {p['pool_name']: p
                  for p in self.ceph('osd', 'pool', 'ls', 'detail')}
-        for name in POOLS:
-            if name not in pools:
-                say('creating pool', name)
-                self.ceph('osd', 'pool', 'create', name)
-                changed = True
-            elif pools[name]['size'] != 1:
-                self.ceph('osd', 'pool', 'set', name, 'size', '1',
-                          '--yes-i-really-mean-it')
-                changed = True
-            if 'rbd' not in pools.get(name, {}).get('application_metadata',
-                                                    {}):
-                self.tool('rbd', '-c', self.conf, 'pool', 'init', name)
-                changed = True
-        return changed
+        admin = ['ceph', '-c', self.conf, '--connect-timeout', '10']
+        create = [n for n in POOLS if n not in pools]
+        resize = [n for n in POOLS if n in pools and pools[n]['size'] != 1]
+        init = [n for n in POOLS if 'rbd' not in pools.get(n, {}).get(
+            'application_metadata', {})]
+        if create:
+            say('creating pools', ', '.join(create))
+        for commands in (
+                [admin + ['osd', 'pool', 'create', n] for n in create],
+                [admin + ['osd', 'pool', 'set', n, 'size', '1',
+                          '--yes-i-really-mean-it'] for n in resize],
+                [['rbd', '-c', self.conf, 'pool', 'init', n]
+                 for n in init]):
+            run_parallel(commands, self.env())
+        return bool(create or resize or init)
 
     def ensure_users(self):
+        """Create the missing cephx users, fix their caps, write keyrings."""
         changed = False
         entities = {e['entity']: e
                     for e in self.ceph('auth', 'ls')['auth_dump']}
@@ -631,7 +661,7 @@ class Cluster:
         for user in USERS:
             write_if_changed(self.keyring(user), '[%s]\n\tkey = %s\n' % (
                 user, entities[user]['key']), 0o600)
-        return entities
+        return entities, changed
 
     def env_values(self, entities):
         fsid, mon_host = self.read_conf()
@@ -679,7 +709,7 @@ class Cluster:
         if not self.port_free():
             raise Failure(
                 '%s:%d is in use by another program, maybe the mon of '
-                'another Ceph cluster (`ss -ltnp sport = :%d` shows '
+                'another Ceph cluster (`ss -ltnp "sport = :%d"` shows '
                 'which). One cluster per port: stop it, or give this one '
                 'another port (KVMX_CEPH_PORT / --port) in a new state '
                 'directory.' % (HOST, self.port, self.port))
@@ -690,54 +720,79 @@ class Cluster:
 
         Returns (env values, whether anything was started or changed)."""
         os.makedirs(self.dir, mode=0o755, exist_ok=True)
+        if not self.ours():
+            # down --purge removes the state directory: never make one of
+            # a directory holding something else.
+            raise Failure('%s holds files and no ceph.conf of ours: give '
+                          'an empty or new directory' % self.dir)
         with self.locked():
-            for sub in ('log', 'run', 'crash', 'mon', 'mgr', 'osd'):
+            for sub in SUBDIRS:
                 os.makedirs(os.path.join(self.dir, sub), exist_ok=True)
             deadline = time.monotonic() + timeout
             self.create_conf()
             self.create_mon()
             self.start_mon()
-            self.wait('a mon quorum', self.mon_ready, [self.mon], deadline)
+            status = self.wait('a mon quorum', self.has_quorum, [self.mon],
+                               deadline)
             self.create_mgr()
             self.create_osd()
             started = [d for d in (self.mgr, self.osd) if not d.pid()]
             for daemon in started:
                 daemon.start()
             started += [self.mon] if self.mon.proc else []
-            self.wait('the mgr becoming available', self.mgr_ready,
-                      [self.mon, self.mgr], deadline)
-            self.wait('the OSD coming up', self.osd_ready,
-                      [self.mon, self.mgr, self.osd], deadline)
-            changed = self.ensure_pools()
-            entities = self.ensure_users()
+            status = self.wait('the mgr becoming available',
+                               self.mgr_available, [self.mon, self.mgr],
+                               deadline, status)
+            status = self.wait('the OSD coming up', self.osd_up,
+                               [self.mon, self.mgr, self.osd], deadline,
+                               status)
+            pools_changed = self.ensure_pools()
+            entities, users_changed = self.ensure_users()
             self.wait('HEALTH_OK with every PG active+clean', self.healthy,
-                      list(self.daemons), deadline, self.health_detail)
+                      list(self.daemons), deadline,
+                      None if pools_changed else status)
             values = self.env_values(entities)
             self.write_env(values)
-        return values, bool(started or changed)
+        return values, bool(started or pools_changed or users_changed)
 
     def down(self, purge=False, timeout=STOP_TIMEOUT):
         """Stop the daemons (OSD first); with purge, remove the state."""
-        if not os.path.isdir(self.dir):
+        if not os.path.exists(self.conf):
+            # No cluster (yet): no daemon can run. What up made before
+            # writing ceph.conf can go.
+            if purge and os.path.isdir(self.dir):
+                self.purge()
             return []
         with self.locked():
-            stopped = [d.name for d in reversed(self.daemons)
-                       if d.stop(timeout)]
+            # The OSD first: it tells the mon it goes down, and waits for
+            # an answer.
+            stopped = {d.name: d.stop(timeout) for d in reversed(
+                self.daemons)}
+            stopped = {name: pid for name, pid in stopped.items() if pid}
+            # A daemon orphaned when up exited is reaped by PID 1 -- here a
+            # second or two later: wait for that too, so that no <defunct>
+            # entry is left behind.
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and any(
+                    os.path.exists('/proc/%d' % p) for p in stopped.values()):
+                time.sleep(0.1)
             if purge:
                 self.purge()
-        return stopped
+        return list(stopped)
 
-    def purge(self):
+    def ours(self):
+        """Whether the state directory is one of ours (or still empty)."""
         try:
             with open(self.conf) as f:
-                ours = f.readline().rstrip('\n') == CONF_MARK
+                return f.readline().rstrip('\n') == CONF_MARK
         except FileNotFoundError:
-            # Nothing but what up makes before writing ceph.conf.
-            ours = set(os.listdir(self.dir)) <= {
-                'lock', 'log', 'run', 'crash', 'mon', 'mgr', 'osd'}
-        if not ours:
-            raise Failure('%s does not look like a state directory of '
-                          'deploy/ceph/up (no ceph.conf of ours): not '
-                          'removing it' % self.dir)
+            # Nothing but what up makes before it writes ceph.conf.
+            return set(os.listdir(self.dir)) <= set(SUBDIRS) | {'lock'}
+
+    def purge(self):
+        if not self.ours():
+            raise Failure('%s is not a state directory of deploy/ceph/up '
+                          '(no ceph.conf of ours): not removing it'
+                          % self.dir)
         say('removing', self.dir)
         shutil.rmtree(self.dir)
