@@ -736,10 +736,9 @@ class Cluster:
                                deadline)
             self.create_mgr()
             self.create_osd()
-            started = [d for d in (self.mgr, self.osd) if not d.pid()]
-            for daemon in started:
-                daemon.start()
-            started += [self.mon] if self.mon.proc else []
+            for daemon in (self.mgr, self.osd):
+                if not daemon.pid():
+                    daemon.start()
             status = self.wait('the mgr becoming available',
                                self.mgr_available, [self.mon, self.mgr],
                                deadline, status)
@@ -748,12 +747,15 @@ class Cluster:
                                status)
             pools_changed = self.ensure_pools()
             entities, users_changed = self.ensure_users()
+            started = any(d.proc for d in self.daemons)
+            # A status from before the pools or the daemons changed does
+            # not tell whether their PGs are active.
             self.wait('HEALTH_OK with every PG active+clean', self.healthy,
                       list(self.daemons), deadline,
-                      None if pools_changed else status)
+                      None if started or pools_changed else status)
             values = self.env_values(entities)
             self.write_env(values)
-        return values, bool(started or pools_changed or users_changed)
+        return values, started or pools_changed or users_changed
 
     def down(self, purge=False, timeout=STOP_TIMEOUT):
         """Stop the daemons (OSD first); with purge, remove the state."""
