@@ -181,6 +181,8 @@ class CephFixtureTest(base.BaseTestCase):
         self.assertIn('kept', self.run_ok('rbd', 'ls', 'volumes',
                                           user='cinder').split())
 
+        self.check_failing_daemon_named()
+
         pids = self.pids()
         _, purge = self.script(DOWN, '--purge')
         self.assertGone(pids)
@@ -220,6 +222,27 @@ class CephFixtureTest(base.BaseTestCase):
         self.assertNotIn('g', self.run_ok('rbd', 'ls', 'volumes').split())
         self.run_ok('rbd', 'create', '--size', '4M', 'vms/n', user='nova')
         self.run_ok('rbd', 'rm', 'vms/n', user='nova')
+
+    def check_failing_daemon_named(self):
+        # An OSD whose key is not the one registered exits at once: up
+        # fails naming it, with what it wrote.
+        self.script(DOWN)
+        keyring = os.path.join(self.dir, 'osd', 'ceph-0', 'keyring')
+        with open(keyring) as f:
+            good = f.read()
+        other = subprocess.run(['ceph-authtool', '--gen-print-key'],
+                               capture_output=True, text=True, check=True)
+        with open(keyring, 'w') as f:
+            f.write('[osd.0]\n\tkey = %s\n' % other.stdout.strip())
+        try:
+            proc = subprocess.run([UP], env=self.env, capture_output=True,
+                                  text=True, timeout=SCRIPT_TIMEOUT)
+        finally:
+            with open(keyring, 'w') as f:
+                f.write(good)
+        self.assertNotEqual(0, proc.returncode)
+        self.assertIn('osd.0 exited with status', proc.stderr)
+        self.assertIn('failed to fetch mon config', proc.stderr)
 
     def check_qemu_librbd(self):
         # QEMU's own librbd, as libvirt's QEMU opens the guests' disks;
