@@ -252,8 +252,8 @@ def build_initramfs(dest_path, marker=DEFAULT_MARKER,
 
     :param needed: the kernel options whose modules /init loads
     :param extra_init: shell lines /init runs before it says it booted
-    :param extra_files: ``[(path, bytes)]`` of executables to add; their
-        directories are made
+    :param extra_files: ``[(path, bytes)]`` of executables to add, or
+        ``(path, bytes, mode)`` for other files; their directories are made
     """
     if not re.fullmatch(r'[A-Za-z0-9._:-]+', marker):
         raise ValueError('marker must match [A-Za-z0-9._:-]+: %r' % marker)
@@ -266,7 +266,7 @@ def build_initramfs(dest_path, marker=DEFAULT_MARKER,
                     'dirty': DIRTY_MARKER_PREFIX}
     d, f = 0o040755, 0o100755
     dirs = ['bin', 'dev', 'lib', 'lib/modules', 'proc', 'sys', 'tmp']
-    for path, _ in extra_files:
+    for path, *_ in extra_files:
         parts = path.split('/')[:-1]
         dirs += [parent for parent in ('/'.join(parts[:i])
                                        for i in range(1, len(parts) + 1))
@@ -278,12 +278,32 @@ def build_initramfs(dest_path, marker=DEFAULT_MARKER,
                 ('init', f, init.encode(), (0, 0))]
     entries += [('lib/modules/%s.ko' % n, 0o100644, ko, (0, 0))
                 for n, ko in modules]
-    entries += [(path, f, data, (0, 0)) for path, data in extra_files]
+    entries += [(path, 0o100000 | (rest[0] if rest else 0o755), data,
+                 (0, 0)) for path, data, *rest in extra_files]
     with open(dest_path, 'wb') as raw:
         with gzip.GzipFile(fileobj=raw, mode='wb', compresslevel=1,
                            mtime=0, filename='') as gz:
             gz.write(_cpio_newc(entries))
     return dest_path
+
+
+def program_files(path, package):
+    """``[(path in the guest, bytes)]``: the dynamically linked program
+    ``path`` and the shared libraries (with the dynamic loader) ``ldd``
+    resolves for it, each at the path ``ldd`` names, where the loader
+    looks for it.
+
+    :param package: the Debian package to install when ``path`` is missing
+    """
+    if not os.access(path, os.X_OK):
+        raise GuestImageError('%s missing: install the Debian package %s'
+                              % (path, package))
+    ldd, _ = processutils.execute('ldd', path)
+    files = []
+    for name in [path] + re.findall(r'(/\S+) \(0x', ldd):
+        with open(name, 'rb') as f:
+            files.append((name.lstrip('/'), f.read()))
+    return files
 
 
 def build_root_disk(dest_path, size_mb=16):
