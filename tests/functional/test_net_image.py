@@ -11,11 +11,11 @@
 # under the License.
 
 """The network test guest (tests/functional/net_image.py) on a real
-network of the local libvirtd, without Nova.
+network of the local libvirtd, without Nova, and on Nova's config drive.
 
-Each test defines a private libvirt network (its own bridge and dnsmasq,
-a /24 of 10.0.0.0/8 nothing on the host uses) and boots the guest on it
-straight from libvirt. What a cloud relies on is checked from outside, as
+Each NetGuestTest defines a private libvirt network (its own bridge and
+dnsmasq, a /24 of 10.0.0.0/8 nothing on the host uses) and boots the guest
+on it straight from libvirt. What a cloud relies on is checked from outside, as
 Tempest would: the lease, the hostname and key from a config drive or the
 metadata service, SSH, interface hot-plug, power-off on the ACPI button.
 """
@@ -40,6 +40,7 @@ from lxml.builder import E
 from oslo_utils import uuidutils
 import testtools
 
+from tests.functional import base
 from tests.functional import guest_image
 from tests.functional import net_image
 
@@ -374,3 +375,39 @@ class NetGuestTest(testtools.TestCase):
         self.assertIn('/latest/meta-data/public-keys/0/openssh-key',
                       md.requests)
         self.assert_powers_off()
+
+
+class NovaConfigDriveTest(base.RealLibvirtTestCase):
+    """The guest as a Nova server through our driver: uploaded as the
+    command line entry writes it (the PVH kernel), it finds the hostname
+    Nova gave the server and the server's key on Nova's own config drive,
+    as Tempest's test_host_name_is_same_as_server_name needs."""
+
+    def test_hostname_and_key_from_novas_config_drive(self):
+        guest = net_image.get_artifacts()
+        image_id = self._upload(
+            guest.root_disk, 'qcow2', 'kvmx-net',
+            kernel_id=self._upload(guest.kernel, 'aki', 'kvmx-net-kernel'),
+            ramdisk_id=self._upload(guest.initramfs, 'ari',
+                                    'kvmx-net-initrd'),
+            os_command_line=guest.cmdline)
+        key = os.path.join(self.useFixture(fixtures.TempDir()).path, 'key')
+        run('ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-f', key)
+        with open(key + '.pub') as f:
+            self.api.post_keypair({'keypair': {'name': 'kvmx-test',
+                                               'public_key': f.read()}})
+        server = self._build_server(
+            name='Net Guest_1', image_uuid=image_id,
+            flavor_id=self.create_flavor(), networks='none')
+        server.update(config_drive=True, key_name='kvmx-test')
+        server = self.wait_for_status(self.api.post_server(
+            {'server': server}), 'ACTIVE')
+
+        # Nova's hostname for "Net Guest_1".
+        self.wait_for_console(server, '%s config-drive hostname=net-guest-1 '
+                              'keys=1' % net_image.META_MARKER_PREFIX)
+        self.wait_for_console(server, '%s ready'
+                              % net_image.SSH_MARKER_PREFIX)
+        self.api.post_server_action(server['id'], {'os-stop': None})
+        self.wait_for_status(server, 'SHUTOFF')
+        self.wait_for_console(server, guest_image.POWEROFF_MARKER_PREFIX)
