@@ -27,7 +27,6 @@ import os
 import random
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
@@ -105,21 +104,20 @@ class PrivateNetwork(fixtures.Fixture):
 
 
 class MetadataServer(fixtures.Fixture):
-    """The EC2-style metadata service on 169.254.169.254:80 of one bridge
-    only (SO_BINDTODEVICE: parallel tests each have theirs), answering
-    ``paths`` (``{path: text}``) and 404 otherwise."""
+    """The EC2-style metadata service at 169.254.169.254:80 for the guests
+    of one network, as Neutron's router does it: the host redirects that
+    address and port, for packets coming in from the network's bridge only,
+    to a server on the network's own address (nothing is bound to port 80
+    of the host, and parallel tests each have theirs). It answers ``paths``
+    (``{path: text}``), 404 otherwise."""
 
-    def __init__(self, bridge, paths):
+    def __init__(self, network, paths):
         super().__init__()
-        self.bridge = bridge
+        self.network = network
         self.paths = paths
         self.requests = []
 
     def _setUp(self):
-        run('ip', 'address', 'add', METADATA_IP + '/32', 'dev', self.bridge)
-        self.addCleanup(subprocess.run, ('ip', 'address', 'del',
-                                         METADATA_IP + '/32', 'dev',
-                                         self.bridge), capture_output=True)
         fixture = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -133,20 +131,19 @@ class MetadataServer(fixtures.Fixture):
             def log_message(self, *args):
                 pass
 
-        class Server(http.server.ThreadingHTTPServer):
-            def server_bind(self):
-                self.socket.setsockopt(socket.SOL_SOCKET,
-                                       socket.SO_BINDTODEVICE,
-                                       fixture.bridge.encode())
-                super().server_bind()
-
-        server = Server((METADATA_IP, 80), Handler)
+        server = http.server.ThreadingHTTPServer((self.network.gateway, 0),
+                                                 Handler)
         self.addCleanup(server.server_close)
         thread = threading.Thread(target=server.serve_forever,
                                   kwargs={'poll_interval': 0.2})
         thread.start()
         self.addCleanup(thread.join, 10)
         self.addCleanup(server.shutdown)
+        rule = ('PREROUTING', '-i', self.network.bridge,
+                '-d', METADATA_IP + '/32', '-p', 'tcp', '--dport', '80',
+                '-j', 'REDIRECT', '--to-ports', str(server.server_port))
+        run('iptables', '-w', '-t', 'nat', '-A', *rule)
+        self.addCleanup(run, 'iptables', '-w', '-t', 'nat', '-D', *rule)
 
 
 class NetGuestTest(testtools.TestCase):
@@ -355,7 +352,7 @@ class NetGuestTest(testtools.TestCase):
         # option is then ignored).
         net = self.useFixture(PrivateNetwork(self.conn, dhcp_options=[
             '121,%s/32,{gateway},0.0.0.0/0,{gateway}' % METADATA_IP]))
-        md = self.useFixture(MetadataServer(net.bridge, {
+        md = self.useFixture(MetadataServer(net, {
             '/latest/meta-data/local-hostname': self.name + '.novalocal',
             '/latest/meta-data/public-keys/': '0=kvmx-test',
             '/latest/meta-data/public-keys/0/openssh-key': self.public_key,
