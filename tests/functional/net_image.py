@@ -61,6 +61,11 @@ Markers on the serial console, besides guest_image's
 * ``KVMX-GUEST-SSH ready`` once dropbear listens on port 22 (``failed``
   with its last log lines if it does not).
 
+For Tempest: ``[validation] image_ssh_user = root`` (no password: Tempest
+47 logs in with its keypair, ``auth_method = keypair``); its default
+``ssh_shell_prologue`` works with busybox ``sh``. Busybox ``nc`` has no
+``-k`` (it has ``-ll``), which Tempest's ``nc_listen_host`` uses.
+
 Only with a config drive are the hostname and keys there before the boot
 marker; the network and the metadata service are waited for in the
 background. Busybox-static's ``wget -T`` crashes (Debian 1.35), so

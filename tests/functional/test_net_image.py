@@ -109,13 +109,14 @@ class MetadataServer(fixtures.Fixture):
     address and port, for packets coming in from the network's bridge only,
     to a server on the network's own address (nothing is bound to port 80
     of the host, and parallel tests each have theirs). It answers ``paths``
-    (``{path: text}``), 404 otherwise."""
+    (``{path: text}``), 404 otherwise, and keeps what is POSTed."""
 
     def __init__(self, network, paths):
         super().__init__()
         self.network = network
         self.paths = paths
         self.requests = []
+        self.posted = []
 
     def _setUp(self):
         fixture = self
@@ -127,6 +128,13 @@ class MetadataServer(fixtures.Fixture):
                 self.send_response(200 if body is not None else 404)
                 self.end_headers()
                 self.wfile.write((body or '').encode())
+
+            def do_POST(self):
+                length = int(self.headers.get('Content-Length', 0))
+                fixture.posted.append((self.path,
+                                       self.rfile.read(length).decode()))
+                self.send_response(200)
+                self.end_headers()
 
             def log_message(self, *args):
                 pass
@@ -371,6 +379,14 @@ class NetGuestTest(testtools.TestCase):
             METADATA_IP, net.gateway), routes)
         self.assertIn('/latest/meta-data/public-keys/0/openssh-key',
                       md.requests)
+        # Tempest's metadata checks, with curl.
+        self.assertEqual(self.name + '.novalocal', self.ssh(
+            address, 'curl http://%s/latest/meta-data/local-hostname'
+            % METADATA_IP))
+        self.ssh(address, 'curl -X POST -d s3cret http://%s/openstack/'
+                 '2013-10-17/password' % METADATA_IP)
+        self.assertEqual([('/openstack/2013-10-17/password', 's3cret')],
+                         md.posted)
         self.assert_powers_off()
 
 
