@@ -150,6 +150,9 @@ NETWATCH = r'''#!/bin/sh
 # netwatch SECONDS: udhcpc on every ethernet interface, those there at
 # boot and those hot-plugged later (no udev, no uevent helper: polled).
 # Reports "no lease" after about SECONDS; udhcpc goes on asking.
+# /run/kvmx-net/<nic>.pid: "<udhcpc pid> <ifindex>", so that a NIC
+# unplugged and another plugged under the same name between two looks
+# gets a udhcpc of its own.
 tries=$((($1 + 1) / 2)); [ "$tries" -ge 1 ] || tries=1
 mkdir -p /run/kvmx-net
 while :; do
@@ -157,20 +160,26 @@ while :; do
         n=${dev##*/}
         [ -e "$dev/device" ] || continue
         read -r type <"$dev/type" && [ "$type" = 1 ] || continue
-        pid=
-        read -r pid <"/run/kvmx-net/$n.pid" 2>/dev/null
-        [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && continue
+        read -r index <"$dev/ifindex" || continue
+        pid='' was=''
+        read -r pid was <"/run/kvmx-net/$n.pid" 2>/dev/null
+        if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+            [ "$was" = "$index" ] && continue
+            kill "$pid"
+        fi
+        rm -f "/run/kvmx-net/$n.nolease"
         ip link set dev "$n" up
         KVMX_DHCP_WAIT=$1 udhcpc -f -i "$n" -p "/run/udhcpc.$n.pid" \
             -s /usr/share/udhcpc/default.script -t "$tries" -T 2 -A 3 \
             -O mtu -O staticroutes >>"/run/udhcpc.$n.log" 2>&1 &
-        echo $! >"/run/kvmx-net/$n.pid"
+        echo "$! $index" >"/run/kvmx-net/$n.pid"
     done
     for f in /run/kvmx-net/*.pid; do
         n=${f##*/}; n=${n%.pid}
         if [ -e "$f" ] && [ ! -e "/sys/class/net/$n" ]; then
-            read -r pid <"$f" && kill "$pid" 2>/dev/null
+            read -r pid was <"$f" && kill "$pid" 2>/dev/null
             rm -f "/run/kvmx-net/$n".* "/run/udhcpc.$n.pid"
+            cat /run/kvmx-net/*.resolv >/etc/resolv.conf 2>/dev/null
         fi
     done
     sleep 1

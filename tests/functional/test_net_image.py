@@ -222,27 +222,28 @@ class NetGuestTest(testtools.TestCase):
         return self.name in [d.name() for d in self.conn.listAllDomains(
             libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)]
 
-    def wait_for_console(self, pattern, timeout=BOOT_TIMEOUT):
-        """The first match of regular expression ``pattern`` in the
-        console log, waited for."""
+    def wait_for_console(self, pattern, timeout=BOOT_TIMEOUT, count=1):
+        """The ``count``th match of regular expression ``pattern`` (a line)
+        in the console log, waited for."""
         deadline = time.monotonic() + timeout
         log = ''
         while True:
             if os.path.exists(self.console):
                 with open(self.console, errors='replace') as f:
                     log = f.read()
-                match = re.search(pattern, log, re.M)
-                if match:
-                    return match
+                matches = list(re.finditer(pattern, log, re.M))
+                if len(matches) >= count:
+                    return matches[count - 1]
             if time.monotonic() > deadline:
-                self.fail('%r not on the console after %ds:\n%s'
-                          % (pattern, timeout, log[-3000:]))
+                self.fail('%r not on the console %d times after %ds:\n%s'
+                          % (pattern, count, timeout, log[-3000:]))
             time.sleep(0.2)
 
-    def lease(self, nic, subnet):
-        """The address ``nic`` leased, checked to be in ``subnet``."""
+    def lease(self, nic, subnet, count=1):
+        """The address ``nic`` leased (the ``count``th time), checked to be
+        in ``subnet``."""
         match = self.wait_for_console(r'^%s %s (\S+)$' % (
-            net_image.NET_MARKER_PREFIX, nic))
+            net_image.NET_MARKER_PREFIX, nic), count=count)
         address = ipaddress.ip_address(match.group(1))
         self.assertIn(address, subnet)
         return str(address)
@@ -342,13 +343,24 @@ class NetGuestTest(testtools.TestCase):
         self.assertIn('1 packets received', out)
 
         # Interface hot-plug, as Nova's interface attach does it.
-        self.dom.attachDeviceFlags(
-            etree.tostring(E.interface(E.source(network=net.name),
-                                       E.model(type='virtio'),
-                                       type='network'), encoding='unicode'),
-            libvirt.VIR_DOMAIN_AFFECT_LIVE)
+        mac = '52:54:00:%02x:%02x:%02x' % tuple(
+            random.randint(0, 255) for _ in range(3))
+        nic = etree.tostring(E.interface(
+            E.source(network=net.name), E.mac(address=mac),
+            E.model(type='virtio'), type='network'), encoding='unicode')
+        self.dom.attachDeviceFlags(nic, libvirt.VIR_DOMAIN_AFFECT_LIVE)
         second = self.lease('eth2', net.subnet)
         self.assertNotEqual(address, second)
+        self.assertEqual(self.name + '\n', self.ssh(second, 'hostname'))
+        # Unplugged and plugged again at once: the new eth2 is not the one
+        # the guest's DHCP client had, and gets a lease of its own.
+        self.dom.detachDeviceFlags(nic, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+        deadline = time.monotonic() + BOOT_TIMEOUT
+        while mac in self.dom.XMLDesc(0):
+            self.assertLess(time.monotonic(), deadline, 'NIC not unplugged')
+            time.sleep(0.2)
+        self.dom.attachDeviceFlags(nic, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+        self.assertEqual(second, self.lease('eth2', net.subnet, count=2))
         self.assertEqual(self.name + '\n', self.ssh(second, 'hostname'))
 
         self.assert_powers_off()
