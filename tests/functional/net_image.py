@@ -14,7 +14,9 @@ plus:
   it is not built in, ``virtio-rng`` so that a domain's RNG feeds the
   kernel's entropy, the disks Tempest lists (``virtio_blk``,
   ``virtio_scsi``, ``sd_mod``), and the config drive's CD-ROM on q35
-  (``ahci``) or pc (``ata_piix``) with ``sr_mod`` and ``isofs``;
+  (``ahci``) or pc (``ata_piix``) with ``sr_mod`` and ``isofs``. The
+  network's are loaded first; the storage ones (guest_image's ``later``)
+  while the first DHCP exchange is under way;
 * busybox ``udhcpc`` on every ethernet interface, those present at boot
   and those hot-plugged later (Nova's interface attach): a small loop
   polls ``/sys/class/net`` once a second, as Debian's kernel has no uevent
