@@ -25,7 +25,6 @@ snapshot was quiesced.
 """
 
 import os
-import re
 import threading
 
 from oslo_concurrency import processutils
@@ -89,17 +88,11 @@ class AgentImageError(guest_image.GuestImageError):
 
 def agent_files():
     """``[(path in the guest, bytes)]``: ``qemu-ga`` and the shared
-    libraries (with the dynamic loader) ``ldd`` resolves for it, each at
-    the path ``ldd`` names, where the loader looks for it."""
-    if not os.access(QEMU_GA, os.X_OK):
-        raise AgentImageError('%s missing: install the Debian package '
-                              'qemu-guest-agent' % QEMU_GA)
-    ldd, _ = processutils.execute('ldd', QEMU_GA)
-    files = []
-    for path in [QEMU_GA] + re.findall(r'(/\S+) \(0x', ldd):
-        with open(path, 'rb') as f:
-            files.append((path.lstrip('/'), f.read()))
-    return files
+    libraries it loads (guest_image.program_files)."""
+    try:
+        return guest_image.program_files(QEMU_GA, 'qemu-guest-agent')
+    except guest_image.GuestImageError as e:
+        raise AgentImageError(str(e))
 
 
 def build_initramfs(dest_path):

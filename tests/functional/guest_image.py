@@ -190,9 +190,12 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 exec </dev/console >/dev/console 2>&1
-for m in %(modules)s; do
-    insmod /lib/modules/$m.ko || echo "KVMX-GUEST-WARNING insmod $m failed"
-done
+load_modules() {
+    for m; do
+        insmod /lib/modules/$m.ko || echo "KVMX-GUEST-WARNING insmod $m failed"
+    done
+}
+load_modules %(modules)s
 # Open the ACPI power button's event device *before* announcing readiness so
 # a press right after the boot marker is buffered, then power off on it.
 for ev in /sys/class/input/event*; do
@@ -205,6 +208,7 @@ for ev in /sys/class/input/event*; do
     fi
 done
 [ -n "$!" ] || echo "KVMX-GUEST-WARNING no ACPI power button"
+later_modules='%(later_modules)s'
 %(extra_init)s
 # kvmx.dirty=<MiB> on the kernel command line: rewrite that much memory
 # over and over, as a busy guest does (live migration benchmarks).
@@ -247,26 +251,36 @@ def _cpio_newc(entries):
 
 
 def build_initramfs(dest_path, marker=DEFAULT_MARKER,
-                    needed=_NEEDED_KCONFIG, extra_init='', extra_files=()):
+                    needed=_NEEDED_KCONFIG, extra_init='', extra_files=(),
+                    later=()):
     """Write a deterministic gzip'ed newc initramfs (busybox + /init).
 
     :param needed: the kernel options whose modules /init loads
+    :param later: more kernel options whose modules (those ``needed`` did
+        not load) extra_init loads when it wants them, with
+        ``load_modules $later_modules``
     :param extra_init: shell lines /init runs before it says it booted
-    :param extra_files: ``[(path, bytes)]`` of executables to add; their
-        directories are made
+    :param extra_files: ``[(path, bytes)]`` of executables to add, or
+        ``(path, bytes, mode)`` for other files; their directories are made
     """
     if not re.fullmatch(r'[A-Za-z0-9._:-]+', marker):
         raise ValueError('marker must match [A-Za-z0-9._:-]+: %r' % marker)
     busybox = _check_static(BUSYBOX)
-    modules = _modules_for(find_kernel()[1], needed)
+    kver = find_kernel()[1]
+    modules = _modules_for(kver, needed)
+    loaded = {name for name, _ in modules}
+    later_modules = [m for m in _modules_for(kver, tuple(needed) +
+                                             tuple(later))
+                     if m[0] not in loaded] if later else []
     init = _INIT % {'modules': ' '.join(n for n, _ in modules),
+                    'later_modules': ' '.join(n for n, _ in later_modules),
                     'marker': marker, 'booted': BOOT_MARKER_PREFIX,
                     'poweroff': POWEROFF_MARKER_PREFIX,
                     'numa': NUMA_MARKER_PREFIX, 'extra_init': extra_init,
                     'dirty': DIRTY_MARKER_PREFIX}
     d, f = 0o040755, 0o100755
     dirs = ['bin', 'dev', 'lib', 'lib/modules', 'proc', 'sys', 'tmp']
-    for path, _ in extra_files:
+    for path, *_ in extra_files:
         parts = path.split('/')[:-1]
         dirs += [parent for parent in ('/'.join(parts[:i])
                                        for i in range(1, len(parts) + 1))
@@ -277,13 +291,33 @@ def build_initramfs(dest_path, marker=DEFAULT_MARKER,
                 ('bin/sh', 0o120777, b'busybox', (0, 0)),
                 ('init', f, init.encode(), (0, 0))]
     entries += [('lib/modules/%s.ko' % n, 0o100644, ko, (0, 0))
-                for n, ko in modules]
-    entries += [(path, f, data, (0, 0)) for path, data in extra_files]
+                for n, ko in modules + later_modules]
+    entries += [(path, 0o100000 | (rest[0] if rest else 0o755), data,
+                 (0, 0)) for path, data, *rest in extra_files]
     with open(dest_path, 'wb') as raw:
         with gzip.GzipFile(fileobj=raw, mode='wb', compresslevel=1,
                            mtime=0, filename='') as gz:
             gz.write(_cpio_newc(entries))
     return dest_path
+
+
+def program_files(path, package):
+    """``[(path in the guest, bytes)]``: the dynamically linked program
+    ``path`` and the shared libraries (with the dynamic loader) ``ldd``
+    resolves for it, each at the path ``ldd`` names, where the loader
+    looks for it.
+
+    :param package: the Debian package to install when ``path`` is missing
+    """
+    if not os.access(path, os.X_OK):
+        raise GuestImageError('%s missing: install the Debian package %s'
+                              % (path, package))
+    ldd, _ = processutils.execute('ldd', path)
+    files = []
+    for name in [path] + re.findall(r'(/\S+) \(0x', ldd):
+        with open(name, 'rb') as f:
+            files.append((name.lstrip('/'), f.read()))
+    return files
 
 
 def build_root_disk(dest_path, size_mb=16):
