@@ -289,11 +289,12 @@ class GuestLifecycle(object):
         holds for the instance now (flavor, image properties, claim,
         ports).
 
-        Ports are plugged again (plugging is idempotent): after a host
-        reboot their host side is gone. It waits for Neutron's events of
-        the ports of ``[workarounds]
-        wait_for_vif_plugged_event_during_hard_reboot`` vnic types (Nova's
-        rule for a hard reboot), unless ``wait_for_plug`` is False.
+        As Nova's libvirt driver does, every port is unplugged and
+        plugged again (after a host reboot their host side is gone
+        anyway), so Neutron sees each go down and up; the start waits for
+        Neutron's events of the ports whose vnic types ``[workarounds]
+        wait_for_vif_plugged_event_during_hard_reboot`` lists, unless
+        ``wait_for_plug`` is False.
         """
         self.check_devices(instance, network_info)
         guest = self.find_guest(instance)
@@ -301,6 +302,7 @@ class GuestLifecycle(object):
             self.undefine(guest, instance)
         xml = self.domain_xml(context, instance, instance.image_meta,
                               self.storage.files_of(instance), network_info)
+        self.network.unplug_all(instance, network_info)
         events = vif_events.for_hard_reboot(
             network_info, self.settings().virt_type) if wait_for_plug else []
         self.start_with_network(instance, xml, network_info, events)
