@@ -84,7 +84,7 @@ class KVMXDriver(driver.ComputeDriver):
             self._host, CONF.libvirt.device_detach_timeout)
         self._lifecycle = lifecycle.GuestLifecycle(
             self._host, self._storage, self._get_settings,
-            CONF.kvmx.domain_start_timeout, self._network)
+            CONF.kvmx.domain_start_timeout, self._network, self.virtapi)
         self._snapshots = snapshot.Snapshotter(
             self._lifecycle, self._storage, CONF.kvmx.snapshot_timeout)
         self._moves = migration.ColdMigration(self._lifecycle, self._storage)

@@ -99,3 +99,17 @@ class LiveMigrationTimedOut(exception.MigrationError):
 class InvalidCPUQuota(exception.Invalid):
     msg_fmt = ('Flavor extra spec %(key)s=%(value)s cannot be applied: '
                '%(reason)s')
+
+
+class VIFPlugTimedOut(exception.VirtualInterfaceCreateException):
+    # Nova's compute manager fails a build on this exception's base class
+    # without rescheduling, as for Nova's libvirt driver.
+    msg_fmt = ('Neutron did not report port(s) %(ports)s plugged '
+               '(network-vif-plugged) within %(timeout)d seconds ([DEFAULT] '
+               'vif_plugging_timeout); check the Neutron agent wiring them '
+               'on this host')
+
+
+class VIFPlugReportedFailed(exception.VirtualInterfaceCreateException):
+    msg_fmt = ('Neutron reported that plugging port %(port_id)s failed '
+               '(network-vif-plugged with status failed)')

@@ -17,7 +17,9 @@ Domains are driven through Nova's :class:`nova.virt.libvirt.guest.Guest`
 wrapper; this module adds the policy around it: every step of a spawn is
 undone when a later one fails, graceful shutdowns wait with a deadline and
 fall back to a hard stop, and a hard reboot re-renders the domain from the
-instance so the guest always realises what Nova currently holds.
+instance so the guest always realises what Nova currently holds. A guest
+whose ports Neutron has yet to wire starts paused and runs once Neutron
+reports them plugged (:mod:`nova_kvmx.vif_events`).
 """
 
 import re
@@ -35,6 +37,7 @@ from nova_kvmx.guest import devices
 from nova_kvmx.guest import planner
 from nova_kvmx.guest import render
 from nova_kvmx import vif
+from nova_kvmx import vif_events
 
 LOG = logging.getLogger(__name__)
 
@@ -48,16 +51,19 @@ except ImportError:  # pragma: no cover - libvirt-python is a requirement
 
 class GuestLifecycle(object):
     def __init__(self, host, storage, settings_source, start_timeout,
-                 network):
+                 network, virtapi):
         """:param settings_source: callable returning the DriverSettings
         (known once init_host has looked at the host).
         :param network: the vif.GuestNetwork plugging the guests' ports
+        :param virtapi: Nova's ComputeVirtAPI, which delivers Neutron's
+            events to the driver
         """
         self.host = host
         self.storage = storage
         self.settings = settings_source
         self.start_timeout = start_timeout
         self.network = network
+        self.virtapi = virtapi
 
     # -- creation -----------------------------------------------------------
 
@@ -72,7 +78,9 @@ class GuestLifecycle(object):
         try:
             xml = self.domain_xml(context, instance, image_meta, files,
                                   network_info)
-            self.start_with_network(instance, xml, network_info)
+            self.start_with_network(
+                instance, xml, network_info, vif_events.for_plug(
+                    network_info, self.settings().virt_type))
         except Exception:
             with excutils.save_and_reraise_exception():
                 self.storage.destroy(instance)
@@ -93,39 +101,73 @@ class GuestLifecycle(object):
                                    vif.vf_netdevs(network_info))
         return render.render_domain(guest)
 
-    def start_with_network(self, instance, xml, network_info):
-        """Plug the ports, then start the domain; a domain that does not
-        start leaves no port plugged."""
-        self.network.plug_all(instance, network_info)
+    def start_with_network(self, instance, xml, network_info, events=()):
+        """Plug the ports, then start the domain.
+
+        With ``events`` (from :mod:`nova_kvmx.vif_events`) the domain
+        starts paused, and runs once Neutron has reported those ports
+        plugged: the events are registered for before the ports are
+        plugged, so none is missed. A start that fails, the wait
+        included, leaves no domain and no port plugged.
+        """
+        guest = None
+        plugged = False
         try:
-            self.start_new_domain(instance, xml)
+            with vif_events.waiting(self.virtapi, instance, events):
+                self.network.plug_all(instance, network_info)
+                plugged = True
+                guest = self.start_new_domain(instance, xml,
+                                              paused=bool(events))
+            if events:
+                self.run_paused(guest, instance)
         except Exception:
             with excutils.save_and_reraise_exception():
-                self.network.unplug_all(instance, network_info)
+                if guest is not None:
+                    self.discard(guest, instance)
+                if plugged:
+                    self.network.unplug_all(instance, network_info)
+        return guest
 
-    def start_new_domain(self, instance, xml):
-        """Define and start a domain; undefine it again if it fails."""
+    def start_new_domain(self, instance, xml, paused=False):
+        """Define and start a domain (paused if asked); undefine it again
+        if it fails."""
         try:
             guest = libvirt_guest.Guest.create(xml, self.host)
         except libvirt.libvirtError as ex:
             raise kvmx_exception.GuestStartFailed(
                 name=instance.name, reason=ex.get_error_message())
         try:
-            guest.launch()
-            self.wait_for_power_state(guest, power_state.RUNNING,
-                                      self.start_timeout)
+            guest.launch(pause=paused)
+            self.wait_for_power_state(
+                guest, power_state.PAUSED if paused else power_state.RUNNING,
+                self.start_timeout)
         except Exception as ex:
-            try:
-                self.undefine(guest, instance)
-            except Exception:
-                LOG.exception('Could not undefine the failed domain',
-                              instance=instance)
+            self.discard(guest, instance)
             if isinstance(ex, libvirt.libvirtError):
                 raise kvmx_exception.GuestStartFailed(
                     name=instance.name,
                     reason=ex.get_error_message()) from ex
             raise
         return guest
+
+    def run_paused(self, guest, instance):
+        """Let a domain started paused run."""
+        try:
+            guest.resume()
+        except libvirt.libvirtError as ex:
+            raise kvmx_exception.GuestStartFailed(
+                name=instance.name, reason=ex.get_error_message()) from ex
+        self.wait_for_power_state(guest, power_state.RUNNING,
+                                  self.start_timeout)
+
+    def discard(self, guest, instance):
+        """Undefine a domain whose start failed. A failure to do so is
+        only logged: the start's own error is the one to report."""
+        try:
+            self.undefine(guest, instance)
+        except Exception:
+            LOG.exception('Could not undefine the failed domain',
+                          instance=instance)
 
     # -- removal ------------------------------------------------------------
 
@@ -241,19 +283,29 @@ class GuestLifecycle(object):
                         instance=instance)
         self.hard_reboot(context, instance, network_info)
 
-    def hard_reboot(self, context, instance, network_info=None):
+    def hard_reboot(self, context, instance, network_info=None,
+                    wait_for_plug=True):
         """Stop, re-render and start: the new domain realises what Nova
         holds for the instance now (flavor, image properties, claim,
-        ports). Ports are plugged again (plugging is idempotent): after a
-        host reboot their host side is gone."""
+        ports).
+
+        As Nova's libvirt driver does, every port is unplugged and
+        plugged again (after a host reboot their host side is gone
+        anyway), so Neutron sees each go down and up; the start waits for
+        Neutron's events of the ports whose vnic types ``[workarounds]
+        wait_for_vif_plugged_event_during_hard_reboot`` lists, unless
+        ``wait_for_plug`` is False.
+        """
         self.check_devices(instance, network_info)
         guest = self.find_guest(instance)
         if guest is not None:
             self.undefine(guest, instance)
         xml = self.domain_xml(context, instance, instance.image_meta,
                               self.storage.files_of(instance), network_info)
-        self.network.plug_all(instance, network_info)
-        self.start_new_domain(instance, xml)
+        self.network.unplug_all(instance, network_info)
+        events = vif_events.for_hard_reboot(
+            network_info, self.settings().virt_type) if wait_for_plug else []
+        self.start_with_network(instance, xml, network_info, events)
         LOG.info('Guest hard rebooted', instance=instance)
 
     def resume_state_on_host_boot(self, context, instance, network_info=None):

@@ -46,6 +46,7 @@ from oslo_utils import uuidutils
 
 from nova_kvmx import lifecycle as guest_lifecycle
 from nova_kvmx import storage as instance_storage
+from nova_kvmx import vif_events
 
 CONF = nova.conf.CONF
 LOG = logging.getLogger(__name__)
@@ -236,12 +237,16 @@ class ColdMigration(object):
             processutils.execute('qemu-img', 'rebase', '-u', '-f', 'qcow2',
                                  '-F', 'raw', '-b', base, overlay)
 
-    def start_or_define(self, context, instance, network_info, power_on):
+    def start_or_define(self, context, instance, network_info, power_on,
+                        events=()):
+        """Start the guest (after Neutron's ``events``, see
+        lifecycle.start_with_network), or only define it."""
         xml = self.lifecycle.domain_xml(
             context, instance, instance.image_meta,
             self.storage.files_of(instance), network_info)
         if power_on:
-            self.lifecycle.start_with_network(instance, xml, network_info)
+            self.lifecycle.start_with_network(instance, xml, network_info,
+                                              events)
         else:
             self.lifecycle.host.write_instance_config(xml)
 
@@ -251,7 +256,12 @@ class ColdMigration(object):
                                 migration, block_device_info=None,
                                 power_on=True, share_info=None):
         """The kept files become the instance's again and the domain is
-        rendered from the instance as Nova restored it."""
+        rendered from the instance as Nova restored it.
+
+        As Nova's libvirt driver does, a revert waits for Neutron's events
+        of the ports Nova sees down (spawn's rule); finish_migration and a
+        restart after a failed copy do not (see vif_events).
+        """
         guest = self.lifecycle.find_guest(instance)
         if guest is not None:
             self.lifecycle.undefine(guest, instance)
@@ -260,7 +270,10 @@ class ColdMigration(object):
         if os.path.exists(self.resize_dir(instance)):
             shutil.rmtree(inst_dir, ignore_errors=True)
             os.rename(self.resize_dir(instance), inst_dir)
-        self.start_or_define(context, instance, network_info, power_on)
+        self.start_or_define(
+            context, instance, network_info, power_on, vif_events.for_plug(
+                network_info, self.lifecycle.settings().virt_type,
+                power_on))
         LOG.info('Move reverted', instance=instance)
 
 

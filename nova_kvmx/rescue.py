@@ -16,7 +16,9 @@ operator can repair a guest that no longer boots; unrescue renders the
 instance again from what Nova holds.
 
 Like Nova's libvirt driver, the rescue guest uses the instance's own
-kernel and ramdisk when it has them.
+kernel and ramdisk when it has them, and neither rescue nor unrescue waits
+for Neutron's ``network-vif-plugged`` events (Nova's libvirt driver keeps
+the ports plugged through both, so Neutron sends none).
 """
 
 from oslo_log import log as logging
@@ -46,14 +48,16 @@ class Rescuer(object):
                 LOG.warning('Rescue failed: starting the guest again from '
                             'its own disk', instance=instance)
                 self.storage.remove_rescue_files(instance)
-                self.lifecycle.hard_reboot(context, instance, network_info)
+                self.lifecycle.hard_reboot(context, instance, network_info,
+                                           wait_for_plug=False)
         LOG.info('Guest rescued', instance=instance)
 
     def unrescue(self, context, instance):
         self.stop(instance)
         self.storage.remove_rescue_files(instance)
         self.lifecycle.hard_reboot(context, instance,
-                                   instance.get_network_info())
+                                   instance.get_network_info(),
+                                   wait_for_plug=False)
         LOG.info('Guest unrescued', instance=instance)
 
     def stop(self, instance):

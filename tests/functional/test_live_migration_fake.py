@@ -28,6 +28,7 @@ real libvirt hosts on this machine (one NUMA node, no VFs).
 """
 
 import os
+import threading
 import time
 from unittest import mock
 
@@ -465,3 +466,65 @@ class SRIOVLiveMigrationTest(FakeTwoHostsTestCase):
         [address] = self.sent_xml().findall('devices/hostdev/source/address')
         self.assertEqual(dest_dev.address, test_sriov.source_address(
             address.getparent().getparent()))
+
+
+class NeutronEventsLiveMigrationTest(FakeTwoHostsTestCase):
+    """For a live migration Nova's compute manager waits for Neutron's
+    network-vif-plugged events itself, on the source, after the
+    destination's pre_live_migration plugged the ports and before
+    libvirt's migration starts: the driver plugs them there and returns
+    Nova's migrate data with the ports' bindings (``vifs``), from which the
+    destination's manager sets ``wait_for_vif_plugged``."""
+
+    def setUp(self):
+        super().setUp()
+        self.start_host('host_a', pci_info=fakelibvirt.HostPCIDevicesInfo(
+            num_pfs=1, num_vfs=2))
+        self.start_host('host_b', pci_info=fakelibvirt.HostPCIDevicesInfo(
+            num_pfs=1, num_vfs=2, bus=0x82))
+        self.port = test_sriov.SRIOVTestBase.add_port(self, 'direct')
+        self.server = self.boot('host_a',
+                                networks=[{'port': self.port['id']}])
+        self.prepared = threading.Event()
+        driver = self.computes['host_b'].driver
+        real = driver.pre_live_migration
+
+        def pre_live_migration(*args, **kwargs):
+            data = real(*args, **kwargs)
+            self.prepared.set()
+            return data
+
+        self.useFixture(fixtures.MockPatchObject(
+            driver, 'pre_live_migration', side_effect=pre_live_migration))
+
+    def start_migration(self):
+        """Start the live migration to host_b; return once the
+        destination has plugged the ports."""
+        self.dest_host = 'host_b'
+        self.api.post_server_action(self.server['id'], {'os-migrateLive': {
+            'host': 'host_b', 'block_migration': 'auto'}})
+        self.assertTrue(self.prepared.wait(base.STATE_TIMEOUT))
+
+    def test_waits_for_the_ports_plugged_on_the_destination(self):
+        self.flags(vif_plugging_timeout=base.STATE_TIMEOUT)
+        self.start_migration()
+        time.sleep(1)
+        # Held before libvirt's migration.
+        self.assertEqual([], self.migrations)
+        self.api.create_server_external_events([{
+            'name': 'network-vif-plugged', 'server_uuid': self.server['id'],
+            'tag': self.port['id']}])
+        self.assertEqual('completed',
+                         self.wait_for_migration_end(self.server))
+        server = self._wait_for_state_change(self.server, 'ACTIVE')
+        self.assertEqual('host_b', server['OS-EXT-SRV-ATTR:host'])
+
+    def test_no_event_fails_before_libvirt_is_asked(self):
+        self.flags(vif_plugging_timeout=2)
+        self.start_migration()
+        self.assertEqual('error', self.wait_for_migration_end(self.server))
+        self.assertEqual([], self.migrations)
+        server = self._wait_for_state_change(self.server, 'ACTIVE')
+        self.assertEqual('host_a', server['OS-EXT-SRV-ATTR:host'])
+        self.assertTrue(self.has_domain('host_a', server))
+        self.assertFalse(self.has_domain('host_b', server))

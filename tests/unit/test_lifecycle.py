@@ -10,11 +10,24 @@
 # License for the specific language governing permissions and limitations
 # under the License.
 
-"""Which libvirt domains the driver counts as Nova instances."""
+"""Which libvirt domains the driver counts as Nova instances; how a start
+waits for Neutron's events and what a failed one leaves (nothing)."""
 
+import types
+
+import fixtures
+import nova.conf
+from nova.compute import manager
+from nova.compute import power_state
+from nova import objects
+from oslo_config import fixture as config_fixture
 import testtools
 
+from nova_kvmx import exception
 from nova_kvmx import lifecycle
+from tests.unit import builders as b
+
+CONF = nova.conf.CONF
 
 
 class NamePatternTest(testtools.TestCase):
@@ -39,3 +52,125 @@ class NamePatternTest(testtools.TestCase):
                 matches,
                 bool(lifecycle.name_pattern(template).fullmatch(name)),
                 '%s vs %s' % (template, name))
+
+
+class FakeGuest(object):
+    """What start_with_network asks of Nova's Guest wrapper, logged."""
+
+    name = 'instance-00000001'
+
+    def __init__(self, log):
+        self.log = log
+        self.state = power_state.SHUTDOWN
+
+    def launch(self, pause=False):
+        self.log.append('launch paused' if pause else 'launch')
+        self.state = power_state.PAUSED if pause else power_state.RUNNING
+
+    def resume(self):
+        self.log.append('resume')
+        self.state = power_state.RUNNING
+
+    def get_power_state(self, host):
+        return self.state
+
+    def is_active(self):
+        return self.state != power_state.SHUTDOWN
+
+    def poweroff(self):
+        self.log.append('poweroff')
+        self.state = power_state.SHUTDOWN
+
+    def delete_configuration(self):
+        self.log.append('undefine')
+
+
+class FakeNetwork(object):
+    def __init__(self, log, on_plug=None, fail=False):
+        self.log = log
+        self.on_plug = on_plug
+        self.fail = fail
+
+    def plug_all(self, instance, network_info):
+        self.log.append('plug')
+        if self.fail:
+            raise exception.VIFPlugFailed(port_id='p1', reason='no OVS')
+        if self.on_plug:
+            self.on_plug()
+
+    def unplug_all(self, instance, network_info):
+        self.log.append('unplug')
+
+
+class StartWithNetworkTest(testtools.TestCase):
+    """The domain starts paused while Neutron's events are awaited (they
+    are registered for before the ports are plugged), runs once they came,
+    and a start that fails leaves no domain and no port plugged."""
+
+    EVENTS = [('network-vif-plugged', 'p1')]
+
+    def setUp(self):
+        super().setUp()
+        self.conf = self.useFixture(config_fixture.Config(CONF))
+        self.conf.config(vif_plugging_timeout=1)
+        self.log = []
+        self.guest = FakeGuest(self.log)
+        self.useFixture(fixtures.MockPatch(
+            'nova.virt.libvirt.guest.Guest.create',
+            return_value=self.guest))
+        self.compute = types.SimpleNamespace(
+            reportclient=None, instance_events=manager.InstanceEvents())
+        self.instance = b.instance()
+        self.instance.vm_state, self.instance.task_state = (
+            'building', 'spawning')
+
+    def neutron_reports(self, status='completed'):
+        """Neutron's answer once the port is plugged, as the compute
+        manager hands it to the waiter."""
+        def report():
+            event = objects.InstanceExternalEvent(
+                name='network-vif-plugged', tag='p1', status=status)
+            self.compute.instance_events.pop_instance_event(
+                self.instance, event).set(event)
+        return report
+
+    def start(self, events, **network):
+        ops = lifecycle.GuestLifecycle(
+            None, None, None, 5, FakeNetwork(self.log, **network),
+            manager.ComputeVirtAPI(self.compute))
+        return ops.start_with_network(self.instance, '<domain/>', [],
+                                      events)
+
+    def test_no_events_starts_running(self):
+        self.assertIs(self.guest, self.start([]))
+        self.assertEqual(['plug', 'launch'], self.log)
+        self.assertEqual(power_state.RUNNING, self.guest.state)
+
+    def test_paused_until_reported(self):
+        self.start(self.EVENTS, on_plug=self.neutron_reports())
+        self.assertEqual(['plug', 'launch paused', 'resume'], self.log)
+        self.assertEqual(power_state.RUNNING, self.guest.state)
+
+    def test_timeout_fatal_leaves_nothing(self):
+        self.assertRaises(exception.VIFPlugTimedOut, self.start,
+                          self.EVENTS)
+        self.assertEqual(['plug', 'launch paused', 'poweroff', 'undefine',
+                          'unplug'], self.log)
+
+    def test_timeout_not_fatal_runs(self):
+        self.conf.config(vif_plugging_is_fatal=False)
+        self.start(self.EVENTS)
+        self.assertEqual(['plug', 'launch paused', 'resume'], self.log)
+
+    def test_reported_failure_leaves_nothing(self):
+        self.assertRaises(exception.VIFPlugReportedFailed, self.start,
+                          self.EVENTS,
+                          on_plug=self.neutron_reports('failed'))
+        self.assertEqual(['plug', 'launch paused', 'poweroff', 'undefine',
+                          'unplug'], self.log)
+
+    def test_plug_failure_starts_nothing(self):
+        # plug_all unplugs what it did itself.
+        self.assertRaises(exception.VIFPlugFailed, self.start, self.EVENTS,
+                          fail=True)
+        self.assertEqual(['plug'], self.log)
