@@ -15,10 +15,10 @@ from cloud import procs
 PACKAGES = (
     'mariadb-server', 'rabbitmq-server', 'memcached', 'openvswitch-switch',
     'socat', 'haproxy', 'dnsmasq-base', 'sudo', 'novnc', 'openssh-server',
-    'openssh-client', 'iproute2', 'iptables', 'conntrack',
+    'openssh-client', 'iproute2', 'iptables', 'conntrack', 'iputils-ping',
     'libvirt-daemon-system', 'libvirt-clients', 'libvirt-dev', 'pkg-config',
     'qemu-system-x86', 'qemu-utils', 'genisoimage', 'busybox-static',
-    'linux-image-amd64', 'dropbear-bin', 'python3-venv')
+    'linux-image-amd64', 'dropbear-bin', 'ethtool', 'python3-venv')
 
 
 def install_packages():

@@ -93,8 +93,11 @@ def keystone(db_url):
         'token': {'provider': 'fernet'},
         'fernet_tokens': {'key_repository': etc('keystone', 'fernet-keys')},
         'credential': {'key_repository': etc('keystone', 'credential-keys')},
+        # A retrying client: memcached restarted under Keystone is a
+        # reconnection, not a failed request.
         'cache': {'enabled': 'true', 'backend': 'dogpile.cache.pymemcache',
-                  'memcache_servers': base.memcache_servers()},
+                  'memcache_servers': base.memcache_servers(),
+                  'enable_retry_client': 'true'},
     })
     return uwsgi('keystone', 'keystone.wsgi.api:application',
                  {'OS_KEYSTONE_CONFIG_DIR': etc('keystone')})

@@ -20,15 +20,17 @@ def keystone_up():
         procs.run(['keystone-manage', '--config-file', conf] + list(args))
 
     write_clouds_yaml()
-    if procs.read_pid('keystone'):
-        return
-    manage('db_sync')
+    first = procs.read_pid('keystone') is None
+    if first:
+        manage('db_sync')
     for repo in ('fernet', 'credential'):
         if not os.path.isdir(configs.etc('keystone', repo + '-keys')):
             manage('%s_setup' % repo, '--keystone-user', 'root',
                    '--keystone-group', 'root')
     procs.start('keystone', ['uwsgi', '--ini', uwsgi_ini],
                 ready=procs.port_open(layout.PORTS['keystone']))
+    if not first:
+        return
     manage('bootstrap', '--bootstrap-password', base.secret('keystone-admin'),
            '--bootstrap-admin-url', layout.url('keystone', '/v3'),
            '--bootstrap-internal-url', layout.url('keystone', '/v3'),
@@ -59,19 +61,17 @@ def write_clouds_yaml():
 
 def placement_up():
     uwsgi_ini = configs.placement(base.database('placement', 'placement'))
-    if procs.read_pid('placement'):
-        return
-    procs.run(['placement-manage', '--config-file',
-               configs.etc('placement', 'placement.conf'), 'db', 'sync'])
+    if procs.read_pid('placement') is None:
+        procs.run(['placement-manage', '--config-file',
+                   configs.etc('placement', 'placement.conf'), 'db', 'sync'])
     procs.start('placement', ['uwsgi', '--ini', uwsgi_ini],
                 ready=procs.port_open(layout.PORTS['placement']))
 
 
 def glance_up():
     uwsgi_ini = configs.glance(base.database('glance', 'glance'))
-    if procs.read_pid('glance'):
-        return
-    procs.run(['glance-manage', '--config-dir', configs.etc('glance'),
-               'db_sync'])
+    if procs.read_pid('glance') is None:
+        procs.run(['glance-manage', '--config-dir', configs.etc('glance'),
+                   'db_sync'])
     procs.start('glance', ['uwsgi', '--ini', uwsgi_ini],
                 ready=procs.port_open(layout.PORTS['glance']))

@@ -109,10 +109,9 @@ def write_configs(db_url):
 
 
 def server_up(uwsgi_ini):
-    if procs.read_pid('neutron-api'):
-        return
-    procs.run(['neutron-db-manage', '--config-file', NEUTRON_CONF,
-               '--config-file', ML2_CONF, 'upgrade', 'head'])
+    if procs.read_pid('neutron-api') is None:
+        procs.run(['neutron-db-manage', '--config-file', NEUTRON_CONF,
+                   '--config-file', ML2_CONF, 'upgrade', 'head'])
     server_files = ['--config-file', NEUTRON_CONF, '--config-file', ML2_CONF]
     procs.start('neutron-api', ['uwsgi', '--ini', uwsgi_ini],
                 ready=procs.port_open(layout.PORTS['neutron']))

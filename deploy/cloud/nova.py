@@ -97,6 +97,9 @@ def _compute_sections(host, driver):
         configs.root_helper('nova'), compute_conf(host))
     conf['DEFAULT'].update({
         'compute_driver': DRIVERS[driver],
+        # Ports are wired within seconds here: a build whose port never is
+        # fails after a minute rather than Nova's five.
+        'vif_plugging_timeout': '60',
         'my_ip': host.mgmt_ip,
         'state_path': os.path.join(host.state, 'nova'),
         'instances_path': layout.INSTANCES,

@@ -7,6 +7,7 @@ session: the privsep helpers and root-wrapped children a service starts
 keep its session and would outlive it.
 """
 
+import hashlib
 import os
 import signal
 import socket
@@ -100,10 +101,17 @@ def start(name, argv, env=None, cwd=None, ready=None, timeout=120):
     """Start ``argv`` as daemon ``name`` unless it already runs; wait until
     ``ready()`` is true (or the daemon exits, or the deadline passes).
 
+    A daemon that runs with another configuration than its files hold now
+    (see config_fingerprint) is started again.
+
     :returns: True if it was started now
     """
+    fingerprint = config_fingerprint(argv)
     if read_pid(name):
-        return False
+        if _stored_fingerprint(name) == fingerprint:
+            return False
+        say('restarting %s: its configuration changed' % name)
+        stop(name)
     os.makedirs(layout.PIDS, exist_ok=True)
     os.makedirs(layout.LOGS, exist_ok=True)
     log = logfile(name)
@@ -116,16 +124,53 @@ def start(name, argv, env=None, cwd=None, ready=None, timeout=120):
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     with open(pidfile(name), 'w') as f:
         f.write('%d\n' % process.pid)
+    with open(pidfile(name) + '.config', 'w') as f:
+        f.write(fingerprint)
     deadline = time.monotonic() + timeout
     while ready is not None and not ready():
-        if process.poll() is not None:
-            raise DeployError(name, 'exited with status %d while starting'
-                              % process.returncode, log)
+        _check_running(name, process, log)
         if time.monotonic() > deadline:
             raise DeployError(name, 'not ready after %d s' % timeout, log)
         time.sleep(0.3)
+    # Ready by a port that a predecessor still held, or gone at once.
+    time.sleep(0.5)
+    _check_running(name, process, log)
     say('%s started (pid %d)' % (name, process.pid))
     return True
+
+
+def config_fingerprint(argv):
+    """A digest of the configuration files in ``argv`` (arguments, or
+    ``--option=path``, under /etc/kvmx-cloud); for a uWSGI configuration,
+    of every file of its service's configuration directory."""
+    paths = set()
+    for arg in argv:
+        path = arg.split('=', 1)[-1]
+        if path.startswith(layout.ETC + '/') and os.path.isfile(path):
+            paths.add(path)
+            if path.endswith('-uwsgi.ini'):
+                directory = os.path.dirname(path)
+                paths.update(os.path.join(directory, n)
+                             for n in os.listdir(directory))
+    digest = hashlib.sha256()
+    for path in sorted(p for p in paths if os.path.isfile(p)):
+        with open(path, 'rb') as f:
+            digest.update(path.encode() + b'\0' + f.read())
+    return digest.hexdigest()
+
+
+def _stored_fingerprint(name):
+    try:
+        with open(pidfile(name) + '.config') as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def _check_running(name, process, log):
+    if process.poll() is not None:
+        raise DeployError(name, 'exited with status %d while starting'
+                          % process.returncode, log)
 
 
 def session_members(sid):
@@ -153,7 +198,7 @@ def stop(name, timeout=STOP_TIMEOUT):
     except (OSError, ValueError):
         return
     kill_all(session_members(pid) or [pid], timeout)
-    os.unlink(pidfile(name))
+    _forget(name)
 
 
 def stop_all(names, timeout=STOP_TIMEOUT):
@@ -169,8 +214,13 @@ def stop_all(names, timeout=STOP_TIMEOUT):
         pids += session_members(pid) or [pid]
     kill_all(pids, timeout)
     for name in names:
-        if os.path.exists(pidfile(name)):
-            os.unlink(pidfile(name))
+        _forget(name)
+
+
+def _forget(name):
+    for path in (pidfile(name), pidfile(name) + '.config'):
+        if os.path.exists(path):
+            os.unlink(path)
 
 
 def kill_all(pids, timeout=STOP_TIMEOUT):
@@ -195,6 +245,21 @@ def running():
         return []
     names = [n[:-4] for n in os.listdir(layout.PIDS) if n.endswith('.pid')]
     return sorted(names, key=lambda n: os.stat(pidfile(n)).st_mtime)
+
+
+def running_services():
+    """The OpenStack daemons that run (those of the cloud's virtualenv)."""
+    names = []
+    for name in running():
+        try:
+            with open('/proc/%d/cmdline' % read_pid(name), 'rb') as f:
+                argv = f.read().split(b'\0')
+        except (OSError, TypeError):
+            continue
+        if any(arg.startswith(layout.VENV.encode()) or arg == b'uwsgi'
+               for arg in argv):
+            names.append(name)
+    return names
 
 
 def port_open(port, host=layout.ADDRESS):

@@ -1,0 +1,51 @@
+"""Installing and running Tempest (its own virtualenv, from PyPI at the
+version of upper-constraints.txt) against the cloud."""
+
+import os
+import shutil
+import subprocess
+import time
+
+from cloud import install
+from cloud import layout
+from cloud import procs
+from cloud import tempest
+
+INCLUDE = os.path.join(layout.REPO, 'deploy', 'tempest-include.txt')
+EXCLUDE = os.path.join(layout.REPO, 'deploy', 'tempest-exclude.txt')
+BIN = os.path.join(layout.TEMPEST_VENV, 'bin')
+
+
+def venv_up():
+    if os.path.exists(os.path.join(BIN, 'tempest')):
+        return
+    procs.say('installing Tempest into %s' % layout.TEMPEST_VENV)
+    procs.run(['python3', '-m', 'venv', layout.TEMPEST_VENV])
+    procs.run([os.path.join(BIN, 'pip'), 'install', '-q', '-c',
+               install.CONSTRAINTS, 'tempest'], timeout=1200)
+
+
+def run(driver, regex=None, concurrency=2):
+    venv_up()
+    if not os.path.exists(os.path.join(tempest.WORKSPACE, '.stestr.conf')):
+        shutil.rmtree(tempest.WORKSPACE, ignore_errors=True)
+        procs.run([os.path.join(BIN, 'tempest'), 'init', tempest.WORKSPACE])
+    procs.run([os.path.join(layout.BIN, 'python'), '-m', 'cloud.tempest',
+               'config'], env={'OS_CLIENT_CONFIG_FILE': layout.CLOUDS_YAML,
+                               'PYTHONPATH': os.path.join(layout.REPO,
+                                                          'deploy')})
+    selection = (['--regex', regex] if regex else
+                 ['--include-list', INCLUDE, '--exclude-list', EXCLUDE])
+    argv = [os.path.join(BIN, 'tempest'), 'run', '--config-file',
+            tempest.CONF, '--concurrency', str(concurrency)] + selection
+    procs.say('Tempest on compute_driver %s: %s' % (driver, ' '.join(argv)))
+    started = time.monotonic()
+    status = subprocess.run(argv, cwd=tempest.WORKSPACE).returncode
+    os.makedirs(tempest.RESULTS, exist_ok=True)
+    result = os.path.join(tempest.RESULTS, '%s.subunit' % driver)
+    with open(result, 'wb') as out:
+        subprocess.run([os.path.join(BIN, 'stestr'), 'last', '--subunit'],
+                       cwd=tempest.WORKSPACE, stdout=out)
+    procs.say('Tempest finished in %.0f s (status %d); results in %s' % (
+        time.monotonic() - started, status, result))
+    return status

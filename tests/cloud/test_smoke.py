@@ -1,0 +1,152 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""The cloud's smoke: what CI runs against deploy/up on every change.
+
+A pinned hugepage server booted with ``openstack server create``, reached
+on its port; a live migration between the two computes; Neutron's
+``network-vif-plugged`` event withheld; RabbitMQ restarted under a boot.
+"""
+
+import json
+import os
+import signal
+import subprocess
+
+from lxml import etree
+
+from tests.cloud import base
+
+from cloud import base as deploy_base  # noqa: I100 (deploy/, see base)
+from cloud import layout
+from cloud import procs
+
+
+class SmokeTest(base.CloudTestCase):
+
+    def openstack(self, *args, cloud='kvmx-demo'):
+        env = dict(os.environ, OS_CLOUD=cloud,
+                   OS_CLIENT_CONFIG_FILE=layout.CLOUDS_YAML)
+        return json.loads(subprocess.run(
+            [os.path.join(layout.BIN, 'openstack')] + list(args) +
+            ['-f', 'json'], env=env, check=True, stdout=subprocess.PIPE,
+            text=True, timeout=base.BOOT_TIMEOUT + 60).stdout)
+
+    def test_pinned_hugepage_server_from_the_cli(self):
+        """openstack server create --flavor pinned.hugepage: ACTIVE, the
+        guest booted (its console marker read through the API), took its
+        DHCP lease on its OVS port on the first boot, answers a ping, and
+        libvirt holds the claimed pin and pages."""
+        created = self.openstack(
+            'server', 'create', '--flavor', 'pinned.hugepage', '--image',
+            'kvmx-guest', '--network', layout.PROVIDER_NET, '--wait',
+            self.getUniqueString('kvmx-smoke'))
+        server = self.admin.compute.get_server(created['id'])
+        self.addCleanup(self.delete, server)
+        self.assertEqual('ACTIVE', server.status)
+
+        address = self.fixed_ip(server)
+        self.wait_for_console(server, 'KVMX-GUEST-BOOTED')
+        self.wait_for_console(
+            server, '%s eth0 %s' % (base.GUEST_NET_MARKER, address))
+        self.assertTrue(self.pingable(address),
+                        'no answer from %s' % address)
+
+        host = base.host_of(server.compute_host)
+        xml = etree.fromstring(self.domain_xml(host, server).encode())
+        self.assertEqual(['1'], xml.xpath('//cputune/vcpupin/@cpuset'))
+        self.assertEqual(['2048'],
+                         xml.xpath('//memoryBacking/hugepages/page/@size'))
+        tap = xml.xpath('//devices/interface/target/@dev')[0]
+        self.assertIn(tap, self.ovs_ports(host))
+
+    def test_live_migration_between_the_computes(self):
+        server = self.boot()
+        source = server.compute_host
+        address = self.fixed_ip(server)
+        self.wait_for_console(server, base.GUEST_NET_MARKER)
+
+        self.admin.compute.live_migrate_server(server, host=None,
+                                               block_migration=True)
+        server = self.wait_for_host_change(server, source)
+        self.wait_for_status(server, 'ACTIVE')
+
+        self.assertNotIn(server.id, self.domains(base.host_of(source)))
+        dest = base.host_of(server.compute_host)
+        self.assertIn(server.id, self.domains(dest))
+        self.assertTrue(self.pingable(address),
+                        'no answer from %s after the migration' % address)
+        # The console log is the destination's: it goes on from there.
+        self.console(server)
+
+    def wait_for_host_change(self, server, source):
+        deadline = base.time.monotonic() + base.MIGRATION_TIMEOUT
+        while True:
+            server = self.admin.compute.get_server(server.id)
+            if server.compute_host != source and server.task_state is None:
+                return server
+            if base.time.monotonic() > deadline:
+                self.fail('server %s still on %s (%s, task %s) after %d s' %
+                          (server.id, server.compute_host, server.status,
+                           server.task_state, base.MIGRATION_TIMEOUT))
+            if server.status == 'ACTIVE' and server.task_state is None and \
+                    self.migration_failed(server):
+                self.fail('live migration of %s failed' % server.id)
+            base.time.sleep(2)
+
+    def migration_failed(self, server):
+        return any(m.status in ('error', 'failed') for m in
+                   self.admin.compute.migrations(instance_uuid=server.id))
+
+    def test_build_fails_when_the_port_is_never_wired(self):
+        """compute2's OVS agent frozen: the port binds (the agent still
+        counts as alive) but is never wired, Neutron sends no
+        network-vif-plugged, and the build fails after Nova's
+        vif_plugging_timeout with nothing left on the host."""
+        agent = procs.read_pid('compute2-neutron-openvswitch-agent')
+        os.kill(agent, signal.SIGSTOP)
+        self.addCleanup(os.kill, agent, signal.SIGCONT)
+
+        server = self.boot(host=layout.HOSTNAME2, wait=False)
+        server = self.wait_for_status(server, 'ERROR',
+                                      timeout=base.BOOT_TIMEOUT + 120)
+        # Nova's message for VirtualInterfaceCreateException.
+        self.assertIn('Failed to allocate the network(s), not rescheduling',
+                      server.fault['message'])
+        host = layout.COMPUTE2
+        self.assertNotIn(server.id, self.domains(host))
+        self.assertFalse(os.path.exists(self.instance_dir(host, server)))
+        port = list(self.admin.network.ports(device_id=server.id))
+        self.assertFalse([p for p in self.ovs_ports(host)
+                          if port and p.startswith('tap' + port[0].id[:11])])
+
+    def test_rabbitmq_restart_under_a_boot(self):
+        """A boot in flight when RabbitMQ restarts ends ACTIVE or ERROR,
+        never stuck; the services reconnect and the next boot works."""
+        server = self.boot(wait=False)
+        procs.stop('rabbitmq')
+        deploy_base.start_rabbitmq()
+        server = self.wait_for_any(server, ('ACTIVE', 'ERROR'))
+        self.assertIn(server.status, ('ACTIVE', 'ERROR'))
+        self.boot()
+
+    def wait_for_any(self, server, statuses):
+        deadline = base.time.monotonic() + base.BOOT_TIMEOUT
+        while True:
+            server = self.admin.compute.get_server(server.id)
+            if server.status in statuses:
+                return server
+            if base.time.monotonic() > deadline:
+                self.fail('server %s is %s (task %s) after %d s' % (
+                    server.id, server.status, server.task_state,
+                    base.BOOT_TIMEOUT))
+            base.time.sleep(2)
