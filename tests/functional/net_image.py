@@ -42,6 +42,9 @@ plus:
   libraries ``ldd`` finds for it: root logs in with those keys only (no
   password logins), host keys are made at the first connection
   (``dropbear -R``), busybox ``sh`` runs the commands;
+* Debian's ``ethtool``, to turn each NIC's transmit checksum offload off
+  (see ``ETHTOOL``: the userspace Open vSwitch of the all-in-one cloud
+  drops packets whose checksums a host would have completed);
 * for Tempest's validation commands (``RemoteClient`` of Tempest 47):
   ``sudo`` (root needs none: it runs the command), ``lsblk`` (the
   ``-lb --nodeps`` table with a TYPE column, from ``/sys/block``),
@@ -94,6 +97,14 @@ NOLEASE_MARKER_PREFIX = 'KVMX-GUEST-NOLEASE'
 META_MARKER_PREFIX = 'KVMX-GUEST-META'
 SSH_MARKER_PREFIX = 'KVMX-GUEST-SSH'
 DROPBEAR = '/usr/sbin/dropbear'
+# A virtio NIC leaves the TCP and UDP checksums of what it sends to the
+# host (checksum offload). Open vSwitch's userspace datapath reads a
+# system tap port as raw frames, without the offload's metadata, so its
+# connection tracking (Neutron's OVS firewall) counts those packets as
+# invalid and drops them: the all-in-one cloud's datapath. The guest turns
+# the offload off and sends complete checksums, as a guest behind a NIC
+# without offloads does.
+ETHTOOL = '/usr/sbin/ethtool'
 KERNEL_CMDLINE = guest_image.KERNEL_CMDLINE
 
 # Kernel options -> module providing it when =m (see the module's doc):
@@ -170,6 +181,9 @@ while :; do
             kill "$pid"
         fi
         rm -f "/run/kvmx-net/$n.nolease"
+        # Checksums computed here, not left to the host (see ETHTOOL).
+        /usr/sbin/ethtool -K "$n" tx off >/dev/null 2>&1 ||
+            echo "KVMX-GUEST-WARNING ethtool could not turn $n's checksum offload off"
         ip link set dev "$n" up
         KVMX_DHCP_WAIT=$1 udhcpc -f -i "$n" -p "/run/udhcpc.$n.pid" \
             -s /usr/share/udhcpc/default.script -t "$tries" -T 2 -A 3 \
@@ -487,7 +501,8 @@ def guest_files():
                ('usr/bin/blkid', BLKID), ('usr/bin/curl', CURL))
     files = [(path, _markers(text).encode()) for path, text in scripts]
     files += [(path, text.encode(), mode) for path, text, mode in ETC_FILES]
-    return files + guest_image.program_files(DROPBEAR, 'dropbear-bin')
+    return files + guest_image.program_files(DROPBEAR, 'dropbear-bin') + \
+        guest_image.program_files(ETHTOOL, 'ethtool')
 
 
 def build_initramfs(dest_path, marker=guest_image.DEFAULT_MARKER):
