@@ -43,7 +43,14 @@ def up(driver):
     base.start_memcached()
     hosts.ssh_keys()
     for host in layout.HOSTS:
-        hosts.ovs_up(host)
+        if hosts.ovs_up(host) and host.is_local:
+            # The userspace datapath's internal ports are taps of
+            # ovs-vswitchd: those the DHCP agent moved into its namespaces
+            # died with the old one. The agent makes its namespaces and
+            # ports again when it starts.
+            procs.stop('neutron-dhcp-agent')
+            teardown.remove_namespaces(
+                lambda netns: netns.startswith('qdhcp-'))
         hosts.sshd_up(host)
     hosts.host2_libvirt_up()
     hosts.forwarders_up()

@@ -13,12 +13,18 @@ from cloud import layout
 from cloud import procs
 
 PACKAGES = (
+    # the shared services and Open vSwitch
     'mariadb-server', 'rabbitmq-server', 'memcached', 'openvswitch-switch',
-    'socat', 'haproxy', 'dnsmasq-base', 'sudo', 'novnc', 'openssh-server',
-    'openssh-client', 'iproute2', 'iptables', 'conntrack', 'iputils-ping',
+    # Neutron's agents (dhcp_release frees a deleted port's lease at once)
+    'haproxy', 'dnsmasq-base', 'dnsmasq-utils', 'iproute2', 'iptables',
+    'conntrack',
+    # root helpers, consoles, the second host, disk copies, the tests
+    'sudo', 'novnc', 'socat', 'openssh-server', 'openssh-client',
+    'iputils-ping', 'python3-venv',
+    # libvirt and QEMU, and the test guest (as .ci/setup)
     'libvirt-daemon-system', 'libvirt-clients', 'libvirt-dev', 'pkg-config',
     'qemu-system-x86', 'qemu-utils', 'genisoimage', 'busybox-static',
-    'linux-image-amd64', 'dropbear-bin', 'ethtool', 'python3-venv')
+    'linux-image-amd64', 'dropbear-bin', 'ethtool')
 
 
 def install_packages():
@@ -170,6 +176,13 @@ def start_rabbitmq():
 def rabbitmqctl(*args):
     return procs.run(['/usr/lib/rabbitmq/bin/rabbitmqctl'] + list(args),
                      env=rabbit_env())
+
+
+def messaging():
+    """oslo.messaging's options of every service: quorum queues, which
+    RabbitMQ keeps on disk, so that a message sent just before a broker
+    restart (a boot in flight) is delivered after it, not lost."""
+    return {'rabbit_quorum_queue': 'true'}
 
 
 def transport_url():

@@ -164,6 +164,8 @@ def ovs_rundir(host):
 
 
 def ovs_up(host):
+    """``host``'s Open vSwitch with its provider bridge; whether
+    ovs-vswitchd was started now."""
     db = os.path.join(host.state, 'ovs', 'conf.db')
     rundir = ovs_rundir(host)
     if host.is_local and procs.read_pid('compute1-ovsdb-server') is None \
@@ -180,7 +182,7 @@ def ovs_up(host):
         '--pidfile=/run/openvswitch/ovsdb-server.pid'],
         ready=procs.path_exists(os.path.join(rundir, 'db.sock')))
     run(host, ['ovs-vsctl', '--no-wait', 'init'])
-    start(host, 'ovs-vswitchd', [
+    started = start(host, 'ovs-vswitchd', [
         'ovs-vswitchd', 'unix:/run/openvswitch/db.sock',
         '--unixctl=/run/openvswitch/ovs-vswitchd.ctl',
         '--pidfile=/run/openvswitch/ovs-vswitchd.pid'],
@@ -203,6 +205,7 @@ def ovs_up(host):
         if cidr not in procs.run(['ip', '-o', 'addr', 'show', 'dev', gw]):
             procs.run(['ip', 'addr', 'add', cidr, 'dev', gw])
         procs.run(['ip', 'link', 'set', gw, 'up'])
+    return started
 
 
 # -- SSH between the hosts (Nova's disk copies, libvirt's migrations) -----

@@ -49,6 +49,7 @@ def write_configs(db_url):
             'api_paste_config': configs.etc('neutron', 'api-paste.ini'),
         },
         'database': {'connection': db_url},
+        'oslo_messaging_rabbit': base.messaging(),
         'keystone_authtoken': configs.authtoken('neutron'),
         'nova': configs.auth('nova'),
         'oslo_concurrency': configs.lock_path('neutron'),

@@ -43,6 +43,7 @@ def common():
             'instance_name_template': layout.INSTANCE_NAME_TEMPLATE,
             'rootwrap_config': configs.etc('nova', 'rootwrap.conf'),
         },
+        'oslo_messaging_rabbit': base.messaging(),
         'keystone_authtoken': configs.authtoken('nova'),
         'service_user': configs.auth(
             'nova', send_service_user_token='true'),

@@ -29,13 +29,8 @@ def down(purge=False):
     # RabbitMQ's port mapper daemonizes out of RabbitMQ's session.
     procs.run(['epmd', '-port', str(layout.PORTS['epmd']), '-kill'],
               check=False)
-    for netns in _namespaces():
-        if netns == layout.NETNS or netns.startswith(NEUTRON_NETNS_PREFIXES):
-            pids = [int(p) for p in procs.run(
-                ['ip', 'netns', 'pids', netns], check=False).split()
-                if p.isdigit()]
-            procs.kill_all(pids)
-            procs.run(['ip', 'netns', 'delete', netns], check=False)
+    remove_namespaces(lambda netns: netns == layout.NETNS or
+                      netns.startswith(NEUTRON_NETNS_PREFIXES))
     for link in (layout.MGMT_LINK[0], layout.PHYS_LINK[0],
                  layout.HOST_PROVIDER_PORT):
         if os.path.exists('/sys/class/net/' + link):
@@ -52,6 +47,18 @@ def down(purge=False):
     procs.say('cloud removed%s' % (' (and %s)' % layout.OPT if purge
                                    else '; %s kept for the next up' %
                                    layout.OPT))
+
+
+def remove_namespaces(which):
+    """Kill what runs in the network namespaces ``which`` selects, then
+    delete them."""
+    for netns in _namespaces():
+        if which(netns):
+            pids = [int(p) for p in procs.run(
+                ['ip', 'netns', 'pids', netns], check=False).split()
+                if p.isdigit()]
+            procs.kill_all(pids)
+            procs.run(['ip', 'netns', 'delete', netns], check=False)
 
 
 def _namespaces():

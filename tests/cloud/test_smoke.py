@@ -139,6 +139,15 @@ class SmokeTest(base.CloudTestCase):
         self.assertIn(server.status, ('ACTIVE', 'ERROR'))
         self.boot()
 
+    def test_up_again_changes_nothing(self):
+        """deploy/up on the running cloud: every daemon keeps its PID."""
+        before = {name: procs.read_pid(name) for name in procs.running()}
+        subprocess.run([os.path.join(layout.REPO, 'deploy', 'up')],
+                       check=True, stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, timeout=600)
+        after = {name: procs.read_pid(name) for name in procs.running()}
+        self.assertEqual(before, after)
+
     def wait_for_any(self, server, statuses):
         deadline = base.time.monotonic() + base.BOOT_TIMEOUT
         while True:
