@@ -22,6 +22,10 @@ VENV = os.path.join(OPT, 'venv')
 TEMPEST_VENV = os.path.join(OPT, 'tempest-venv')
 BIN = os.path.join(VENV, 'bin')
 CLOUDS_YAML = os.path.join(ETC, 'clouds.yaml')
+TEMPEST_WORKSPACE = os.path.join(STATE, 'tempest')
+TEMPEST_CONF = os.path.join(TEMPEST_WORKSPACE, 'etc', 'tempest.conf')
+# Kept by down, so that runs on both drivers can be compared.
+TEMPEST_RESULTS = os.path.join(OPT, 'tempest-results')
 SSH_CLIENT_CONF = '/etc/ssh/ssh_config.d/kvmx-cloud.conf'
 SECRETS = os.path.join(ETC, 'secrets.json')
 

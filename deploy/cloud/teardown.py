@@ -44,9 +44,46 @@ def down(purge=False):
         shutil.rmtree(path, ignore_errors=True)
     if purge:
         shutil.rmtree(layout.OPT, ignore_errors=True)
+    left = leftovers()
+    if left:
+        raise procs.DeployError('down', 'left behind:\n  ' +
+                                '\n  '.join(left))
     procs.say('cloud removed%s' % (' (and %s)' % layout.OPT if purge
                                    else '; %s kept for the next up' %
                                    layout.OPT))
+
+
+def leftovers():
+    """What of the cloud is still on the machine: processes, namespaces,
+    links, domains, files."""
+    found = []
+    marks = (b'kvmx-cloud', b'openvswitch/db.sock',
+             b'-port %d' % layout.PORTS['epmd'])
+    for entry in os.listdir('/proc'):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open('/proc/%s/cmdline' % entry, 'rb') as f:
+                argv = f.read().replace(b'\0', b' ').strip()
+        except OSError:
+            continue
+        if argv and any(mark in argv for mark in marks) and \
+                procs.alive(int(entry)):
+            found.append('process %s: %s' % (entry, argv[:120].decode(
+                'utf-8', 'replace')))
+    found += ['network namespace %s' % n for n in _namespaces()
+              if n == layout.NETNS or n.startswith(NEUTRON_NETNS_PREFIXES)]
+    found += ['link %s' % link for link in os.listdir('/sys/class/net')
+              if link.startswith('kvmx-')]
+    prefix = layout.INSTANCE_NAME_TEMPLATE.split('%')[0]
+    found += ['domain %s' % name for name in subprocess.run(
+        ['virsh', '-c', 'qemu:///system', 'list', '--all', '--name'],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        text=True).stdout.split() if name.startswith(prefix)]
+    found += [path for path in (layout.ETC, layout.STATE, layout.LOGS,
+                                layout.RUN, layout.SSH_CLIENT_CONF)
+              if os.path.exists(path)]
+    return found
 
 
 def remove_namespaces(which):

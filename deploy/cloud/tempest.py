@@ -24,10 +24,8 @@ from cloud import bootstrap
 from cloud import layout
 from cloud import nova
 
-WORKSPACE = os.path.join(layout.STATE, 'tempest')
-CONF = os.path.join(WORKSPACE, 'etc', 'tempest.conf')
-RESULTS = os.path.join(layout.OPT, 'tempest-results')
-KEY_DIR = os.path.join(WORKSPACE, 'keys')
+WORKSPACE = layout.TEMPEST_WORKSPACE
+CONF = layout.TEMPEST_CONF
 
 
 def settings(cloud):

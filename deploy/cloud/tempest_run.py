@@ -9,7 +9,6 @@ import time
 from cloud import install
 from cloud import layout
 from cloud import procs
-from cloud import tempest
 
 INCLUDE = os.path.join(layout.REPO, 'deploy', 'tempest-include.txt')
 EXCLUDE = os.path.join(layout.REPO, 'deploy', 'tempest-exclude.txt')
@@ -27,9 +26,10 @@ def venv_up():
 
 def run(driver, regex=None, concurrency=2):
     venv_up()
-    if not os.path.exists(os.path.join(tempest.WORKSPACE, '.stestr.conf')):
-        shutil.rmtree(tempest.WORKSPACE, ignore_errors=True)
-        procs.run([os.path.join(BIN, 'tempest'), 'init', tempest.WORKSPACE])
+    workspace = layout.TEMPEST_WORKSPACE
+    if not os.path.exists(os.path.join(workspace, '.stestr.conf')):
+        shutil.rmtree(workspace, ignore_errors=True)
+        procs.run([os.path.join(BIN, 'tempest'), 'init', workspace])
     procs.run([os.path.join(layout.BIN, 'python'), '-m', 'cloud.tempest',
                'config'], env={'OS_CLIENT_CONFIG_FILE': layout.CLOUDS_YAML,
                                'PYTHONPATH': os.path.join(layout.REPO,
@@ -37,15 +37,15 @@ def run(driver, regex=None, concurrency=2):
     selection = (['--regex', regex] if regex else
                  ['--include-list', INCLUDE, '--exclude-list', EXCLUDE])
     argv = [os.path.join(BIN, 'tempest'), 'run', '--config-file',
-            tempest.CONF, '--concurrency', str(concurrency)] + selection
+            layout.TEMPEST_CONF, '--concurrency', str(concurrency)] + selection
     procs.say('Tempest on compute_driver %s: %s' % (driver, ' '.join(argv)))
     started = time.monotonic()
-    status = subprocess.run(argv, cwd=tempest.WORKSPACE).returncode
-    os.makedirs(tempest.RESULTS, exist_ok=True)
-    result = os.path.join(tempest.RESULTS, '%s.subunit' % driver)
+    status = subprocess.run(argv, cwd=workspace).returncode
+    os.makedirs(layout.TEMPEST_RESULTS, exist_ok=True)
+    result = os.path.join(layout.TEMPEST_RESULTS, '%s.subunit' % driver)
     with open(result, 'wb') as out:
         subprocess.run([os.path.join(BIN, 'stestr'), 'last', '--subunit'],
-                       cwd=tempest.WORKSPACE, stdout=out)
+                       cwd=workspace, stdout=out)
     procs.say('Tempest finished in %.0f s (status %d); results in %s' % (
         time.monotonic() - started, status, result))
     return status
