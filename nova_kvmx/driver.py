@@ -62,7 +62,6 @@ class KVMXDriver(driver.ComputeDriver):
         supports_image_type_qcow2=True,
         supports_image_type_raw=True,
         supports_pcpus=True,
-        supports_migrate_to_same_host=True,
         supports_attach_interface=True,
     )
 

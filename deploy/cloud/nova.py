@@ -101,6 +101,9 @@ def _compute_sections(host, driver):
         # Ports are wired within seconds here: a build whose port never is
         # fails after a minute rather than Nova's five.
         'vif_plugging_timeout': '60',
+        # One shared CPU per host: Nova's initial ratio (4) would hold four
+        # unpinned guests per host, fewer than Tempest's classes keep.
+        'cpu_allocation_ratio': '16.0',
         'my_ip': host.mgmt_ip,
         'state_path': os.path.join(host.state, 'nova'),
         'instances_path': layout.INSTANCES,
