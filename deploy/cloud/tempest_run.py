@@ -42,7 +42,10 @@ def run(driver, regex=None, concurrency=2):
     started = time.monotonic()
     status = subprocess.run(argv, cwd=workspace).returncode
     os.makedirs(layout.TEMPEST_RESULTS, exist_ok=True)
-    result = os.path.join(layout.TEMPEST_RESULTS, '%s.subunit' % driver)
+    # Only a run of the curated list stands for the driver in the
+    # side-by-side; a --regex run is kept beside it.
+    result = os.path.join(layout.TEMPEST_RESULTS, '%s%s.subunit' % (
+        driver, '-regex' if regex else ''))
     with open(result, 'wb') as out:
         subprocess.run([os.path.join(BIN, 'stestr'), 'last', '--subunit'],
                        cwd=workspace, stdout=out)
