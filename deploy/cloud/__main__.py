@@ -68,7 +68,7 @@ def up(driver):
     nova.databases_up(cell0, cell1)
     nova.control_plane_up(api_ini, metadata_ini)
     neutron.agents_up()
-    nova.computes_up()
+    nova.computes_up(driver)
     wait_for_computes()
     bootstrap('network')
     bootstrap('flavors')

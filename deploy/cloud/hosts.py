@@ -79,7 +79,10 @@ def _prepare_libvirt_dirs():
         if os.path.isdir(path):
             continue
         if mount == '/etc/libvirt':
-            shutil.copytree(mount, path, symlinks=True)
+            # The daemons' configuration, not this host's domains,
+            # networks or secrets.
+            shutil.copytree(mount, path, symlinks=True,
+                            ignore=_host_objects)
             # libvirt refuses to migrate to a host with its own UUID. QEMU
             # guests of this daemon stay out of the main daemon's cgroups:
             # both would name a migrating guest's cgroup alike.
@@ -96,6 +99,15 @@ def _prepare_libvirt_dirs():
         shutil.copytree(caches, os.path.join(
             private_dir('/var/cache/libvirt'), 'qemu', 'capabilities'),
             dirs_exist_ok=True)
+
+
+def _host_objects(directory, names):
+    """What copytree leaves out of /etc/libvirt: the objects libvirtd has
+    defined on this host."""
+    if os.path.basename(directory) == 'qemu':
+        return [n for n in names if n.endswith('.xml') or n in (
+            'autostart', 'networks', 'checkpoint', 'snapshot')]
+    return [n for n in names if n in ('secrets', 'storage')]
 
 
 def links_up():

@@ -162,9 +162,29 @@ def control_plane_up(api_ini, metadata_ini):
         '/usr/share/novnc'], ready=procs.port_open(layout.PORTS['novncproxy']))
 
 
-def computes_up():
+def computes_up(driver):
+    if driver == 'libvirt':
+        _check_no_foreign_domains()
     for host in layout.HOSTS:
         os.makedirs(os.path.join(host.state, 'nova'), exist_ok=True)
         hosts.start(host, 'nova-compute', [
             os.path.join(layout.BIN, 'nova-compute'),
             '--config-file', compute_conf(host)])
+
+
+def _check_no_foreign_domains():
+    """Nova's libvirt driver takes every domain of its libvirtd for an
+    instance of its own, and a new nova-compute refuses to start on a host
+    with instances ("My hypervisor has existing instances"): say so before
+    starting it, naming the domains."""
+    if procs.read_pid('compute1-nova-compute'):
+        return
+    prefix = layout.INSTANCE_NAME_TEMPLATE.split('%')[0]
+    others = [name for name in procs.run(
+        ['virsh', '-c', 'qemu:///system', 'list', '--all', '--name']).split()
+        if not name.startswith(prefix)]
+    if others:
+        raise procs.DeployError(
+            'compute1-nova-compute', "Nova's libvirt driver would take this "
+            "machine's other domains for its instances and refuse to start: "
+            + ', '.join(others))
