@@ -97,20 +97,28 @@ class CloudTestCase(testtools.TestCase):
         self.admin.compute.delete_server(server, ignore_missing=True)
         self.admin.compute.wait_for_delete(server, wait=BOOT_TIMEOUT)
 
-    def wait_for_status(self, server, status, timeout=BOOT_TIMEOUT):
+    def wait_for_server(self, server, done, what, timeout=BOOT_TIMEOUT):
+        """The server, read through the API until ``done(server)``; fails
+        with ``what`` was waited for after ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
         while True:
             server = self.admin.compute.get_server(server.id)
-            if server.status == status:
+            if done(server):
                 return server
+            if time.monotonic() > deadline:
+                self.fail('server %s is %s (task %s, on %s) after %d s, '
+                          'waiting for %s' % (
+                              server.id, server.status, server.task_state,
+                              server.compute_host, timeout, what))
+            time.sleep(2)
+
+    def wait_for_status(self, server, status, timeout=BOOT_TIMEOUT):
+        def done(server):
             if server.status == 'ERROR' and status != 'ERROR':
                 self.fail('server %s went to ERROR: %s' % (
                     server.id, server.fault))
-            if time.monotonic() > deadline:
-                self.fail('server %s is %s (task %s) after %d s, not %s' % (
-                    server.id, server.status, server.task_state, timeout,
-                    status))
-            time.sleep(2)
+            return server.status == status
+        return self.wait_for_server(server, done, status, timeout)
 
     def console(self, server):
         return self.demo.compute.get_server_console_output(

@@ -89,19 +89,13 @@ class SmokeTest(base.CloudTestCase):
         self.console(server)
 
     def wait_for_host_change(self, server, source):
-        deadline = base.time.monotonic() + base.MIGRATION_TIMEOUT
-        while True:
-            server = self.admin.compute.get_server(server.id)
-            if server.compute_host != source and server.task_state is None:
-                return server
-            if base.time.monotonic() > deadline:
-                self.fail('server %s still on %s (%s, task %s) after %d s' %
-                          (server.id, server.compute_host, server.status,
-                           server.task_state, base.MIGRATION_TIMEOUT))
-            if server.status == 'ACTIVE' and server.task_state is None and \
-                    self.migration_failed(server):
+        def done(server):
+            if server.task_state is None and self.migration_failed(server):
                 self.fail('live migration of %s failed' % server.id)
-            base.time.sleep(2)
+            return server.compute_host != source and \
+                server.task_state is None
+        return self.wait_for_server(server, done, 'a move off %s' % source,
+                                    base.MIGRATION_TIMEOUT)
 
     def migration_failed(self, server):
         return any(m.status in ('error', 'failed') for m in
@@ -135,7 +129,9 @@ class SmokeTest(base.CloudTestCase):
         server = self.boot(wait=False)
         procs.stop('rabbitmq')
         deploy_base.start_rabbitmq()
-        server = self.wait_for_any(server, ('ACTIVE', 'ERROR'))
+        server = self.wait_for_server(
+            server, lambda s: s.status in ('ACTIVE', 'ERROR'),
+            'ACTIVE or ERROR')
         self.assertIn(server.status, ('ACTIVE', 'ERROR'))
         self.boot()
 
@@ -147,15 +143,3 @@ class SmokeTest(base.CloudTestCase):
                        stderr=subprocess.STDOUT, timeout=600)
         after = {name: procs.read_pid(name) for name in procs.running()}
         self.assertEqual(before, after)
-
-    def wait_for_any(self, server, statuses):
-        deadline = base.time.monotonic() + base.BOOT_TIMEOUT
-        while True:
-            server = self.admin.compute.get_server(server.id)
-            if server.status in statuses:
-                return server
-            if base.time.monotonic() > deadline:
-                self.fail('server %s is %s (task %s) after %d s' % (
-                    server.id, server.status, server.task_state,
-                    base.BOOT_TIMEOUT))
-            base.time.sleep(2)
