@@ -126,6 +126,7 @@ class KVMXDriver(driver.ComputeDriver):
             cpu_models=tuple(CONF.kvmx.cpu_models),
             machine_type=CONF.kvmx.machine_type,
             arch=arch,
+            pcie_ports=CONF.libvirt.num_pcie_ports,
             vnc_listen=CONF.vnc.server_listen if CONF.vnc.enabled else None,
             package_version=version.version_string(),
             disk_cache=('none' if storage.supports_direct_io(

@@ -121,7 +121,10 @@ def _compute_sections(host, driver):
         'kvmx': {'virt_type': 'qemu', 'connection_uri': 'qemu:///system'},
         'libvirt': {'virt_type': 'qemu',
                     'live_migration_scheme': 'ssh',
-                    'live_migration_inbound_addr': host.mgmt_ip},
+                    'live_migration_inbound_addr': host.mgmt_ip,
+                    # Hotplug slots for Tempest's attach tests on q35
+                    # guests, as Nova's own q35 CI job sets them.
+                    'num_pcie_ports': '16'},
         'os_vif_ovs': {'ovsdb_connection': 'unix:/run/openvswitch/db.sock'},
         'oslo_concurrency': configs.lock_path(host.name, 'nova'),
     })

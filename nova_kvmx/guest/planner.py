@@ -87,6 +87,7 @@ def plan_guest(context, instance, image_meta, files, settings,
         # its IOThreads on the <vcpu cpuset> its vCPUs and emulator threads
         # float over (every CPU without one).
         iothreads=numa.IOTHREADS,
+        pcie_root_ports=plan_pcie_root_ports(machine_type, settings),
         **memory,
     )
 
@@ -130,6 +131,16 @@ def plan_machine_type(image_meta, settings):
             mtype=mtype, reason="a machine type is letters, digits, '_', "
             "'.' and '-' only", **_image_ids(image_meta))
     return mtype
+
+
+def plan_pcie_root_ports(machine_type, settings):
+    """``[libvirt] num_pcie_ports`` on the machines with PCI Express root
+    ports, as Nova's libvirt driver does: a q35 guest has only as many
+    hotplug slots (attach interface, attach volume) as root ports."""
+    pcie_machine = (
+        (settings.arch == 'x86_64' and 'q35' in machine_type) or
+        (settings.arch == 'aarch64' and machine_type.startswith('virt')))
+    return settings.pcie_ports if pcie_machine else 0
 
 
 def plan_boot(files, image_meta, root_dev):

@@ -64,6 +64,8 @@ def build_domain(guest):
         conf.add_device(build_disk(disk))
     for device in render_devices.build_devices(guest.devices):
         conf.add_device(device)
+    for device in build_pcie_root_ports(guest.pcie_root_ports):
+        conf.add_device(device)
     for device in build_console(guest.console_log):
         conf.add_device(device)
     if guest.guest_agent:
@@ -73,6 +75,16 @@ def build_domain(guest):
         conf.add_device(vconfig.LibvirtConfigGuestVideo())
     conf.add_device(build_memballoon(guest.memballoon))
     return conf
+
+
+def build_pcie_root_ports(count):
+    """The PCI Express root and ``count`` root ports; libvirt only adds
+    ports beyond those for the devices the domain already has."""
+    if not count:
+        return []
+    return [vconfig.LibvirtConfigGuestPCIeRootController()] + [
+        vconfig.LibvirtConfigGuestPCIeRootPortController()
+        for _ in range(count)]
 
 
 def build_metadata(guest):

@@ -53,6 +53,8 @@ class DriverSettings:
     cpu_models: tuple[str, ...] = ()
     machine_type: str = 'q35'
     arch: str = 'x86_64'
+    # [libvirt] num_pcie_ports: hotplug slots of a PCI Express machine.
+    pcie_ports: int = 0
     vnc_listen: str | None = None
     package_version: str = ''
     # 'none' (O_DIRECT) unless the instances directory cannot do it.
@@ -212,3 +214,6 @@ class GuestSpec:
     # NICs and passthrough devices (guest.devices InterfaceSpec and
     # HostdevSpec), in order.
     devices: tuple = ()
+    # pcie-root-port controllers of a PCI Express machine, one slot each;
+    # 0 leaves their number to libvirt (one or two free for hotplug).
+    pcie_root_ports: int = 0

@@ -64,6 +64,20 @@ class OSTest(DomainTestCase):
         self.assertEqual(('hvm', machine), (os_type.text,
                                             os_type.get('machine')))
 
+    @ddt.data(({}, 8, 8), ({'hw_machine_type': 'pc-q35-7.2'}, 3, 3),
+              ({'hw_machine_type': 'pc'}, 8, 0), ({}, 0, 0))
+    @ddt.unpack
+    def test_pcie_root_ports(self, props, num_pcie_ports, expected):
+        """[libvirt] num_pcie_ports hotplug slots on a q35 guest, as with
+        Nova's libvirt driver; an i440fx ('pc') guest has none."""
+        root = self.domain(image_meta=b.image(**props),
+                           driver_settings=b.settings(
+                               pcie_ports=num_pcie_ports))
+        models = [c.get('model') for c in xml_schema.findall(
+            root, "devices/controller[@type='pci']")]
+        self.assertEqual(['pcie-root'] * bool(expected) +
+                         ['pcie-root-port'] * expected, models)
+
     def test_disk_boot(self):
         root = self.domain(guest_files=b.files())
         self.assertEqual('hd', xml_schema.find(root, 'os/boot').get('dev'))
