@@ -180,10 +180,15 @@ def ovs_up(host):
     ovs-vswitchd was started now."""
     db = os.path.join(host.state, 'ovs', 'conf.db')
     rundir = ovs_rundir(host)
-    if host.is_local and procs.read_pid('compute1-ovsdb-server') is None \
-            and os.path.exists(os.path.join(rundir, 'db.sock')):
-        raise procs.DeployError('openvswitch', 'another Open vSwitch already '
-                                'runs on this machine (%s/db.sock)' % rundir)
+    db_sock = os.path.join(rundir, 'db.sock')
+    if procs.read_pid(host.name + '-ovsdb-server') is None:
+        if procs.unix_socket_listens(db_sock):
+            raise procs.DeployError(
+                'openvswitch', 'another Open vSwitch already runs on %s '
+                '(%s)' % (host.name, db_sock))
+        # Left by daemons gone without a stop (a restart that kept /run):
+        # a stale socket would pass for a ready one.
+        forget_ovs_runtime(rundir)
     if not os.path.exists(db):
         os.makedirs(os.path.dirname(db), exist_ok=True)
         procs.run(['ovsdb-tool', 'create', db, OVS_SCHEMA])
@@ -192,13 +197,14 @@ def ovs_up(host):
         '--remote=db:Open_vSwitch,Open_vSwitch,manager_options',
         '--unixctl=/run/openvswitch/ovsdb-server.ctl',
         '--pidfile=/run/openvswitch/ovsdb-server.pid'],
-        ready=procs.path_exists(os.path.join(rundir, 'db.sock')))
+        ready=lambda: procs.unix_socket_listens(db_sock))
     run(host, ['ovs-vsctl', '--no-wait', 'init'])
     started = start(host, 'ovs-vswitchd', [
         'ovs-vswitchd', 'unix:/run/openvswitch/db.sock',
         '--unixctl=/run/openvswitch/ovs-vswitchd.ctl',
         '--pidfile=/run/openvswitch/ovs-vswitchd.pid'],
-        ready=procs.path_exists(os.path.join(rundir, 'ovs-vswitchd.ctl')))
+        ready=lambda: procs.unix_socket_listens(
+            os.path.join(rundir, 'ovs-vswitchd.ctl')))
     # The provider bridge with this host's end of the provider link; the
     # OVS agent makes br-int and patches it to br-phys.
     bridge = 'br-phys'
@@ -218,6 +224,20 @@ def ovs_up(host):
             procs.run(['ip', 'addr', 'add', cidr, 'dev', gw])
         procs.run(['ip', 'link', 'set', gw, 'up'])
     return started
+
+
+def forget_ovs_runtime(rundir):
+    """Remove the sockets and PID files Open vSwitch's daemons leave in
+    ``rundir``."""
+    if not os.path.isdir(rundir):
+        return
+    for name in os.listdir(rundir):
+        if name.startswith(('db.sock', 'ovsdb-server', 'ovs-vswitchd',
+                            'br-')):
+            try:
+                os.unlink(os.path.join(rundir, name))
+            except OSError:
+                pass
 
 
 # -- SSH between the hosts (Nova's disk copies, libvirt's migrations) -----

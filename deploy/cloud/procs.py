@@ -80,12 +80,34 @@ def logfile(name):
 
 
 def read_pid(name):
+    """The PID of daemon ``name`` if that very process still runs.
+
+    A PID file holds the PID and the process's start time: this machine
+    may restart with /run kept, and a PID file that outlived its process
+    must never name another one (up would skip a service, down would kill
+    a stranger)."""
     try:
         with open(pidfile(name)) as f:
-            pid = int(f.read().strip())
+            pid, started = f.read().split()
+        pid = int(pid)
     except (OSError, ValueError):
         return None
-    return pid if alive(pid) else None
+    return pid if alive(pid) and _start_time(pid) == started else None
+
+
+def _write_pid(name, pid):
+    with open(pidfile(name), 'w') as f:
+        f.write('%d %s\n' % (pid, _start_time(pid)))
+
+
+def _start_time(pid):
+    """When ``pid`` started, in clock ticks after boot (/proc/PID/stat's
+    22nd field)."""
+    try:
+        with open('/proc/%d/stat' % pid) as f:
+            return f.read().rsplit(')', 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
 
 
 def alive(pid):
@@ -122,8 +144,7 @@ def start(name, argv, env=None, cwd=None, ready=None, timeout=120):
         process = subprocess.Popen(
             argv, env=_env(env), cwd=cwd or '/', stdin=subprocess.DEVNULL,
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    with open(pidfile(name), 'w') as f:
-        f.write('%d\n' % process.pid)
+    _write_pid(name, process.pid)
     with open(pidfile(name) + '.config', 'w') as f:
         f.write(fingerprint)
     deadline = time.monotonic() + timeout
@@ -192,13 +213,7 @@ def session_members(sid):
 def stop(name, timeout=STOP_TIMEOUT):
     """Stop daemon ``name`` and every process of its session: TERM, then
     KILL after ``timeout`` seconds."""
-    try:
-        with open(pidfile(name)) as f:
-            pid = int(f.read().strip())
-    except (OSError, ValueError):
-        return
-    kill_all(session_members(pid) or [pid], timeout)
-    _forget(name)
+    stop_all([name], timeout)
 
 
 def stop_all(names, timeout=STOP_TIMEOUT):
@@ -206,12 +221,9 @@ def stop_all(names, timeout=STOP_TIMEOUT):
     does not hold the others up)."""
     pids = []
     for name in names:
-        try:
-            with open(pidfile(name)) as f:
-                pid = int(f.read().strip())
-        except (OSError, ValueError):
-            continue
-        pids += session_members(pid) or [pid]
+        pid = read_pid(name)
+        if pid:
+            pids += session_members(pid) or [pid]
     kill_all(pids, timeout)
     for name in names:
         _forget(name)
@@ -274,6 +286,20 @@ def port_open(port, host=layout.ADDRESS):
 
 def path_exists(path):
     return lambda: os.path.exists(path)
+
+
+def unix_socket_listens(path):
+    """Whether a process accepts connections on the socket ``path`` (a
+    socket file alone may be left from a daemon that is gone)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(2)
+    try:
+        sock.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        sock.close()
 
 
 def wait_for(what, check, timeout=120, interval=1.0, service=None, log=None):

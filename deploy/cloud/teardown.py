@@ -18,7 +18,10 @@ BASE = ('mariadb', 'rabbitmq', 'memcached', 'compute2-namespaces')
 
 def down(purge=False):
     remove_guests()
-    ran_ovs = procs.read_pid('compute1-ovsdb-server') is not None
+    # This machine's Open vSwitch runtime is ours to remove if we ran it,
+    # or if what is left of it is stale.
+    ran_ovs = procs.read_pid('compute1-ovsdb-server') is not None or \
+        not procs.unix_socket_listens('/run/openvswitch/db.sock')
     names = procs.running()
     procs.say('stopping %d daemons' % len(names))
     # The OpenStack services first, so that none of them acts on the
@@ -133,12 +136,4 @@ def _remove_ovs_runtime():
     for bridge in ('br-int', 'br-phys'):
         if os.path.exists('/sys/class/net/%s/tun_flags' % bridge):
             procs.run(['ip', 'link', 'delete', bridge], check=False)
-    rundir = '/run/openvswitch'
-    if os.path.isdir(rundir):
-        for name in os.listdir(rundir):
-            if name.startswith(('db.sock', 'ovsdb-server', 'ovs-vswitchd',
-                                'br-')):
-                try:
-                    os.unlink(os.path.join(rundir, name))
-                except OSError:
-                    pass
+    hosts.forget_ovs_runtime('/run/openvswitch')
