@@ -29,7 +29,13 @@ def run(driver, regex=None, concurrency=2):
     workspace = layout.TEMPEST_WORKSPACE
     if not os.path.exists(os.path.join(workspace, '.stestr.conf')):
         shutil.rmtree(workspace, ignore_errors=True)
-        procs.run([os.path.join(BIN, 'tempest'), 'init', workspace])
+        # Tempest's registry of workspaces (~/.tempest) outlives the
+        # directory deploy/down removed, and init refuses a known name.
+        name = os.path.basename(workspace)
+        procs.run([os.path.join(BIN, 'tempest'), 'workspace', 'remove',
+                   '--name', name], check=False)
+        procs.run([os.path.join(BIN, 'tempest'), 'init', '--name', name,
+                   workspace])
     procs.run([os.path.join(layout.BIN, 'python'), '-m', 'cloud.tempest',
                'config'], env={'OS_CLIENT_CONFIG_FILE': layout.CLOUDS_YAML,
                                'PYTHONPATH': os.path.join(layout.REPO,
