@@ -147,7 +147,7 @@ def run_explain(args, out):
         out.write(report.to_json(dict(result.as_dict(), domain_xml=xml)) +
                   '\n')
     else:
-        out.write('\n'.join(report.explanation_lines(result)) + '\n')
+        out.write('\n'.join(report.explanation_lines(result.as_dict())) + '\n')
         if xml:
             out.write('\nDomain XML:\n%s\n' % xml)
     return 0 if result.fits else 1

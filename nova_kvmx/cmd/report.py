@@ -36,22 +36,58 @@ def _kv(mapping):
     return ', '.join('%s=%s' % kv for kv in sorted(mapping.items())) or '-'
 
 
+def _cells_table(host):
+    if not host['cells']:
+        return ['  no NUMA cells reported']
+    return table(
+        ('cell', 'shared CPUs', 'dedicated CPUs', 'pinned', 'memory MiB',
+         'used MiB', 'free pages'),
+        [(c['cell'], c['shared_cpus'], c['dedicated_cpus'],
+          c.get('pinned_cpus', '-'), c['memory_mb'],
+          c.get('memory_used_mb', 0),
+          ', '.join('%s=%s' % kv for kv in c['free_pages'].items()))
+         for c in host['cells']])
+
+
+def _instance_rows(instances):
+    rows = []
+    for inst in instances:
+        cells = inst.get('cells') or []
+        rows.append((
+            inst['name'],
+            ','.join(str(c['host_cell']) for c in cells) or '-',
+            ' '.join(','.join(str(p) for p in c['pinned'].values())
+                     for c in cells if c.get('pinned')) or '-',
+            ', '.join('%s %s' % (c['memory_mb'], c['page_size'])
+                      if c.get('page_size') else str(c['memory_mb'])
+                      for c in cells) or '-',
+            _kv(inst.get('resources') or {}),
+            ','.join(inst.get('pci_devices') or ()) or '-'))
+    return rows
+
+
+def usage_lines(usage):
+    lines = ['  in use (from %s): %d instance%s' % (
+        usage['source'], len(usage['instances']),
+        '' if len(usage['instances']) == 1 else 's')]
+    if usage['instances']:
+        lines += table(('instance', 'host cells', 'pinned CPUs',
+                        'memory MiB (pages)', 'Placement', 'PCI'),
+                       _instance_rows(usage['instances']), indent='    ')
+    return lines
+
+
 def explanation_lines(exp):
-    """The human-readable form of an ``explain.Explanation``."""
-    host, req, placement = exp.host, exp.request, exp.placement
+    """The human-readable form of an ``explain.Explanation.as_dict()``."""
+    host, req, placement = exp['host'], exp['request'], exp['placement']
     lines = ['Host: %s' % host['source']]
-    if host['cells']:
-        lines += table(
-            ('cell', 'shared CPUs', 'dedicated CPUs', 'memory MiB',
-             'free pages'),
-            [(c['cell'], c['shared_cpus'], c['dedicated_cpus'],
-              c['memory_mb'], ', '.join('%s=%s' % kv for kv in
-                                        c['free_pages'].items()))
-             for c in host['cells']])
-    else:
-        lines.append('  no NUMA cells reported')
+    lines += _cells_table(host)
     lines.append('  Placement inventory (capacity): %s' % _kv(
         host['inventory']))
+    if host.get('used'):
+        lines.append('  Placement usage: %s' % _kv(host['used']))
+    if exp.get('usage'):
+        lines += usage_lines(exp['usage'])
     lines += ['', 'Request: %d vCPUs, %d MiB, %d GiB disk' % (
         req['vcpus'], req['memory_mb'], req['disk_gb'])]
     lines.append('  extra specs: %s' % _kv(req['extra_specs']))
@@ -66,10 +102,11 @@ def explanation_lines(exp):
     if placement['not_checked']:
         lines.append('  not checked here: %s' % ', '.join(
             placement['not_checked']))
-    lines.append('  NUMA fit: %s' % exp.numa)
+    lines.append('  NUMA fit: %s' % exp['numa'])
 
-    lines += ['', 'Verdict: %s' % ('FITS' if exp.fits else 'DOES NOT FIT')]
-    if exp.guest_cells:
+    lines += ['', 'Verdict: %s' % ('FITS' if exp['fits'] else
+                                   'DOES NOT FIT')]
+    if exp['guest_cells']:
         lines += ['', 'Guest NUMA nodes']
         lines += table(
             ('guest node', 'host cell', 'vCPUs', 'dedicated', 'memory MiB',
@@ -77,29 +114,29 @@ def explanation_lines(exp):
             [(c['guest_node'], c['host_cell'], c['vcpus'],
               c['dedicated_vcpus'], c['memory_mb'],
               '%d x %s' % (c['pages'], c['page_size'])
-              if c['page_size'] else None) for c in exp.guest_cells])
-    if exp.vcpu_pins and (exp.fits or exp.guest_cells):
+              if c['page_size'] else None) for c in exp['guest_cells']])
+    if exp['vcpu_pins'] and (exp['fits'] or exp['guest_cells']):
         lines += ['', 'vCPUs']
         lines += table(
             ('vCPU', 'host CPUs', 'host cell', 'pinned', 'realtime'),
             [(p['vcpu'], p['host_cpus'], p['host_cell'],
               'yes' if p['pinned'] else 'floating',
-              'yes' if p['realtime'] else 'no') for p in exp.vcpu_pins])
-    if exp.emulator_threads:
+              'yes' if p['realtime'] else 'no') for p in exp['vcpu_pins']])
+    if exp['emulator_threads']:
         lines.append('  emulator threads (policy %s): host CPUs %s' % (
-            exp.emulator_threads['policy'] or 'none',
-            exp.emulator_threads['host_cpus']))
-    if exp.pci_devices:
+            exp['emulator_threads']['policy'] or 'none',
+            exp['emulator_threads']['host_cpus']))
+    if exp['pci_devices']:
         lines += ['', 'PCI devices']
         lines += table(
             ('alias', 'address', 'type', 'vendor:product', 'NUMA node'),
             [(d['alias'], d['address'], d['dev_type'],
               '%s:%s' % (d['vendor_id'], d['product_id']), d['numa_node'])
-             for d in exp.pci_devices])
-    if exp.reasons:
-        lines += ['', 'Why not'] + ['  ' + r for r in exp.reasons]
-    if exp.notes:
-        lines += [''] + ['Note: ' + n for n in exp.notes]
+             for d in exp['pci_devices']])
+    if exp['reasons']:
+        lines += ['', 'Why not'] + ['  ' + r for r in exp['reasons']]
+    if exp['notes']:
+        lines += [''] + ['Note: ' + n for n in exp['notes']]
     return lines
 
 
