@@ -49,6 +49,18 @@ def _cells_table(host):
          for c in host['cells']])
 
 
+def cpu_ranges(cpus):
+    """'2-5,8' of CPU numbers (as Nova's format_cpu_spec)."""
+    ranges = []
+    for cpu in sorted(set(cpus)):
+        if ranges and cpu == ranges[-1][1] + 1:
+            ranges[-1][1] = cpu
+        else:
+            ranges.append([cpu, cpu])
+    return ','.join('%d-%d' % (a, b) if b > a else str(a)
+                    for a, b in ranges)
+
+
 def _instance_rows(instances):
     rows = []
     for inst in instances:
@@ -56,7 +68,7 @@ def _instance_rows(instances):
         rows.append((
             inst['name'],
             ','.join(str(c['host_cell']) for c in cells) or '-',
-            ' '.join(','.join(str(p) for p in c['pinned'].values())
+            ' '.join(cpu_ranges(c['pinned'].values())
                      for c in cells if c.get('pinned')) or '-',
             ', '.join('%s %s' % (c['memory_mb'], c['page_size'])
                       if c.get('page_size') else str(c['memory_mb'])
@@ -140,6 +152,32 @@ def explanation_lines(exp):
     return lines
 
 
+def _cells_of(exp):
+    return ','.join(str(c['host_cell']) for c in exp['guest_cells']) or '-'
+
+
+def batch_lines(answers):
+    """One line per flavor of ``[(name, status, explanation dict or error
+    message)]``, after the host they were asked of."""
+    lines = []
+    first = next((exp for _n, status, exp in answers if status != 2), None)
+    if first is not None:
+        lines.append('Host: %s' % first['host']['source'])
+        if first.get('usage'):
+            lines += usage_lines(first['usage'])
+        lines.append('')
+    rows = []
+    for name, status, exp in answers:
+        if status == 2:
+            rows.append((name, 'BAD INPUT', '-', exp))
+        else:
+            rows.append((name, 'FITS' if exp['fits'] else 'DOES NOT FIT',
+                         _cells_of(exp),
+                         exp['reasons'][0] if exp['reasons'] else ''))
+    return lines + table(('flavor', 'verdict', 'host cells', 'why not'),
+                         rows, indent='')
+
+
 def check_lines(results):
     """PASS/WARN/FAIL lines of host-check results, each with its fix."""
     lines = []
@@ -147,4 +185,34 @@ def check_lines(results):
         lines.append('%-4s  %s: %s' % (r.status, r.name, r.detail))
         if r.fix and r.status != 'PASS':
             lines.append('      fix: %s' % r.fix)
+    return lines
+
+
+def fleet_lines(answer):
+    """The ``explain --all-hosts`` answer for one flavor."""
+    if answer['status'] == 2:
+        return ['Flavor %s: bad input: %s' % (answer['name'],
+                                              answer['error'])]
+    req, rows = answer['request'], answer['hosts']
+    lines = ['Request: %d vCPUs, %d MiB, %d GiB disk; extra specs: %s' % (
+        req['vcpus'], req['memory_mb'], req['disk_gb'],
+        _kv(req['extra_specs']))]
+    lines.append('Hosts: %d compute nodes in %s' % (
+        len(rows), answer['source']))
+    lines.append('Fits on %d: %s' % (len(answer['fits']),
+                                     ', '.join(answer['fits']) or 'none'))
+    if answer['limited_by']:
+        lines.append('Limited by: %s' % ', '.join(
+            '%s (%d)' % kv for kv in sorted(
+                answer['limited_by'].items(), key=lambda kv: -kv[1])))
+    lines.append('')
+    lines += table(
+        ('host', 'node', 'verdict', 'host cells', 'limited by', 'why not'),
+        [(r['host'], r['node'], 'FITS' if r['fits'] else 'no',
+          ','.join(str(c['host_cell']) for c in r['claim'])
+          if r['fits'] else '-',
+          r['limited_by'], r['reason']) for r in rows], indent='  ')
+    unchecked = sorted({item for r in rows for item in r['not_checked']})
+    if unchecked:
+        lines += ['', 'Note: not checked here: %s' % ', '.join(unchecked)]
     return lines

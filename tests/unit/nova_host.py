@@ -51,8 +51,9 @@ IMAGE = '155d900f-4e14-4e4c-a73d-069cbf4541e6'
 class _Driver:
     """Just what the ResourceTracker asks of a driver."""
 
-    def __init__(self, facts):
+    def __init__(self, facts, node_uuid):
         self.facts = facts
+        self.node_uuid = node_uuid
 
     def get_available_resource(self, nodename):
         numa = hostview.host_numa(self.facts)
@@ -65,7 +66,7 @@ class _Driver:
             'pci_passthrough_devices': jsonutils.dumps(
                 self.facts.pci_devices),
             'numa_topology': numa._to_json() if numa else None,
-            'uuid': NODE_UUID}
+            'uuid': self.node_uuid}
 
     def update_provider_tree(self, tree, nodename, allocations=None):
         pass
@@ -84,34 +85,42 @@ class _Driver:
 
 
 class NovaHost(fixtures.Fixture):
-    """A Nova cell database with one compute node of ``facts``; boot
-    instances on it with :meth:`boot`."""
+    """A Nova cell database with a compute node of ``facts``; boot
+    instances on it with :meth:`boot`. Given the ``url`` of another's
+    database, the node is one more of that cell."""
 
-    def __init__(self, facts):
+    def __init__(self, facts, host=HOST, node=NODE, url=None,
+                 node_uuid=NODE_UUID):
         super().__init__()
         self.facts = facts
+        self.host, self.node, self.url = host, node, url
+        self.node_uuid = node_uuid
 
     def _setUp(self):
-        tmp = self.useFixture(fixtures.TempDir()).path
-        self.url = 'sqlite:///' + os.path.join(tmp, 'nova.sqlite')
+        new = self.url is None
+        if new:
+            tmp = self.useFixture(fixtures.TempDir()).path
+            self.url = 'sqlite:///' + os.path.join(tmp, 'nova.sqlite')
         self.context = novadb.context_for(self.url)
-        models.BASE.metadata.create_all(
-            self.context.db_connection.writer.get_engine())
+        if new:
+            models.BASE.metadata.create_all(
+                self.context.db_connection.writer.get_engine())
         # Service records notify; there is no notifier here.
         self.useFixture(fixtures.MockPatch(
             'nova.rpc.NOTIFIER', mock.Mock(**{'is_enabled.return_value':
                                               False})))
         self.useFixture(fixtures.MockPatch('nova.rpc.LEGACY_NOTIFIER'))
-        CONF.set_override('host', HOST)
+        CONF.set_override('host', self.host)
         self.addCleanup(CONF.clear_override, 'host')
-        service = objects.Service(context=self.context, host=HOST,
-                                  binary='nova-compute', topic='compute',
-                                  report_count=0)
-        service.create()
+        self.service = objects.Service(
+            context=self.context, host=self.host, binary='nova-compute',
+            topic='compute', report_count=0)
+        self.service.create()
         self.tracker = resource_tracker.ResourceTracker(
-            HOST, _Driver(self.facts), reportclient=mock.MagicMock())
-        self.tracker.service_ref = service
-        self.tracker.update_available_resource(self.context, NODE,
+            self.host, _Driver(self.facts, self.node_uuid),
+            reportclient=mock.MagicMock())
+        self.tracker.service_ref = self.service
+        self.tracker.update_available_resource(self.context, self.node,
                                                startup=True)
         self.instances = []
 
@@ -130,8 +139,9 @@ class NovaHost(fixtures.Fixture):
             vm_state='active', power_state=1, task_state=None,
             instance_type_id=1, system_metadata={})
         inst.create()
+        CONF.set_override('host', self.host)
         self.tracker.instance_claim(
-            self.context, inst, NODE, allocations={},
+            self.context, inst, self.node, allocations={},
             limits={'numa_topology': self.limits()})
         self.instances.append(inst)
         return inst
@@ -144,12 +154,12 @@ class NovaHost(fixtures.Fixture):
 
     def compute_node(self):
         return objects.ComputeNode.get_by_host_and_nodename(
-            self.context, HOST, NODE)
+            self.context, self.host, self.node)
 
     def host_state(self):
         """The scheduler's HostState of the node, as HostManager builds it
         from the compute node record."""
-        state = host_manager.HostState(HOST, NODE, None)
+        state = host_manager.HostState(self.host, self.node, None)
         state.update(compute=self.compute_node())
         state.allocation_candidates = [{'mappings': {}}]
         return state
