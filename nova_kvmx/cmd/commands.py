@@ -213,6 +213,9 @@ def prepare():
 def run(args, out, err):
     setup_logging(args.debug)
     prepare()
+    if args.command == 'explain' and args.serve:
+        from nova_kvmx.cmd import serve
+        return serve.serve(args.serve, err)
     try:
         load_config(args.config_file)
         if args.command == 'explain':

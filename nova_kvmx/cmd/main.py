@@ -17,7 +17,10 @@ every option means what it means to nova-compute. Exit status: explain 0
 when the server fits, 1 when not; host-check 1 when a check fails; 2 for
 bad input (with Nova's own message), on stderr.
 
-The commands themselves are in :mod:`nova_kvmx.cmd.commands`.
+This module imports nothing of Nova: importing Nova takes seconds, and
+``explain --server`` (a client of a long-lived ``explain --serve``) must
+answer in a fraction of one. The commands themselves are in
+:mod:`nova_kvmx.cmd.commands`.
 """
 
 import argparse
@@ -101,6 +104,13 @@ def _explain_parser(sub, common):
                     help='when it fits, also print the domain XML the '
                          'driver would define (without PCI devices and '
                          'network interfaces)')
+    fast = ex.add_argument_group('answering fast')
+    fast.add_argument('--serve', metavar='SOCKET',
+                      help='stay running with Nova loaded, answering '
+                           'explain --server SOCKET clients')
+    fast.add_argument('--server', metavar='SOCKET',
+                      help='have the explain --serve at SOCKET answer, '
+                           'with these arguments')
 
 
 def parser():
@@ -125,10 +135,27 @@ def parser():
 
 def _check_explain(top, args):
     """Argument combinations argparse cannot express."""
+    if args.serve:
+        if args.server:
+            top.error('--serve and --server exclude each other')
+        return
     if args.flavors and (args.vcpus is not None or args.ram is not None):
         top.error('--flavors replaces --vcpus and --ram')
     if not args.flavors and (args.vcpus is None or args.ram is None):
         top.error('explain needs --vcpus and --ram (or --flavors)')
+
+
+def without_server(argv):
+    """The arguments less ``--server SOCKET``: what the server runs."""
+    result, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == '--server':
+            skip = True
+        elif not arg.startswith('--server='):
+            result.append(arg)
+    return result
 
 
 def main(argv=None, out=None, err=None):
@@ -138,6 +165,9 @@ def main(argv=None, out=None, err=None):
     args = top.parse_args(argv)
     if args.command == 'explain':
         _check_explain(top, args)
+        if args.server:
+            from nova_kvmx.cmd import serve
+            return serve.ask(args.server, without_server(argv), out, err)
     from nova_kvmx.cmd import commands
     return commands.run(args, out, err)
 

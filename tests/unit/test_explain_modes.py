@@ -12,17 +12,22 @@
 
 """``nova-kvmx explain`` with usage, as an operator runs it: where the
 usage comes from (Nova's database, a usage file), many flavors in one
-run (``--flavors``), every host of a cell (``--all-hosts``)."""
+run (``--flavors``), every host of a cell (``--all-hosts``), and the
+long-lived server (``--serve``/``--server``) whose answers are the
+one-shot answers."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import nova.conf
 from oslo_config import fixture as config_fixture
 import yaml
 
+from nova_kvmx.cmd import main
 from tests.unit import nova_host
 from tests.unit import test_explain
 from tests.unit import test_explain_cli
@@ -285,3 +290,103 @@ class AllHostsCommandTest(test_explain_cli.CommandTestCase):
                 'explain', '--config-file', self.nova_conf(SNC),
                 '--all-hosts', '--vcpus', '1', '--ram', '512'),
             '--all-hosts reads Nova\'s database')
+
+
+class ServerTest(test_explain_cli.CommandTestCase):
+    """``explain --serve`` in a process of its own, asked by clients."""
+
+    def start_server(self):
+        sock = os.path.join(self.tmp, 'explain.sock')
+        proc = subprocess.Popen(
+            [sys.executable, '-m', 'nova_kvmx.cmd', 'explain', '--serve',
+             sock], cwd=test_explain_cli.REPO_ROOT,
+            stderr=subprocess.PIPE, text=True)
+        self.addCleanup(self.stop, proc)
+        deadline = time.monotonic() + 120
+        while not os.path.exists(sock):
+            self.assertIsNone(proc.poll(), proc.stderr.read()
+                              if proc.poll() is not None else '')
+            self.assertLess(time.monotonic(), deadline)
+            time.sleep(0.1)
+        return sock, proc
+
+    def stop(self, proc):
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+        proc.stderr.close()
+
+    def command(self, *args):
+        """The command run from the test's directory (this tree's
+        nova_kvmx all the same)."""
+        env = dict(os.environ, PYTHONPATH=test_explain_cli.REPO_ROOT)
+        return subprocess.run(
+            [sys.executable, '-m', 'nova_kvmx.cmd'] + list(args),
+            cwd=self.tmp, env=env, capture_output=True, text=True,
+            timeout=120)
+
+    def test_served_answers_are_the_one_shot_answers(self):
+        sock, proc = self.start_server()
+        conf = self.nova_conf(SNC)
+        question = ['explain', '--config-file', conf, '--capabilities',
+                    test_explain.SNC_CAPS, '--node-devices',
+                    test_explain.SNC_DEVICES, '--vcpus', '8', '--ram',
+                    '8192'] + [a for s in test_explain_cli.NFV_SPECS
+                               for a in ('--extra-spec', s)]
+        for fmt in ('json', 'table'):
+            served = self.command(*question, '--format', fmt,
+                                  '--server', sock)
+            one_shot = self.command(*question, '--format', fmt)
+            self.assertEqual((0, ''), (served.returncode, served.stderr))
+            self.assertEqual(one_shot.stdout, served.stdout)
+
+        # Bad input: the one-line error, the exit status.
+        bad = self.command('explain', '--server', sock, '--config-file',
+                           conf, '--capabilities', test_explain.SNC_CAPS,
+                           '--vcpus', '1', '--ram', '512',
+                           '--extra-spec', 'hw:cpu_polcy=dedicated')
+        self.assertEqual((2, ''), (bad.returncode, bad.stdout))
+        self.assertIn("'hw:cpu_polcy' does not appear to be a valid",
+                      bad.stderr)
+        self.assertEqual(1, len(bad.stderr.splitlines()))
+        # Relative paths are the client's.
+        rel = self.command('explain', '--server', sock, '--config-file',
+                           os.path.basename(conf), '--capabilities',
+                           test_explain.SNC_CAPS, '--vcpus', '1',
+                           '--ram', '512')
+        self.assertEqual((0, ''), (rel.returncode, rel.stderr))
+        self.assertEqual(0o600, os.stat(sock).st_mode & 0o777)
+
+        # A second server cannot take the socket; the first one stops
+        # cleanly and removes it.
+        second = self.command('explain', '--serve', sock)
+        self.assertEqual(2, second.returncode)
+        self.assertIn('an explain server already answers there',
+                      second.stderr)
+        proc.send_signal(signal.SIGTERM)
+        self.assertEqual(0, proc.wait(timeout=30))
+        self.assertFalse(os.path.exists(sock))
+
+    def test_no_server(self):
+        sock = os.path.join(self.tmp, 'none.sock')
+        status, out, err = self.run_main(
+            'explain', '--server', sock, '--vcpus', '1', '--ram', '512')
+        self.assertEqual((2, ''), (status, out))
+        self.assertIn('no answer from the explain server at %s' % sock, err)
+        self.assertIn('nova-kvmx explain --serve %s' % sock, err)
+
+    def test_the_client_does_not_import_nova(self):
+        proc = subprocess.run(
+            [sys.executable, '-c',
+             'import sys; from nova_kvmx.cmd import main, serve; '
+             'print(sorted(m for m in sys.modules if m == "nova" or '
+             'm.startswith(("nova.", "oslo", "libvirt"))))'],
+            cwd=test_explain_cli.REPO_ROOT, capture_output=True, text=True,
+            timeout=60)
+        self.assertEqual(('[]\n', ''), (proc.stdout, proc.stderr))
+
+    def test_server_arguments(self):
+        self.assertEqual(['explain', '--vcpus', '1'], main.without_server(
+            ['explain', '--server', 's', '--vcpus', '1']))
+        self.assertEqual(['explain'], main.without_server(
+            ['explain', '--server=s']))
