@@ -275,7 +275,7 @@ def explain_view(view, req):
                    'required_traits': ask.required_traits,
                    'forbidden_traits': ask.forbidden_traits,
                    'problems': problems, 'not_checked': unchecked})
-    if not view.usage.consumers and view.usage.numa is None:
+    if not view.usage.counted:
         result.notes.append('The host is taken as empty: instances already '
                             'on it are not counted (usage: %s).'
                             % view.usage.source)

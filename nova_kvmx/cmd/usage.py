@@ -75,6 +75,8 @@ class Usage:
     # otherwise the sum of the consumers' resources.
     placement_used: dict = None
     notes: list = dataclasses.field(default_factory=list)
+    # False when nothing was read: the host is taken as empty.
+    counted: bool = True
 
     def used(self):
         if self.placement_used is not None:
@@ -87,7 +89,7 @@ class Usage:
 
 
 def empty(source='none: the host is taken as empty'):
-    return Usage(source=source)
+    return Usage(source=source, counted=False)
 
 
 # -- cells --------------------------------------------------------------------

@@ -352,3 +352,86 @@ class PlainUsageTest(testtools.TestCase):
         many = {'i%d' % i: 1 for i in range(7)}
         self.assertTrue(host_usage.by_whom(7, many).endswith(
             'i4 (1) and 2 more'))
+
+
+NOVA_NS = 'http://openstack.org/xmlns/libvirt/nova/1.1'
+PINNED_DOMAIN = ''.join('''<domain type="kvm">
+  <name>%(name)s</name><uuid>%(uuid)s</uuid>
+  <metadata><nova:instance xmlns:nova="%(ns)s">
+    <nova:name>%(display)s</nova:name></nova:instance></metadata>
+  <memory unit="KiB">2097152</memory><vcpu>2</vcpu>
+  <cputune><vcpupin vcpu="0" cpuset="%(pin0)s"/>
+    <vcpupin vcpu="1" cpuset="%(pin1)s"/>
+    <emulatorpin cpuset="%(emulator)s"/></cputune>
+  <numatune><memory mode="strict" nodeset="1"/>
+    <memnode cellid="0" mode="strict" nodeset="1"/></numatune>
+  <cpu><numa><cell id="0" cpus="0-1" memory="2097152" unit="KiB"/></numa>
+  </cpu>
+  <memoryBacking><hugepages>
+    <page size="1048576" unit="KiB" nodeset="0"/></hugepages></memoryBacking>
+  <devices><interface type="hostdev"><source>
+    <address type="pci" domain="0x0000" bus="0x81" slot="0x02"
+     function="0x1"/></source></interface></devices>
+</domain>''')
+FLOATING_DOMAIN = '''<domain type="kvm"><name>web</name><uuid>%s</uuid>
+  <memory unit="MiB">512</memory><vcpu cpuset="0-1,16-17">2</vcpu></domain>'''
+
+
+class DomainsTest(test_explain.ExplainTestCase):
+    """Claims read back from libvirt domains, and what they cannot be."""
+
+    def setUp(self):
+        super().setUp()
+        self.configure(test_explain.SNC_OPTIONS)
+        self.facts = test_explain.snc_host()
+        self.numa = hostview.host_numa(self.facts)
+
+    def pinned(self, name, pin0, pin1, emulator, uuid):
+        return PINNED_DOMAIN % {'name': name, 'uuid': uuid, 'pin0': pin0,
+                                'pin1': pin1, 'emulator': emulator,
+                                'display': 'vnf-' + name, 'ns': NOVA_NS}
+
+    def test_a_pinned_domain_with_an_isolated_emulator_thread(self):
+        usage = domains.usage_from_domains([
+            (self.pinned('a', 4, 20, 5,
+                         '11111111-1111-4111-8111-111111111111'), False)],
+            self.numa, 'test')
+        [consumer] = usage.consumers
+        self.assertEqual('vnf-a [a]', consumer.name)
+        self.assertEqual('test (1 domains, 0 running)', usage.source)
+        [cell] = consumer.claim.cells
+        self.assertEqual((1, {0: 4, 1: 20}, {5}, 1048576, 2048), (
+            cell.id, cell.cpu_pinning, cell.cpuset_reserved, cell.pagesize,
+            cell.memory))
+        self.assertEqual({'PCPU': 3, 'MEMORY_MB': 2048}, consumer.resources)
+        self.assertEqual(('0000:81:02.1',), consumer.pci_devices)
+        view = hostview.from_facts(self.facts, usage)
+        host_cell = view.numa.cells[1]
+        self.assertEqual({4, 5, 20}, host_cell.pinned_cpus)
+        self.assertEqual(2, [p for p in host_cell.mempages
+                             if p.size_kb == 1048576][0].used)
+        # The VF it was given is no longer in the pools.
+        self.assertEqual(3, sum(p['count'] for p in view.pci_pools.pools))
+
+    def test_domains_pinned_over_one_another(self):
+        usage = domains.usage_from_domains([
+            (self.pinned('a', 4, 20, '4,20', '11111111-1111-4111-8111-'
+                         '111111111111'), True),
+            (self.pinned('b', 20, 21, '20-21', '22222222-2222-4222-8222-'
+                         '222222222222'), True)], self.numa, 'test')
+        numa = host_usage.numa_with_usage(self.numa, usage)
+        self.assertEqual({4, 20, 21}, numa.cells[1].pinned_cpus)
+        [note] = usage.notes
+        self.assertIn('vnf-b [b]: ', note)
+        self.assertIn('its CPUs already pinned are not counted twice', note)
+
+    def test_a_guest_without_numa_topology(self):
+        usage = domains.usage_from_domains(
+            [(FLOATING_DOMAIN % '33333333-3333-4333-8333-333333333333',
+              True)], self.numa, 'test')
+        [consumer] = usage.consumers
+        self.assertIsNone(consumer.claim)
+        self.assertEqual({'VCPU': 2, 'MEMORY_MB': 512}, consumer.resources)
+        numa = host_usage.numa_with_usage(self.numa, usage)
+        # Nova counts such guests in Placement only.
+        self.assertEqual([0, 0, 0, 0], [c.cpu_usage for c in numa.cells])
