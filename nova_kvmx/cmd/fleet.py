@@ -83,7 +83,8 @@ def judge(node, usage, service, req, group):
     row = {'host': node.host, 'node': node.hypervisor_hostname,
            'fits': exp.fits, 'limited_by': None, 'reason': None,
            'reasons': list(exp.reasons), 'claim': exp.claim,
-           'not_checked': exp.placement['not_checked']}
+           'not_checked': exp.placement['not_checked'],
+           'notes': list(exp.notes)}
     problem = _service_problem(service, group)
     if problem:
         row.update(fits=False, limited_by=problem[0], reason=problem[1])

@@ -176,7 +176,7 @@ def from_record(node, usage):
     traits unknown: they are in Placement)."""
     numa = usage.numa
     pools, _free = host_usage.pci_stats_with_usage(
-        numa, [], dev_filter(), usage)
+        numa, None, dev_filter(), usage)
     ratios = dict(allocation_ratios(), **(usage.ratios or {}))
     pcpus = sum(len(cell.pcpuset) for cell in numa.cells) if numa else 0
     return HostView(

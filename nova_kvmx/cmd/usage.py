@@ -194,27 +194,33 @@ def claim_devices(pci_devices, usage):
 
 def pci_stats_with_usage(numa, devices, dev_filter, usage):
     """(pools, devices): the PCI pools the scheduler filters with, and
-    PciDeviceStats of the free devices (which a claim would take).
+    PciDeviceStats of the free devices (which a claim would take; None
+    when neither ``devices`` nor the source gives them).
 
     From the source's own record when it keeps one (Nova's database),
-    else from the driver's devices less the consumers'.
+    else from the driver's ``devices`` less the consumers'.
     """
     if usage.pci_devices is not None:
         pci_devices = usage.pci_devices
-    else:
+    elif devices is not None:
         pci_devices = device_objects(devices, dev_filter)
         unknown = claim_devices(pci_devices, usage)
         if unknown:
             usage.notes.append(
                 'PCI devices in use that [pci] device_spec does not make '
                 'assignable (not counted): %s' % ', '.join(sorted(unknown)))
-    free = pci_stats.PciDeviceStats(numa, dev_filter=dev_filter)
-    for dev in pci_devices:
-        if dev.status == fields.PciDeviceStatus.AVAILABLE:
-            free.add_device(dev)
+    else:
+        pci_devices = None
+    free = None
+    if pci_devices is not None:
+        free = pci_stats.PciDeviceStats(numa, dev_filter=dev_filter)
+        for dev in pci_devices:
+            if dev.status == fields.PciDeviceStatus.AVAILABLE:
+                free.add_device(dev)
     pools = usage.pci_pools
     if pools is None:
-        pools = free.to_device_pools_obj()
+        pools = (free.to_device_pools_obj() if free is not None
+                 else objects.PciDevicePoolList(objects=[]))
     # As the scheduler's HostState builds them: from the pools alone.
     return pci_stats.PciDeviceStats(numa, stats=pools), free
 

@@ -239,6 +239,8 @@ class AllHostsCommandTest(test_explain_cli.CommandTestCase):
             self.full.boot('vnf%d' % i, 8, 1024,
                            extra_specs={'hw:cpu_policy': 'dedicated'})
             self.pages.boot('db%d' % i, 1, 15360, extra_specs=PAGES_1G)
+        self.free.boot('vf', 2, 1024, extra_specs={
+            'hw:cpu_policy': 'dedicated', 'pci_passthrough:alias': 'vf:1'})
         self.off.service.disabled = True
         self.off.service.disabled_reason = 'maintenance'
         self.off.service.save()
@@ -266,6 +268,7 @@ class AllHostsCommandTest(test_explain_cli.CommandTestCase):
             [(r['host'], r['fits'], r['limited_by'])
              for r in result['hosts']])
         by_host = {r['host']: r for r in result['hosts']}
+        self.assertEqual([], by_host['compute2']['notes'])
         self.assertIn('needs 4 free 1G pages, has 1 (15 used by 1 '
                       'instance: db', ' '.join(by_host['compute3']['reasons']))
         self.assertIn('Placement: PCPU: needs 8, 4 free of 28 (24 used by '
