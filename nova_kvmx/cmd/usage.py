@@ -71,16 +71,12 @@ class Usage:
     pci_devices: list = None
     # Allocation ratios of the compute node record.
     ratios: dict = None
-    # Placement usage {rc: amount} when the source knows it as a whole;
-    # otherwise the sum of the consumers' resources.
-    placement_used: dict = None
     notes: list = dataclasses.field(default_factory=list)
     # False when nothing was read: the host is taken as empty.
     counted: bool = True
 
     def used(self):
-        if self.placement_used is not None:
-            return dict(self.placement_used)
+        """Placement usage {rc: amount}: the consumers' resources."""
         total = {}
         for consumer in self.consumers:
             for rc, amount in consumer.resources.items():
