@@ -56,9 +56,10 @@ def setup_logging(debug):
     logging.basicConfig(
         stream=sys.stderr, format='%(levelname)s %(name)s: %(message)s',
         level=logging.DEBUG if debug else logging.WARNING)
-    if not debug:
-        # Nova's fitting warns about what explain reports as a reason.
-        logging.getLogger('nova.virt.hardware').setLevel(logging.ERROR)
+    # Nova's fitting warns about what explain reports as a reason. (Set
+    # both ways: a served answer's process inherits the server's level.)
+    logging.getLogger('nova.virt.hardware').setLevel(
+        logging.NOTSET if debug else logging.ERROR)
 
 
 def _local_gb():
