@@ -32,9 +32,11 @@ and the no-fit reason must say what is used, by whom.
 """
 
 import copy
+import random
 
 import ddt
 from lxml import etree
+from nova import exception
 from nova import objects
 from nova.scheduler.filters import numa_topology_filter
 from nova.scheduler.filters import pci_passthrough_filter
@@ -189,8 +191,8 @@ def with_hostdevs(xml, addresses):
     return etree.tostring(root, encoding='unicode')
 
 
-@ddt.ddt
-class UsageAgreementTest(test_explain.ExplainTestCase):
+class AgreementMixin:
+    """For an ExplainTestCase: a host in use, its domains, the checks."""
 
     def host_in_use(self, host, options, instances):
         self.configure(options)
@@ -224,6 +226,10 @@ class UsageAgreementTest(test_explain.ExplainTestCase):
         if req.numa_topology is not None:
             self.assertEqual(nova_host.claim_key(nova_claim),
                              nova_host.claim_key(result.fitted), usage_name)
+
+
+@ddt.ddt
+class UsageAgreementTest(AgreementMixin, test_explain.ExplainTestCase):
 
     @ddt.named_data(*sorted([name, row] for name, row in ROWS.items()))
     def test_agrees_with_nova_on_a_host_in_use(self, row):
@@ -435,3 +441,64 @@ class DomainsTest(test_explain.ExplainTestCase):
         numa = host_usage.numa_with_usage(self.numa, usage)
         # Nova counts such guests in Placement only.
         self.assertEqual([0, 0, 0, 0], [c.cpu_usage for c in numa.cells])
+
+
+# Flavors instances and requests are drawn from for RandomHostsTest.
+MENU = [
+    (2, 1024, DED), (4, 2048, DED), (6, 1024, DED), (8, 2048, DED),
+    (2, 4096, PAGES_1G), (4, 8192, PAGES_1G), (2, 1024, VF),
+    (3, 1024, ISOLATE_EMU), (2, 2048, NUMA1), (4, 1024, NUMA1),
+    (4, 4096, {**DED, 'hw:numa_nodes': '2'}),
+    (8, 8192, {**PAGES_1G, 'hw:numa_nodes': '2'}),
+    (4, 1024, {'hw:cpu_policy': 'mixed', 'hw:cpu_dedicated_mask': '^0'}),
+    (2, 16384, DED), (2, 30000, DED),
+    (4, 2048, {**DED, 'hw:cpu_thread_policy': 'require'}),
+    (2, 1024, {**DED, 'pci_passthrough:alias': 'vf:2',
+               'hw:pci_numa_affinity_policy': 'preferred'}),
+    (1, 512, {'pci_passthrough:alias': 'vf:1'}),
+    (3, 1024, {**DED, 'hw:cpu_realtime': 'yes', 'hw:cpu_realtime_mask': '^0',
+               'hw:emulator_threads_policy': 'isolate'}),
+]
+
+
+@ddt.ddt
+class RandomHostsTest(AgreementMixin, test_explain.ExplainTestCase):
+    """Hosts filled with up to twenty instances drawn at random (seeded:
+    the same hosts every run) from MENU, spreading or packing; whatever
+    Nova's claim refuses is not on the host. Then a random request:
+    explain from the database and from the domains agrees with Nova every
+    time. About half of these hosts are too full for the request, and on
+    most of the others usage moves the guest to other cells or pins than
+    on the empty host, so ignoring usage fails here."""
+
+    @ddt.data(*range(16))
+    def test_random_host_in_use(self, seed):
+        rnd = random.Random(seed)
+        host, options = PACK if rnd.random() < 0.3 else SNC
+        self.configure(options)
+        facts = host()
+        node = self.useFixture(nova_host.NovaHost(facts))
+        for i in range(rnd.randint(0, 20)):
+            vcpus, ram, specs = rnd.choice(MENU)
+            try:
+                node.boot('i%d' % i, vcpus, ram, extra_specs=specs)
+            except exception.ComputeResourcesUnavailable:
+                pass    # Nova would not have put it there either
+        vcpus, ram, specs = rnd.choice(MENU)
+        req = request.build(vcpus, ram, extra_specs=specs)
+        state = node.host_state()
+
+        usage = novadb.local_usage(node.url, nova_host.HOST)[1]
+        self.assertEqual(len(node.instances), len(usage.consumers))
+        from_db = explain.explain_view(hostview.from_facts(facts, usage),
+                                       req)
+        self.assertAgrees(from_db, state, req, 'database')
+        self.assertEqual(from_db.fits, not from_db.reasons)
+
+        from_domains = domains.usage_from_domains(
+            self.domains(facts, node), hostview.host_numa(facts), 'test')
+        self.assertEqual([], from_domains.notes)
+        self.assertEqual(usage.used(), from_domains.used())
+        self.assertAgrees(explain.explain_view(
+            hostview.from_facts(facts, from_domains), req), state, req,
+            'libvirt domains')
