@@ -22,9 +22,12 @@ Wall time of whole commands, as a script calling explain sees it:
   (the client process included): the first answer after the server
   started, then the median;
 
-each on the captured 2-socket SNC host (saved capabilities, node devices
-and a usage file of three instances) and, when libvirtd answers, on this
-machine's libvirt (usage from its domains). Then the import times
+each on the captured 2-socket SNC host (saved capabilities, node devices)
+with its usage from a usage file of three instances, and from a Nova cell
+database (SQLite) where Nova's ResourceTracker claimed three such
+instances (what a node whose nova.conf has ``[database] connection``
+reads by default), and, when libvirtd answers, on this machine's libvirt
+(usage from its domains). Then the import times
 (``python -X importtime``) of the modules that dominate a one-shot answer
 and of the client.
 
@@ -73,6 +76,30 @@ FLAVOR = ['--vcpus', '4', '--ram', '8192', '--extra-spec',
           'hw:cpu_policy=dedicated', '--extra-spec', 'hw:mem_page_size=1GB',
           '--extra-spec', 'pci_passthrough:alias=nic-vf:1']
 LIVE_FLAVOR = ['--vcpus', '1', '--ram', '256']
+# Three instances of about the usage file's size, claimed on the SNC host
+# by Nova's own ResourceTracker into a new Nova database (the unit tests'
+# tests.unit.nova_host), in a process of its own: argv URL, nova.conf.
+MAKE_DATABASE = '''
+import sys
+import warnings
+warnings.filterwarnings("ignore")
+from tests.unit import nova_host
+from nova.db.main import models
+from nova_kvmx.cmd import commands, hostdata, novadb
+commands.prepare()
+commands.load_config([sys.argv[2]])
+url = sys.argv[1]
+models.BASE.metadata.create_all(
+    novadb.context_for(url).db_connection.writer.get_engine())
+host = nova_host.NovaHost(hostdata.from_files(sys.argv[3], sys.argv[4]),
+                          url=url)
+host.setUp()
+pinned = {"hw:cpu_policy": "dedicated", "hw:mem_page_size": "1GB"}
+host.boot("vnf-a", 6, 8192, extra_specs=pinned)
+host.boot("vnf-b", 7, 8192, extra_specs=dict(
+    pinned, **{"pci_passthrough:alias": "nic-vf:2"}))
+host.boot("vnf-c", 6, 12288, extra_specs=pinned)
+'''
 IMPORTS = ('nova_kvmx.cmd.commands', 'nova.virt.hardware',
            'nova.conf', 'nova.db.main.api', 'sqlalchemy', 'oslo_config.cfg',
            'libvirt', 'lxml.etree', 'nova_kvmx.cmd.main',
@@ -105,6 +132,20 @@ def start_server(sock, cwd):
             raise RuntimeError('the explain server did not start')
         time.sleep(0.05)
     return proc, time.monotonic() - start
+
+
+def nova_database(tmp, conf, caps, devices):
+    """The URL of a new Nova cell database (SQLite) with the SNC host's
+    compute node record (host compute1, node node1) and three instances
+    claimed on it (MAKE_DATABASE)."""
+    url = 'sqlite:///' + os.path.join(tmp, 'nova.sqlite')
+    proc = subprocess.run([sys.executable, '-c', MAKE_DATABASE, url, conf,
+                           caps, devices], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    if proc.returncode:
+        raise RuntimeError('cannot make the Nova database: %s'
+                           % proc.stderr)
+    return url
 
 
 def libvirt_reachable():
@@ -184,12 +225,21 @@ def main():
             f.write('- {name: f%d, vcpus: %d, ram: %d, extra_specs: '
                     '{"hw:cpu_policy": dedicated, "hw:mem_page_size": 1GB}}'
                     '\n' % (i, 1 + i % 8, 1024 * (1 + i % 12)))
-    saved = ['explain', '--config-file', paths['nova.conf'],
-             '--capabilities', os.path.join(DATA,
-                                            'topology-2socket-snc2-smt.xml'),
-             '--node-devices', os.path.join(DATA, 'nodedev-dump-snc'),
-             '--usage-file', paths['usage.yaml'], '--format', 'json']
-    hosts = [('saved SNC host + usage file', saved, FLAVOR)]
+    caps = os.path.join(DATA, 'topology-2socket-snc2-smt.xml')
+    devices = os.path.join(DATA, 'nodedev-dump-snc')
+    saved_host = ['explain', '--config-file', paths['nova.conf'],
+                  '--capabilities', caps, '--node-devices', devices]
+    saved = saved_host + ['--usage-file', paths['usage.yaml'], '--format',
+                          'json']
+    paths['database.conf'] = os.path.join(tmp, 'database.conf')
+    with open(paths['database.conf'], 'w') as f:
+        f.write('[database]\nconnection = %s\n' % nova_database(
+            tmp, paths['nova.conf'], caps, devices))
+    hosts = [('saved SNC host + usage file', saved, FLAVOR),
+             ('saved SNC host + Nova database', saved_host + [
+                 '--config-file', paths['database.conf'], '--usage',
+                 'database', '--host', 'compute1', '--node', 'node1',
+                 '--format', 'json'], FLAVOR)]
     if libvirt_reachable():
         hosts.append(('live libvirt, usage from domains',
                       ['explain', '--config-file', paths['live.conf'],
@@ -230,7 +280,7 @@ def main():
         proc.wait(timeout=60)
 
     median, worst = in_process(
-        paths['nova.conf'], (saved[4], saved[6], saved[8]), flavors)
+        paths['nova.conf'], (caps, devices, paths['usage.yaml']), flavors)
     print('one answer in a warm process (median, max)                  '
           '%s %s' % (fmt(median), fmt(worst)))
 
