@@ -349,6 +349,7 @@ def domain_xml(facts, req, fitted, name='explain', instance_id=1,
         virt_type=CONF.kvmx.virt_type, cpu_mode=CONF.kvmx.cpu_mode,
         cpu_models=tuple(CONF.kvmx.cpu_models),
         machine_type=CONF.kvmx.machine_type, arch=facts.caps.host.cpu.arch,
+        pcie_ports=CONF.libvirt.num_pcie_ports,
         host_cpus=topology.guest_cpu_pools(numa, cpu_sets),
         small_page_kb=topology.small_page_kb(numa),
         realtime_priority=CONF.kvmx.realtime_scheduler_priority)
