@@ -35,8 +35,10 @@ and of the client.
 """
 
 import argparse
+import atexit
 import os
 import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -213,6 +215,7 @@ def main():
     parser.add_argument('--flavors', type=int, default=50)
     opts = parser.parse_args()
     tmp = tempfile.mkdtemp(prefix='explain-bench-')
+    atexit.register(shutil.rmtree, tmp, True)
     paths = {}
     for name, text in (('nova.conf', CONF), ('live.conf', LIVE_CONF),
                        ('usage.yaml', USAGE)):
