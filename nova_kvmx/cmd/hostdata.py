@@ -52,6 +52,10 @@ class HostFacts:
     online_cpus: frozenset
     memory_mb: int
     pci_devices: list = dataclasses.field(default_factory=list)
+    # [(domain XML, running)] of every defined domain, when read.
+    domains: list = None
+    # Nova's node name for the host (libvirt's hostname), when live.
+    nodename: str = None
 
 
 def _read_text(path):
@@ -175,7 +179,21 @@ def open_host(uri):
     return host
 
 
-def from_libvirt(uri):
+def read_domains(conn):
+    """[(XML, running)] of every defined domain, running or shut off
+    (a domain undefined meanwhile is skipped)."""
+    result = []
+    for dom in conn.listAllDomains(0):
+        try:
+            result.append((dom.XMLDesc(0), bool(dom.isActive())))
+        except libvirt.libvirtError as ex:
+            if ex.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                raise
+    return result
+
+
+def from_libvirt(uri, with_domains=False):
+    """The host's facts; with its domains when ``with_domains``."""
     host = open_host(uri)
     try:
         return HostFacts(
@@ -183,6 +201,9 @@ def from_libvirt(uri):
             caps=host.get_capabilities(),
             online_cpus=frozenset(host.get_online_cpus()),
             memory_mb=host.get_memory_mb_total(),
-            pci_devices=jsonutils.loads(host.pci_devices_json()))
+            pci_devices=jsonutils.loads(host.pci_devices_json()),
+            domains=(read_domains(host.get_connection())
+                     if with_domains else None),
+            nodename=host.get_hostname())
     finally:
         host.close()

@@ -16,10 +16,14 @@ Both read the node's nova.conf into Nova's own configuration object, so
 every option means what it means to nova-compute. Exit status: explain 0
 when the server fits, 1 when not; host-check 1 when a check fails; 2 for
 bad input (with Nova's own message), on stderr.
+
+This module imports nothing of Nova: importing Nova takes seconds, and
+``explain --server`` (a client of a long-lived ``explain --serve``) must
+answer in a fraction of one. The commands themselves are in
+:mod:`nova_kvmx.cmd.commands`.
 """
 
 import argparse
-import logging
 import sys
 import warnings
 
@@ -27,21 +31,8 @@ import warnings
 # import: noise for an operator's command.
 warnings.filterwarnings('ignore', message=r'\s*Eventlet is deprecated')
 
-from nova import exception  # noqa: E402
-from nova import objects  # noqa: E402
-from nova.pci import request as pci_request  # noqa: E402
-from oslo_config import cfg  # noqa: E402
-
-from nova_kvmx import conf as kvmx_conf  # noqa: E402
-from nova_kvmx.cmd import explain  # noqa: E402
-from nova_kvmx.cmd import host_check  # noqa: E402
-from nova_kvmx.cmd import hostdata  # noqa: E402
-from nova_kvmx.cmd import report  # noqa: E402
-from nova_kvmx.cmd import request  # noqa: E402
-from nova_kvmx.host import resources  # noqa: E402
-
-CONF = kvmx_conf.CONF
 EXIT_BAD_INPUT = 2
+USAGE_SOURCES = ('auto', 'database', 'libvirt', 'none')
 
 
 def _common():
@@ -57,37 +48,78 @@ def _common():
     return common
 
 
+def _explain_parser(sub, common):
+    ex = sub.add_parser(
+        'explain', parents=[common],
+        help='would a flavor fit this host, and how (or why not)',
+        description='Whether and how a server of this flavor and image '
+                    'would fit the host, with what is already on it, by '
+                    'Nova\'s own fitting code.')
+    host = ex.add_argument_group('the host')
+    host.add_argument('--connection-uri', metavar='URI',
+                      help='libvirt to ask (default: [kvmx] connection_uri)')
+    host.add_argument('--capabilities', metavar='PATH',
+                      help='saved "virsh capabilities" output, instead of a '
+                           'live libvirt')
+    host.add_argument('--node-devices', metavar='DIR',
+                      help='with --capabilities: directory of saved "virsh '
+                           'nodedev-dumpxml" outputs (*.xml)')
+    host.add_argument('--all-hosts', action='store_true',
+                      help='every compute node of the cell of [database] '
+                           'connection, from Nova\'s database: which fit, '
+                           'and what limits the others')
+    used = ex.add_argument_group('what is already on the host')
+    used.add_argument(
+        '--usage', choices=USAGE_SOURCES, default='auto',
+        help='where to read the instances already on the host: Nova\'s '
+             'database ([database] connection), libvirt\'s domains, or '
+             'none (the host taken as empty); auto (default): the '
+             'database if configured and reachable, else libvirt\'s '
+             'domains (a saved host: --usage-file, else none)')
+    used.add_argument('--usage-file', metavar='PATH',
+                      help='usage saved with --save-usage (YAML or JSON)')
+    used.add_argument('--save-usage', metavar='PATH',
+                      help='write the usage found, to ask away from the '
+                           'host with --usage-file (.yaml/.yml: YAML, else '
+                           'JSON)')
+    used.add_argument('--host', metavar='NAME',
+                      help='the compute host\'s name in Nova\'s database '
+                           '(default: [DEFAULT] host)')
+    used.add_argument('--node', metavar='NAME',
+                      help='its node name, if the host has several')
+    flavor = ex.add_argument_group('the server')
+    flavor.add_argument('--vcpus', type=int)
+    flavor.add_argument('--ram', type=int, metavar='MiB')
+    flavor.add_argument('--disk', type=int, default=0, metavar='GiB')
+    flavor.add_argument('--extra-spec', action='append', metavar='KEY=VALUE',
+                        default=[], help='a flavor extra spec (repeat)')
+    flavor.add_argument('--image-property', action='append', default=[],
+                        metavar='KEY=VALUE', help='an image property '
+                                                  '(repeat)')
+    flavor.add_argument('--flavors', metavar='PATH',
+                        help='many servers in one run: a YAML or JSON list '
+                             'of {name, vcpus, ram, disk, extra_specs, '
+                             'image_properties}')
+    ex.add_argument('--xml', action='store_true',
+                    help='when it fits, also print the domain XML the '
+                         'driver would define (without PCI devices and '
+                         'network interfaces)')
+    fast = ex.add_argument_group('answering fast')
+    fast.add_argument('--serve', metavar='SOCKET',
+                      help='stay running with Nova loaded, answering '
+                           'explain --server SOCKET clients')
+    fast.add_argument('--server', metavar='SOCKET',
+                      help='have the explain --serve at SOCKET answer, '
+                           'with these arguments')
+
+
 def parser():
     top = argparse.ArgumentParser(
         prog='nova-kvmx', description='Operator tools of the nova-kvmx '
                                       'compute driver.')
     sub = top.add_subparsers(dest='command', required=True)
     common = _common()
-
-    ex = sub.add_parser(
-        'explain', parents=[common],
-        help='would a flavor fit this host, and how (or why not)',
-        description='Whether and how a server of this flavor and image '
-                    'would fit the host, by Nova\'s own fitting code.')
-    ex.add_argument('--connection-uri', metavar='URI',
-                    help='libvirt to ask (default: [kvmx] connection_uri)')
-    ex.add_argument('--capabilities', metavar='PATH',
-                    help='saved "virsh capabilities" output, instead of a '
-                         'live libvirt')
-    ex.add_argument('--node-devices', metavar='DIR',
-                    help='with --capabilities: directory of saved "virsh '
-                         'nodedev-dumpxml" outputs (*.xml)')
-    ex.add_argument('--vcpus', type=int, required=True)
-    ex.add_argument('--ram', type=int, required=True, metavar='MiB')
-    ex.add_argument('--disk', type=int, default=0, metavar='GiB')
-    ex.add_argument('--extra-spec', action='append', metavar='KEY=VALUE',
-                    default=[], help='a flavor extra spec (repeat)')
-    ex.add_argument('--image-property', action='append', default=[],
-                    metavar='KEY=VALUE', help='an image property (repeat)')
-    ex.add_argument('--xml', action='store_true',
-                    help='when it fits, also print the domain XML the '
-                         'driver would define (without PCI devices and '
-                         'network interfaces)')
+    _explain_parser(sub, common)
 
     hc = sub.add_parser(
         'host-check', parents=[common],
@@ -101,83 +133,43 @@ def parser():
     return top
 
 
-def load_config(config_files):
-    """Nova's CONF from the node's files."""
-    CONF(args=[], project='nova', default_config_files=config_files)
-    # Nova parses [pci] alias once per process; this may be a new config.
-    pci_request.get_alias_from_config.cache_clear()
+def _check_explain(top, args):
+    """Argument combinations argparse cannot express."""
+    if args.serve:
+        if args.server:
+            top.error('--serve and --server exclude each other')
+        return
+    if args.flavors and (args.vcpus is not None or args.ram is not None):
+        top.error('--flavors replaces --vcpus and --ram')
+    if not args.flavors and (args.vcpus is None or args.ram is None):
+        top.error('explain needs --vcpus and --ram (or --flavors)')
 
 
-def _setup_logging(debug):
-    logging.basicConfig(
-        stream=sys.stderr, format='%(levelname)s %(name)s: %(message)s',
-        level=logging.DEBUG if debug else logging.WARNING)
-    if not debug:
-        # Nova's fitting warns about what explain reports as a reason.
-        logging.getLogger('nova.virt.hardware').setLevel(logging.ERROR)
-
-
-def _local_gb():
-    try:
-        return resources.disk_gb(CONF.instances_path)[0]
-    except OSError:
-        return None
-
-
-def run_explain(args, out):
-    if args.node_devices and not args.capabilities:
-        raise exception.InvalidInput(
-            reason='--node-devices needs --capabilities')
-    req = request.build(
-        args.vcpus, args.ram, args.disk,
-        request.parse_pairs(args.extra_spec, '--extra-spec'),
-        request.parse_pairs(args.image_property, '--image-property'))
-    if args.capabilities:
-        facts = hostdata.from_files(args.capabilities, args.node_devices)
-        local_gb = None
-    else:
-        facts = hostdata.from_libvirt(
-            args.connection_uri or CONF.kvmx.connection_uri)
-        local_gb = _local_gb()
-    result = explain.explain(facts, req, local_gb=local_gb)
-    xml = None
-    if args.xml and result.fits:
-        xml = explain.domain_xml(facts, req, result.fitted)
-    if args.format == 'json':
-        out.write(report.to_json(dict(result.as_dict(), domain_xml=xml)) +
-                  '\n')
-    else:
-        out.write('\n'.join(report.explanation_lines(result)) + '\n')
-        if xml:
-            out.write('\nDomain XML:\n%s\n' % xml)
-    return 0 if result.fits else 1
-
-
-def run_host_check(args, out):
-    results = host_check.run(
-        args.root, args.connection_uri or CONF.kvmx.connection_uri)
-    if args.format == 'json':
-        out.write(report.to_json([r.as_dict() for r in results]) + '\n')
-    else:
-        out.write('\n'.join(report.check_lines(results)) + '\n')
-    return 1 if any(r.status == host_check.FAIL for r in results) else 0
+def without_server(argv):
+    """The arguments less ``--server SOCKET``: what the server runs."""
+    result, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == '--server':
+            skip = True
+        elif not arg.startswith('--server='):
+            result.append(arg)
+    return result
 
 
 def main(argv=None, out=None, err=None):
     out, err = out or sys.stdout, err or sys.stderr
-    args = parser().parse_args(argv)
-    _setup_logging(args.debug)
-    objects.register_all()
-    try:
-        load_config(args.config_file)
-        if args.command == 'explain':
-            return run_explain(args, out)
-        return run_host_check(args, out)
-    except (exception.NovaException, cfg.Error) as ex:
-        message = (ex.format_message()
-                   if isinstance(ex, exception.NovaException) else str(ex))
-        err.write('nova-kvmx %s: error: %s\n' % (args.command, message))
-        return EXIT_BAD_INPUT
+    argv = list(sys.argv[1:] if argv is None else argv)
+    top = parser()
+    args = top.parse_args(argv)
+    if args.command == 'explain':
+        _check_explain(top, args)
+        if args.server:
+            from nova_kvmx.cmd import serve
+            return serve.ask(args.server, without_server(argv), out, err)
+    from nova_kvmx.cmd import commands
+    return commands.run(args, out, err)
 
 
 if __name__ == '__main__':

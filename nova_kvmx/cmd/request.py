@@ -167,3 +167,52 @@ def placement_ask(query):
     return PlacementAsk(resources=resources, required_traits=sorted(required),
                         forbidden_traits=sorted(forbidden),
                         any_of_traits=any_of)
+
+
+def load_flavors(path):
+    """[(name, build() keyword arguments)] of a flavors file: a YAML or
+    JSON list (or {flavors: [...]}) of {name, vcpus, ram, disk,
+    extra_specs, image_properties}.
+
+    :raises: InvalidInput naming the file and the entry
+    """
+    import yaml  # only batches need it
+
+    def bad(reason):
+        return exception.InvalidInput(reason='flavors file %s: %s' % (
+            path, reason))
+
+    try:
+        with open(path, 'rb') as f:
+            data = yaml.safe_load(f)
+    except OSError as ex:
+        raise bad(ex.strerror or ex)
+    except yaml.YAMLError as ex:
+        raise bad('not YAML or JSON: %s' % str(ex).replace('\n', ' '))
+    if isinstance(data, dict):
+        data = data.get('flavors')
+    if not isinstance(data, list) or not data:
+        raise bad('expected a list of flavors (or {flavors: [...]})')
+    result = []
+    for index, entry in enumerate(data):
+        if not isinstance(entry, dict):
+            raise bad('entry %d is not a mapping' % index)
+        name = str(entry.get('name', '#%d' % index))
+        try:
+            kwargs = {
+                'vcpus': int(entry['vcpus']),
+                'memory_mb': int(entry['ram'] if 'ram' in entry
+                                 else entry['memory_mb'] if 'memory_mb' in
+                                 entry else entry['ram']),
+                'disk_gb': int(entry.get('disk', 0)),
+                'extra_specs': {str(k): str(v) for k, v in dict(
+                    entry.get('extra_specs') or {}).items()},
+                'image_properties': {str(k): str(v) for k, v in dict(
+                    entry.get('image_properties') or {}).items()},
+            }
+        except KeyError as ex:
+            raise bad('%s: %s is missing' % (name, ex))
+        except (TypeError, ValueError) as ex:
+            raise bad('%s: %s' % (name, ex))
+        result.append((name, kwargs))
+    return result

@@ -37,6 +37,7 @@ import testtools
 
 from nova_kvmx.cmd import explain
 from nova_kvmx.cmd import hostdata
+from nova_kvmx.cmd import hostview
 from nova_kvmx.cmd import request
 from tests.unit import test_topology
 
@@ -101,10 +102,10 @@ def nova_filters_pass(facts, req):
     """What Nova's scheduler filters decide for the request on a HostState
     built as Nova's HostManager builds it: the compute node's NUMA
     topology, and PCI pools (not devices) from its pci_device_pools."""
-    numa = explain.host_numa(facts)
-    pools = explain.host_pci_stats(
+    numa = hostview.host_numa(facts)
+    pools = hostview.host_pci_stats(
         numa, facts.pci_devices).to_device_pools_obj()
-    ratios = explain.allocation_ratios()
+    ratios = hostview.allocation_ratios()
     state = host_manager.HostState('compute1', 'compute1', None)
     state.numa_topology = numa
     state.pci_stats = pci_stats.PciDeviceStats(numa, stats=pools)
@@ -171,7 +172,7 @@ FLAVORS = {
                   'hw:pci_numa_affinity_policy': 'required'}, True, False,
         ['the NUMA cells fit without PCI devices, not with them',
          'PCI alias vf: needs 1 device(s) (NUMA affinity policy required)'
-         '; assignable under [pci] device_spec: 4 on NUMA node 1']),
+         '; free under [pci] device_spec: 4 on NUMA node 1']),
     'more memory than the small pages': (
         snc_host, SNC_OPTIONS, 2, 49152, DED, True, False,
         ['cell 0: guest node 0: needs 49152 MiB of 4K-page memory (no '

@@ -124,6 +124,18 @@ class ExplainCommandTest(CommandTestCase):
                          [m.get('nodeset') for m in xml_schema.findall(
                              root, 'numatune/memnode')])
 
+    def test_domain_xml_has_the_hotplug_slots_of_nova_conf(self):
+        """[libvirt] num_pcie_ports, as the driver renders it."""
+        status, out, _err = self.explain(
+            '--vcpus', '2', '--ram', '1024', '--format', 'json', '--xml',
+            options=dict(test_explain.SNC_OPTIONS,
+                         libvirt={'num_pcie_ports': 16}))
+
+        self.assertEqual(0, status)
+        root = xml_schema.parse(json.loads(out)['domain_xml'])
+        self.assertEqual(16, len(xml_schema.findall(
+            root, "devices/controller[@model='pcie-root-port']")))
+
     def test_no_domain_xml_when_it_does_not_fit(self):
         status, out, _err = self.explain(
             '--vcpus', '4', '--ram', '20480', '--xml',
