@@ -21,6 +21,8 @@ PACKAGES = (
     # root helpers, consoles, the second host, disk copies, the tests
     'sudo', 'novnc', 'socat', 'openssh-server', 'openssh-client',
     'iputils-ping', 'python3-venv',
+    # mkfs.vfat: Nova's libvirt driver formats ephemeral disks vfat
+    'dosfstools',
     # libvirt and QEMU, and the test guest (as .ci/setup)
     'libvirt-daemon-system', 'libvirt-clients', 'libvirt-dev', 'pkg-config',
     'qemu-system-x86', 'qemu-utils', 'genisoimage', 'busybox-static',
