@@ -14,11 +14,12 @@
 
 import os
 
-from lxml import etree
 import nova.conf
 from nova.console import type as ctype
 from nova import exception
 import nova.privsep.path
+
+from nova_kvmx import safe_xml
 
 CONF = nova.conf.CONF
 
@@ -37,7 +38,7 @@ def console_output(log_path, max_bytes):
 
 def vnc_console(domain_xml):
     """The VNC console of a running domain, from the port libvirt chose."""
-    doc = etree.fromstring(domain_xml)
+    doc = safe_xml.fromstring(domain_xml)
     graphics = doc.find("./devices/graphics[@type='vnc']")
     port = graphics.get('port') if graphics is not None else None
     if port is None or int(port) < 0:

@@ -23,7 +23,6 @@ the host is an error naming it, not a QEMU failure.
 
 import time
 
-from lxml import etree
 import nova.conf
 from nova import exception as nova_exception
 from nova.compute import power_state
@@ -45,6 +44,7 @@ from nova_kvmx import exception
 from nova_kvmx.guest import devices
 from nova_kvmx.guest import render_devices
 from nova_kvmx.host import pci
+from nova_kvmx import safe_xml
 
 try:
     import libvirt
@@ -298,8 +298,7 @@ def _present(domain_xml, spec):
 
 
 def devices_root(domain_xml):
-    return etree.fromstring(domain_xml.encode()
-                            if isinstance(domain_xml, str) else domain_xml)
+    return safe_xml.fromstring(domain_xml)
 
 
 def _wait_gone(guest, spec, until):

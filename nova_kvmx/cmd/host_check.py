@@ -296,8 +296,9 @@ def check_versions(uri):
     try:
         host = hostdata.open_host(uri)
     except exception.NovaException as ex:
+        # One line: libvirt's parse errors quote the document over three.
         return [Result(WARN, 'libvirt', '%s; versions not checked'
-                       % ex.format_message(),
+                       % ' '.join(ex.format_message().split()),
                        'start libvirtd (and virtlogd), or pass '
                        '--connection-uri')]
     try:
@@ -309,7 +310,7 @@ def check_versions(uri):
             _version_result('QEMU', conn.getVersion(),
                             libvirt_driver.MIN_QEMU_VERSION,
                             libvirt_driver.NEXT_MIN_QEMU_VERSION)]
-        caps = host.get_capabilities()
+        caps = hostdata.parse_capabilities(conn.getCapabilities())
         types = connection.supported_domain_types(caps, caps.host.cpu.arch)
         virt_type = CONF.kvmx.virt_type
         results.append(Result(PASS, 'virt_type', '[kvmx] virt_type=%s is '

@@ -33,6 +33,7 @@ from oslo_serialization import jsonutils
 from nova_kvmx.host import connection
 from nova_kvmx.host import devices
 from nova_kvmx.host import pci
+from nova_kvmx import safe_xml
 
 
 class HostDumpUnreadable(exception.Invalid):
@@ -66,14 +67,26 @@ def _read_text(path):
         raise HostDumpUnreadable(path=path, reason=ex.strerror or ex)
 
 
+def _xml_error(ex):
+    if isinstance(ex, safe_xml.DoctypeRefused):
+        return str(ex)
+    return 'not well-formed XML: %s' % ex
+
+
+def parse_capabilities(text):
+    """``LibvirtConfigCaps`` of libvirt's capabilities XML, read with our
+    parser (Nova's ``parse_str`` takes lxml's default one)."""
+    caps = vconfig.LibvirtConfigCaps()
+    caps.parse_dom(safe_xml.fromstring(text))
+    return caps
+
+
 def read_capabilities(path):
     """``LibvirtConfigCaps`` of a saved ``virsh capabilities`` output."""
-    caps = vconfig.LibvirtConfigCaps()
     try:
-        caps.parse_str(_read_text(path))
+        caps = parse_capabilities(_read_text(path))
     except etree.XMLSyntaxError as ex:
-        raise HostDumpUnreadable(path=path, reason='not well-formed XML: %s'
-                                 % ex)
+        raise HostDumpUnreadable(path=path, reason=_xml_error(ex))
     except exception.InvalidInput as ex:
         raise HostDumpUnreadable(
             path=path, reason='%s: is it the output of "virsh '
@@ -117,10 +130,9 @@ def read_node_devices(directory):
     for path in sorted(glob.glob(os.path.join(directory, '*.xml'))):
         text = _read_text(path)
         try:
-            doc = etree.fromstring(text)
+            doc = safe_xml.fromstring(text)
         except etree.XMLSyntaxError as ex:
-            raise HostDumpUnreadable(path=path, reason='not well-formed XML: '
-                                     '%s' % ex)
+            raise HostDumpUnreadable(path=path, reason=_xml_error(ex))
         if doc.tag != 'device':
             raise HostDumpUnreadable(
                 path=path, reason='root element is <%s>, not <device>: is it '

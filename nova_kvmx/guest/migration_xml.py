@@ -32,6 +32,7 @@ from nova.pci import utils as pci_utils
 from nova.virt import hardware
 
 from nova_kvmx.guest import render_devices
+from nova_kvmx import safe_xml
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,7 +76,7 @@ def destination_xml(xml, dest):
         destination's claim describes (another vCPU or cell layout, a
         device that is not there, small pages becoming large ones)
     """
-    root = etree.fromstring(xml.encode() if isinstance(xml, str) else xml)
+    root = safe_xml.fromstring(xml)
     name = root.findtext('name')
     if dest.cell_nodes:
         _rewrite_numa(root, dest, name)

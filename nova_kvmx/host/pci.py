@@ -55,6 +55,8 @@ from nova.objects import fields
 from nova.virt.libvirt import config as vconfig
 from oslo_log import log as logging
 
+from nova_kvmx import safe_xml
+
 LOG = logging.getLogger(__name__)
 
 
@@ -140,8 +142,7 @@ def parse(xml_string, name=None):
     """The lxml root of a node device's XML, or None, with a warning
     naming the device, when the XML is not well-formed."""
     try:
-        return etree.fromstring(xml_string.encode()
-                                if isinstance(xml_string, str) else xml_string)
+        return safe_xml.fromstring(xml_string)
     except (etree.XMLSyntaxError, TypeError, ValueError) as ex:
         LOG.warning('Skipping node device %s: its XML is not well-formed: '
                     '%s', name or '(unnamed)', ex)
