@@ -203,30 +203,120 @@ def check_isolation(tree):
         'line %s' % (spec, spec, spec, GRUB))
 
 
-def check_post_copy(tree):
-    """Post-copy needs userfaultfd in the destination's QEMU. QEMU runs as
-    an unprivileged user (libvirt-qemu) and libvirt 9 passes it no
-    /dev/userfaultfd, so the kernel must allow unprivileged userfaultfd;
-    otherwise libvirt refuses every migration that asks for post-copy
-    ("Postcopy is not supported"), not only those that switch to it."""
+# libvirt hands QEMU the kernel's /dev/userfaultfd (Linux 6.1 and later)
+# since 10.1.0; QEMU opens it, before trying userfaultfd(2), since 8.0.0.
+USERFAULTFD_DEVICE = {'libvirt': '10.1.0', 'QEMU': '8.0.0'}
+USERFAULTFD_RISK = ('opens userfaultfd to every local user (and to a QEMU '
+                    'a guest escaped into), a well-known kernel-exploit '
+                    'primitive')
+
+
+@dataclasses.dataclass
+class Versions:
+    """libvirt's and QEMU's versions, as libvirt's integers."""
+
+    libvirt: int
+    QEMU: int
+
+
+def _no_userfaultfd_device(tree, versions):
+    """Why QEMU cannot get /dev/userfaultfd from libvirt here (empty when
+    it can)."""
+    lacking = []
+    if not tree.exists('dev/userfaultfd'):
+        lacking.append('the kernel has no /dev/userfaultfd (Linux 6.1 and '
+                       'later have it)')
+    if versions is None:
+        lacking.append('libvirt was not reached to tell its and QEMU\'s '
+                       'versions')
+        return lacking
+    for name, minimum in USERFAULTFD_DEVICE.items():
+        have = getattr(versions, name)
+        if have < versionutils.convert_version_to_int(minimum):
+            lacking.append('%s is %s, /dev/userfaultfd needs %s' % (
+                name, _version(have), minimum))
+    return lacking
+
+
+def check_post_copy(tree, versions=None):
+    """Post-copy needs userfaultfd in the destination's QEMU, which runs as
+    an unprivileged user (libvirt-qemu). It gets it either through
+    /dev/userfaultfd, which libvirt 10.1+ hands to QEMU 8.0+ alone, or
+    through vm.unprivileged_userfaultfd = 1, which opens it to every local
+    user. Without either, libvirt refuses every migration that asks for
+    post-copy ("Postcopy is not supported"), not only those that switch
+    to it. The sysctl is the operator's trade-off to make: a WARN with
+    both ways, never a FAIL that pushes the weaker one.
+
+    :param versions: Versions, or None when libvirt was not reached
+    """
     name = 'post-copy'
     if not CONF.libvirt.live_migration_permit_post_copy:
         return Result(PASS, name, '[libvirt] live_migration_permit_post_copy '
                       'is off: nothing to check')
     allowed = tree.read('proc/sys/vm/unprivileged_userfaultfd')
+    lacking = _no_userfaultfd_device(tree, versions)
+    if not lacking:
+        if allowed == '1':
+            return Result(
+                WARN, name, 'libvirt gives QEMU /dev/userfaultfd, yet '
+                'vm.unprivileged_userfaultfd = 1 also ' + USERFAULTFD_RISK,
+                'sysctl -w vm.unprivileged_userfaultfd=0 and keep it in '
+                '/etc/sysctl.d/: post-copy does not need it here')
+        return Result(PASS, name, 'libvirt gives QEMU /dev/userfaultfd; '
+                      'vm.unprivileged_userfaultfd stays 0')
     if allowed is None:
         return Result(PASS, name, 'this kernel has no vm.unprivileged_'
                       'userfaultfd: userfaultfd is open to QEMU')
+    device = ('give QEMU /dev/userfaultfd, which keeps vm.unprivileged_'
+              'userfaultfd = 0: Linux 6.1, libvirt %s and QEMU %s or later '
+              '(and /dev/userfaultfd in qemu.conf\'s cgroup_device_acl, if '
+              'set)' % (USERFAULTFD_DEVICE['libvirt'],
+                        USERFAULTFD_DEVICE['QEMU']))
     if allowed == '1':
-        return Result(PASS, name, 'vm.unprivileged_userfaultfd = 1: QEMU '
-                      'can use userfaultfd')
+        return Result(
+            WARN, name, 'QEMU can use userfaultfd because vm.unprivileged_'
+            'userfaultfd = 1, which %s; no /dev/userfaultfd instead: %s'
+            % (USERFAULTFD_RISK, '; '.join(lacking)),
+            device + ', then sysctl -w vm.unprivileged_userfaultfd=0')
     return Result(
-        FAIL, name, '[libvirt] live_migration_permit_post_copy is on but '
-        'vm.unprivileged_userfaultfd = 0: QEMU cannot use userfaultfd, and '
-        'every live migration to this host fails with "Postcopy is not '
-        'supported"',
-        'sysctl -w vm.unprivileged_userfaultfd=1 and keep it in '
-        '/etc/sysctl.d/, or turn live_migration_permit_post_copy off')
+        WARN, name, '[libvirt] live_migration_permit_post_copy is on but '
+        'QEMU cannot use userfaultfd: vm.unprivileged_userfaultfd = 0 and '
+        'no /dev/userfaultfd (%s); every live migration to this host fails '
+        'with "Postcopy is not supported"' % '; '.join(lacking),
+        'either %s; or sysctl -w vm.unprivileged_userfaultfd=1 (kept in '
+        '/etc/sysctl.d/), which %s; or turn live_migration_permit_post_'
+        'copy off' % (device, USERFAULTFD_RISK))
+
+
+def check_migration_transport():
+    """Live migration moves the guest's memory (and, for a block migration,
+    its disks) in QEMU's own streams, encrypted only with Nova's
+    ``live_migration_with_native_tls`` (``live_migration_tunnelled`` is
+    refused by nova-kvmx); libvirtd's connection, from
+    ``live_migration_scheme`` (default tcp) or ``live_migration_uri``,
+    carries the control."""
+    name = 'live migration'
+    options = CONF.libvirt
+    control = (options.live_migration_uri.split(':', 1)[0]
+               if options.live_migration_uri else
+               'qemu+%s' % (options.live_migration_scheme or 'tcp'))
+    if options.live_migration_with_native_tls:
+        detail = ('QEMU\'s migration streams use TLS ([libvirt] '
+                  'live_migration_with_native_tls)')
+        if control == 'qemu+tcp':
+            detail += ('; libvirtd\'s own connection is qemu+tcp (no guest '
+                       'data; live_migration_scheme = tls encrypts it too)')
+        return Result(PASS, name, detail)
+    return Result(
+        WARN, name, 'guest memory, and the disks of block migrations, '
+        'cross the network in cleartext: [libvirt] live_migration_with_'
+        'native_tls is off (libvirtd\'s connection: %s)' % control,
+        'set [libvirt] live_migration_with_native_tls = true on every '
+        'compute host, with QEMU\'s TLS certificates in place on each '
+        '(/etc/pki/qemu: ca-cert.pem, server-cert.pem, server-key.pem, '
+        'client-cert.pem, client-key.pem; qemu.conf default_tls_x509_verify '
+        '= 1), and live_migration_scheme = tls for libvirtd\'s connection')
 
 
 def _sriov_result(spec, functions, by_address):
@@ -293,6 +383,11 @@ def _version_result(name, have, minimum, next_minimum):
 
 
 def check_versions(uri):
+    """libvirt's and QEMU's versions against Nova's, and virt_type against
+    what libvirt offers.
+
+    :returns: (results, Versions or None when libvirt was not reached)
+    """
     try:
         host = hostdata.open_host(uri)
     except exception.NovaException as ex:
@@ -300,14 +395,15 @@ def check_versions(uri):
         return [Result(WARN, 'libvirt', '%s; versions not checked'
                        % ' '.join(ex.format_message().split()),
                        'start libvirtd (and virtlogd), or pass '
-                       '--connection-uri')]
+                       '--connection-uri')], None
     try:
         conn = host.get_connection()
+        versions = Versions(conn.getLibVersion(), conn.getVersion())
         results = [
-            _version_result('libvirt', conn.getLibVersion(),
+            _version_result('libvirt', versions.libvirt,
                             libvirt_driver.MIN_LIBVIRT_VERSION,
                             libvirt_driver.NEXT_MIN_LIBVIRT_VERSION),
-            _version_result('QEMU', conn.getVersion(),
+            _version_result('QEMU', versions.QEMU,
                             libvirt_driver.MIN_QEMU_VERSION,
                             libvirt_driver.NEXT_MIN_QEMU_VERSION)]
         caps = hostdata.parse_capabilities(conn.getCapabilities())
@@ -322,7 +418,7 @@ def check_versions(uri):
                                   or 'none'),
                               'load the kvm module, or set [kvmx] virt_type '
                               '= qemu'))
-        return results
+        return results, versions
     finally:
         host.close()
 
@@ -371,9 +467,11 @@ def check_cpu_sets(tree):
 def run(root='/', uri='qemu:///system'):
     """All checks, in a stable order."""
     tree = systree.SysTree(root)
+    versions_results, versions = check_versions(uri)
     return ([check_virtualization(tree), check_iommu(tree)] +
             check_hugepages(tree) +
             [check_isolation(tree)] +
             check_sriov(tree) +
-            check_versions(uri) +
-            [check_cpu_sets(tree), check_post_copy(tree)])
+            versions_results +
+            [check_cpu_sets(tree), check_post_copy(tree, versions),
+             check_migration_transport()])

@@ -84,6 +84,32 @@ class LiveCommandTest(testtools.TestCase):
             '%s  libvirt: %s' % (statuses['libvirt'], version))
             for line in lines), proc.stdout)
 
+    def test_post_copy_advice_on_this_host(self):
+        # This host's kernel has /dev/userfaultfd (and vm.unprivileged_
+        # userfaultfd, whatever its value); its libvirt and QEMU decide
+        # whether QEMU gets the device.
+        with open(self.conf, 'a') as f:
+            f.write('[libvirt]\nlive_migration_permit_post_copy = true\n')
+        proc = self.command('host-check', '--format', 'json')
+
+        self.assertEqual('', proc.stderr)
+        found = {r['name']: r for r in json.loads(proc.stdout)}
+        post_copy = found['post-copy']
+        has_device = (os.path.exists('/dev/userfaultfd') and
+                      self.conn.getLibVersion() >= 10001000 and
+                      self.conn.getVersion() >= 8000000)
+        if has_device:
+            self.assertEqual('PASS', post_copy['status'], post_copy)
+        else:
+            # Never a FAIL pushing vm.unprivileged_userfaultfd = 1: both
+            # ways, the sysctl with its risk.
+            self.assertEqual('WARN', post_copy['status'], post_copy)
+            self.assertIn('give QEMU /dev/userfaultfd', post_copy['fix'])
+            self.assertIn('kernel-exploit primitive',
+                          post_copy['detail'] + post_copy['fix'])
+        self.assertEqual('WARN', found['live migration']['status'])
+        self.assertIn('cleartext', found['live migration']['detail'])
+
     def test_explain_on_the_live_host(self):
         # The host as reported, without what runs on it (other workers'
         # and users' guests come and go on this libvirtd): usage is

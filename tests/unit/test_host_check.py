@@ -133,6 +133,8 @@ class HostCheckTestCase(testtools.TestCase):
         self.conf.config(group='compute', **compute)
         self.conf.config(device_spec=[VF_SPEC], group='pci')
         self.conf.config(reserved_huge_pages=['node:0,size:1GB,count:1'])
+        self.conf.config(live_migration_with_native_tls=True,
+                         group='libvirt')
 
     def results(self):
         return host_check.run(self.tree.root, self.unreachable)
@@ -159,7 +161,7 @@ class TunedHostTest(HostCheckTestCase):
             ('virtualization', 'PASS'), ('IOMMU', 'PASS'),
             ('hugepages', 'PASS'), ('realtime isolation', 'PASS'),
             ('SR-IOV/PCI', 'PASS'), ('CPU sets', 'PASS'),
-            ('post-copy', 'PASS'),
+            ('post-copy', 'PASS'), ('live migration', 'PASS'),
             # No libvirt in unit tests.
             ('libvirt', 'WARN')}, statuses)
 
@@ -321,11 +323,85 @@ class BrokenHostTest(HostCheckTestCase):
         self.conf.config(live_migration_permit_post_copy=True,
                          group='libvirt')
         self.assertResult('post-copy', 'PASS', 'no vm.unprivileged_')
+        # Debian 12: Linux 6.1 has /dev/userfaultfd, libvirt 9.0 does not
+        # hand it to QEMU (here libvirt is not even reached).
+        self.tree.write('dev/userfaultfd')
         self.tree.write('proc/sys/vm/unprivileged_userfaultfd', '0\n')
-        self.assertResult('post-copy', 'FAIL', 'Postcopy is not supported',
-                          'sysctl -w vm.unprivileged_userfaultfd=1')
+        result = self.assertResult(
+            'post-copy', 'WARN', 'Postcopy is not supported',
+            'libvirt was not reached',
+            # Both ways, the sysctl with its risk.
+            'give QEMU /dev/userfaultfd, which keeps vm.unprivileged_'
+            'userfaultfd = 0: Linux 6.1, libvirt 10.1.0 and QEMU 8.0.0',
+            'sysctl -w vm.unprivileged_userfaultfd=1 (kept in '
+            '/etc/sysctl.d/), which opens userfaultfd to every local user',
+            'kernel-exploit primitive',
+            'turn live_migration_permit_post_copy off')
+        self.assertLess(result.fix.index('/dev/userfaultfd'),
+                        result.fix.index('sysctl'))
         self.tree.write('proc/sys/vm/unprivileged_userfaultfd', '1\n')
-        self.assertResult('post-copy', 'PASS', 'can use userfaultfd')
+        self.assertResult('post-copy', 'WARN', 'vm.unprivileged_userfaultfd '
+                          '= 1, which opens userfaultfd to every local user',
+                          'then sysctl -w vm.unprivileged_userfaultfd=0')
+
+    def post_copy(self, libvirt, qemu):
+        self.conf.config(live_migration_permit_post_copy=True,
+                         group='libvirt')
+        return host_check.check_post_copy(
+            systree.SysTree(self.tree.root),
+            host_check.Versions(libvirt=libvirt, QEMU=qemu))
+
+    def test_post_copy_through_dev_userfaultfd(self):
+        self.tree.write('proc/sys/vm/unprivileged_userfaultfd', '0\n')
+        self.tree.write('dev/userfaultfd')
+        self.assertEqual(('PASS', 'libvirt gives QEMU /dev/userfaultfd; '
+                          'vm.unprivileged_userfaultfd stays 0'),
+                         (self.post_copy(10001000, 8000000).status,
+                          self.post_copy(10001000, 8000000).detail))
+        self.tree.write('proc/sys/vm/unprivileged_userfaultfd', '1\n')
+        result = self.post_copy(10001000, 8002000)
+        self.assertEqual('WARN', result.status)
+        self.assertIn('also opens userfaultfd to every local user',
+                      result.detail)
+        self.assertIn('sysctl -w vm.unprivileged_userfaultfd=0', result.fix)
+
+    def test_post_copy_without_what_dev_userfaultfd_needs(self):
+        self.tree.write('proc/sys/vm/unprivileged_userfaultfd', '0\n')
+        result = self.post_copy(9000000, 7002000)
+        self.assertEqual('WARN', result.status)
+        for lacking in ('the kernel has no /dev/userfaultfd',
+                        'libvirt is 9.0.0, /dev/userfaultfd needs 10.1.0',
+                        'QEMU is 7.2.0, /dev/userfaultfd needs 8.0.0'):
+            self.assertIn(lacking, result.detail)
+        self.tree.write('dev/userfaultfd')
+        result = self.post_copy(10001000, 7002000)
+        self.assertEqual('WARN', result.status)
+        self.assertNotIn('libvirt is', result.detail)
+        self.assertIn('QEMU is 7.2.0', result.detail)
+
+    def test_live_migration_in_cleartext(self):
+        self.conf.config(live_migration_with_native_tls=False,
+                         group='libvirt')
+        self.assertResult(
+            'live migration', 'WARN', 'cross the network in cleartext',
+            'live_migration_with_native_tls is off', 'qemu+tcp',
+            'set [libvirt] live_migration_with_native_tls = true',
+            '/etc/pki/qemu', 'live_migration_scheme = tls')
+        self.conf.config(live_migration_scheme='ssh', group='libvirt')
+        self.assertResult('live migration', 'WARN', 'in cleartext',
+                          'connection: qemu+ssh')
+        self.conf.config(live_migration_uri='qemu+tls://%s/system',
+                         group='libvirt')
+        self.assertResult('live migration', 'WARN', 'in cleartext',
+                          'connection: qemu+tls')
+
+    def test_live_migration_with_native_tls(self):
+        self.assertResult('live migration', 'PASS', 'streams use TLS',
+                          'own connection is qemu+tcp')
+        self.conf.config(live_migration_scheme='tls', group='libvirt')
+        result = self.assertResult('live migration', 'PASS')
+        self.assertEqual('QEMU\'s migration streams use TLS ([libvirt] '
+                         'live_migration_with_native_tls)', result.detail)
 
     def test_command_fails(self):
         self.tree.remove('dev/kvm')
