@@ -45,11 +45,16 @@ from oslo_log import log as logging
 from oslo_utils import excutils
 
 from nova_kvmx import quiesce
+from nova_kvmx import storage as instance_storage
 
 LOG = logging.getLogger(__name__)
 
 POLL_INTERVAL = 0.2
 UPLOAD_FORMATS = ('raw', 'qcow2')
+# The work directory: private, but traversable by QEMU's user while it
+# writes the live copy there.
+WORKDIR_MODE = 0o700
+WORKDIR_MODE_FOR_QEMU = 0o711
 
 
 class Snapshotter(object):
@@ -98,20 +103,27 @@ class Snapshotter(object):
         if live:
             LOG.info('Live snapshot of the root disk', instance=instance)
             delta = os.path.join(workdir, 'delta')
-            self.live_copy(guest, root, delta, freeze, instance)
-            images.convert_image(delta, out, 'qcow2', disk_format)
+            with open_to_qemu(workdir):
+                self.live_copy(guest, root, delta, freeze, instance)
+            source = delta
         else:
             LOG.info('Cold snapshot of the root disk', instance=instance)
-            images.convert_image(root, out, 'qcow2', disk_format)
+            source = root
+        # Every file made from the guest's disk is 0600 before qemu-img
+        # writes it (it keeps an existing file's mode).
+        instance_storage.private_file(out)
+        images.convert_image(source, out, 'qcow2', disk_format)
 
     @contextlib.contextmanager
     def workdir(self):
-        """A private directory under the instances path (QEMU, running as
-        another user, writes the live copy there)."""
+        """A private (0700) directory under the instances path, opened to
+        QEMU's user only while QEMU writes a live copy there: the name,
+        which qemu-img's command line shows every local user, leads
+        nowhere."""
         parent = os.path.join(self.storage.instances_path, 'snapshots')
         os.makedirs(parent, mode=0o711, exist_ok=True)
         path = tempfile.mkdtemp(dir=parent)
-        os.chmod(path, 0o711)
+        os.chmod(path, WORKDIR_MODE)
         try:
             yield path
         finally:
@@ -121,6 +133,7 @@ class Snapshotter(object):
         """Leave in ``delta`` a point-in-time copy of the top of ``root``,
         quiesced if ``freeze``."""
         info = images.qemu_img_info(root, format='qcow2')
+        instance_storage.private_file(delta)
         processutils.execute(
             'qemu-img', 'create', '-f', 'qcow2', '-F', 'raw',
             '-b', info.backing_file, delta, str(info.virtual_size))
@@ -155,6 +168,17 @@ class Snapshotter(object):
                     'The live copy of the root disk was not in sync after '
                     '%ds ([kvmx] snapshot_timeout)' % self.timeout)
             time.sleep(POLL_INTERVAL)
+
+
+@contextlib.contextmanager
+def open_to_qemu(workdir):
+    """``workdir`` traversable (not listable) by QEMU's user for the
+    time QEMU writes the live copy, private again after."""
+    os.chmod(workdir, WORKDIR_MODE_FOR_QEMU)
+    try:
+        yield
+    finally:
+        os.chmod(workdir, WORKDIR_MODE)
 
 
 def cancel_quietly(device):

@@ -135,7 +135,7 @@ class InstanceStorage(object):
 
     def make_probe(self):
         name = 'kvmx-shared-check-' + uuidutils.generate_uuid()
-        open(os.path.join(self.instances_path, name), 'w').close()
+        private_file(os.path.join(self.instances_path, name))
         return name
 
     def sees_probe(self, name):
@@ -268,6 +268,19 @@ class InstanceStorage(object):
         return path
 
 
+def private_file(path):
+    """Create ``path`` empty (or empty it) with mode 0600, for a tool to
+    write into: qemu-img and genisoimage keep an existing file's mode, but
+    create a new one by the umask (0644 by default), which would leave
+    what they write readable by every local user."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC |
+                 os.O_NOFOLLOW, FILE_MODE)
+    try:
+        os.fchmod(fd, FILE_MODE)
+    finally:
+        os.close(fd)
+
+
 def seal(inst_dir):
     """Make an instance directory's files root's alone, the directory
     traversable (QEMU's user reaches the files libvirt hands it)."""
@@ -309,6 +322,7 @@ def create_overlay(base, path, root_gb):
             raise nova_exception.FlavorDiskSmallerThanImage(
                 flavor_size=wanted, image_size=virtual_size)
         args.append(str(wanted))
+    private_file(path)
     processutils.execute(*args)
 
 
@@ -321,6 +335,7 @@ def make_config_drive(context, instance, path, injected_files,
         instance, content=injected_files, extra_md=extra_md,
         network_info=network_info)
     LOG.info('Creating config drive at %s', path, instance=instance)
+    private_file(path)
     with configdrive.ConfigDriveBuilder(instance_md=inst_md) as builder:
         builder.make_drive(path)
 

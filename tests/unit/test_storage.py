@@ -67,6 +67,12 @@ class CreateOverlayTest(testtools.TestCase):
             info['backing-filename-format']))
         self.assertEqual(base_size, image_info(base)['virtual-size'])
 
+    def test_overlay_is_private_from_the_start(self):
+        # qemu-img creates files by the umask; nova-compute's is 022.
+        self.addCleanup(os.umask, os.umask(0o022))
+        storage.create_overlay(self.base(units.Mi), self.overlay, 0)
+        self.assertEqual(0o600, os.stat(self.overlay).st_mode & 0o777)
+
     def test_flavor_smaller_than_image_is_refused(self):
         base = self.base(2 * units.Gi)
         ex = self.assertRaises(exception.FlavorDiskSmallerThanImage,
