@@ -37,7 +37,8 @@ class Rescuer(object):
     def rescue(self, context, instance, network_info, image_meta,
                rescue_password, block_device_info, share_info=None):
         guest_lifecycle.reject_volumes(block_device_info)
-        files = self.storage.rescue_files(context, instance, image_meta)
+        files = self.storage.rescue_files(context, instance, image_meta,
+                                          network_info, rescue_password)
         try:
             xml = self.lifecycle.domain_xml(context, instance, image_meta,
                                             files, network_info)

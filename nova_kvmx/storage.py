@@ -20,6 +20,8 @@ Layout, the same as Nova's libvirt driver so operators find their way::
     <instances_path>/<instance uuid>/disk.eph0     ephemeral disk (overlay)
     <instances_path>/<instance uuid>/disk.swap     swap disk (overlay)
     <instances_path>/<instance uuid>/disk.config   config drive
+    <instances_path>/<instance uuid>/disk.rescue   rescue guest's root disk
+    <instances_path>/<instance uuid>/disk.config.rescue  ... config drive
     <instances_path>/<instance uuid>/console.log   serial console (virtlogd)
 
 Only UUIDs and hashes name files: no user-controlled string ever chooses a
@@ -63,6 +65,8 @@ FILE_MODE = 0o600
 EPHEMERAL_LABEL = 'ephemeral0'
 # Cached blank disks are named <filesystem>_<MiB> (blank_disk).
 _BLANK_NAME = re.compile(r'([a-z0-9]+)_(\d+)')
+# A rescue guest's own files (Nova's libvirt driver's names).
+RESCUE_FILES = ('disk.rescue', 'disk.config.rescue')
 
 
 class InstanceStorage(object):
@@ -178,24 +182,34 @@ class InstanceStorage(object):
             kernel=kernel, ramdisk=ramdisk, config_drive=config_drive,
             ephemeral=ephemeral, swap=swap)
 
-    def rescue_files(self, context, instance, image_meta):
+    def rescue_files(self, context, instance, image_meta, network_info=None,
+                     rescue_password=None):
         """The files of a rescue guest: a fresh overlay of the rescue image
         (``disk.rescue``), the instance's root disk attached second, its
-        kernel, ramdisk and config drive, the same console log."""
+        kernel, ramdisk and console log and, when it has a config drive, a
+        new one (``disk.config.rescue``) with the rescue password as its
+        admin password, as Nova's libvirt driver makes them."""
         own = self.files_of(instance)
-        rescue_disk = os.path.join(self.instance_dir(instance),
-                                   'disk.rescue')
+        inst_dir = self.instance_dir(instance)
+        rescue_disk = os.path.join(inst_dir, RESCUE_FILES[0])
+        config_drive = None
         with fileutils.remove_path_on_error(rescue_disk):
             create_overlay(self.cached_image(context, image_meta.id),
                            rescue_disk, 0)
+            if configdrive.required_by(instance):
+                config_drive = os.path.join(inst_dir, RESCUE_FILES[1])
+                with fileutils.remove_path_on_error(config_drive):
+                    make_config_drive(context, instance, config_drive, None,
+                                      rescue_password, network_info)
         return spec.GuestFiles(
             root_disk=rescue_disk, console_log=own.console_log,
             kernel=own.kernel, ramdisk=own.ramdisk,
-            config_drive=own.config_drive, rescued_root=own.root_disk)
+            config_drive=config_drive, rescued_root=own.root_disk)
 
     def remove_rescue_files(self, instance):
-        fileutils.delete_if_exists(
-            os.path.join(self.instance_dir(instance), 'disk.rescue'))
+        for name in RESCUE_FILES:
+            fileutils.delete_if_exists(
+                os.path.join(self.instance_dir(instance), name))
 
     def create_ephemeral(self, inst_dir, size_gb):
         path = os.path.join(inst_dir, 'disk.eph0')

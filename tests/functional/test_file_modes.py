@@ -174,7 +174,8 @@ class OneHostFileModesTest(FileModesTestMixin, base.RealLibvirtTestCase):
         self.api.post_server_action(server['id'], {'os-start': None})
         server = self.wait_for_status(server, 'ACTIVE')
 
-        self.api.post_server_action(server['id'], {'rescue': {}})
+        self.api.post_server_action(server['id'],
+                                    {'rescue': {'adminPass': 'rescue'}})
         server = self.wait_for_status(server, 'RESCUE')
         self.api.post_server_action(server['id'], {'unrescue': None})
         server = self.wait_for_status(server, 'ACTIVE')
@@ -188,7 +189,7 @@ class OneHostFileModesTest(FileModesTestMixin, base.RealLibvirtTestCase):
         self.assert_private(
             watcher, 'disk', 'disk.eph0', 'disk.swap', 'disk.config',
             'kernel', 'ramdisk', 'console.log', 'delta', 'snapshot',
-            'disk.rescue', server['id'] + '_resize')
+            'disk.rescue', 'disk.config.rescue', server['id'] + '_resize')
 
 
 class TwoHostsFileModesTest(FileModesTestMixin,

@@ -12,7 +12,9 @@
 
 """Rescue and unrescue of a real pinned guest through Nova's API."""
 
+import json
 import os
+import subprocess
 
 from lxml import etree
 
@@ -61,3 +63,47 @@ class RescueTest(base.RealLibvirtTestCase):
                          self.disks(server))
         self.assertFalse(os.path.exists(os.path.join(inst_dir,
                                                      'disk.rescue')))
+
+    def config_drive_metadata(self, path):
+        """The OpenStack metadata in the config drive at ``path``."""
+        return json.loads(subprocess.run(
+            ['isoinfo', '-i', path, '-R', '-x',
+             '/openstack/latest/meta_data.json'],
+            check=True, capture_output=True, timeout=60).stdout)
+
+    def config_drive(self, server):
+        xml = etree.fromstring(self.domain(server).XMLDesc(0))
+        [path] = xml.xpath("devices/disk[target/@dev='sdz']/source/@file")
+        return path
+
+    def test_rescue_password(self):
+        """As with Nova's libvirt driver, the rescue guest gets a new
+        config drive whose admin password is the rescue password."""
+        server = self._build_server(
+            image_uuid=self.create_bootable_image(),
+            flavor_id=self.create_pinned_flavor(), networks='none')
+        server['config_drive'] = True
+        server = self.wait_for_status(self.api.post_server(
+            {'server': server}), 'ACTIVE')
+        inst_dir = self.instance_dir(server)
+        own = os.path.join(inst_dir, 'disk.config')
+        self.assertEqual(own, self.config_drive(server))
+        boot_password = self.config_drive_metadata(own).get('admin_pass')
+
+        password = 'rescue-Pa55-%s' % server['id'][:8]
+        self.api.post_server_action(server['id'],
+                                    {'rescue': {'adminPass': password}})
+        server = self.wait_for_status(server, 'RESCUE')
+        rescue_drive = os.path.join(inst_dir, 'disk.config.rescue')
+        self.assertEqual(rescue_drive, self.config_drive(server))
+        metadata = self.config_drive_metadata(rescue_drive)
+        self.assertEqual(password, metadata['admin_pass'])
+        self.assertEqual(server['id'], metadata['uuid'])
+        # The instance's own config drive is left as it was.
+        self.assertEqual(boot_password,
+                         self.config_drive_metadata(own).get('admin_pass'))
+
+        self.api.post_server_action(server['id'], {'unrescue': None})
+        server = self.wait_for_status(server, 'ACTIVE')
+        self.assertEqual(own, self.config_drive(server))
+        self.assertFalse(os.path.exists(rescue_drive))
