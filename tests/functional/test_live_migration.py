@@ -49,8 +49,9 @@ DEST = 'compute2'
 
 class UnprivilegedUserfaultfd(fixtures.Fixture):
     """Post-copy needs userfaultfd in the destination's unprivileged QEMU:
-    vm.unprivileged_userfaultfd = 1 for the test (nova-kvmx host-check
-    asks operators for the same)."""
+    vm.unprivileged_userfaultfd = 1 for the test, as libvirt 9.0 cannot
+    hand QEMU /dev/userfaultfd (nova-kvmx host-check offers operators both
+    ways, with the sysctl's risk)."""
 
     PATH = '/proc/sys/vm/unprivileged_userfaultfd'
 
