@@ -30,12 +30,12 @@ building or migrating here, and whether a guest's thread policy was
 ``isolate`` on a host with SMT (its free siblings are then not counted).
 """
 
-from lxml import etree
 from nova import objects
 from nova.objects import fields
 from nova.virt import hardware
 
 from nova_kvmx.cmd import usage as host_usage
+from nova_kvmx import safe_xml
 
 _UNITS_KIB = {'b': 1.0 / 1024, 'bytes': 1.0 / 1024, 'KB': 1000.0 / 1024,
               'k': 1, 'KiB': 1, 'MB': 1000.0 ** 2 / 1024, 'M': 1024,
@@ -165,7 +165,7 @@ def resources(claim, vcpus, memory_mb):
 def consumer(xml, numa, notes):
     """A :class:`usage.Consumer` of one domain's XML, named by the Nova
     instance's name in the domain's metadata when there is one."""
-    root = etree.fromstring(xml)
+    root = safe_xml.fromstring(xml)
     domain = root.findtext('name')
     display = root.findtext('metadata/{*}instance/{*}name')
     name = '%s [%s]' % (display, domain) if display else domain
