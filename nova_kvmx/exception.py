@@ -113,3 +113,23 @@ class VIFPlugTimedOut(exception.VirtualInterfaceCreateException):
 class VIFPlugReportedFailed(exception.VirtualInterfaceCreateException):
     msg_fmt = ('Neutron reported that plugging port %(port_id)s failed '
                '(network-vif-plugged with status failed)')
+
+
+class UnsupportedVolumeType(exception.VolumeDriverNotFound):
+    msg_fmt = ('nova-kvmx does not attach %(driver_type)s volumes (volume '
+               '%(volume_id)s); it attaches %(supported)s volumes')
+
+
+class InvalidConnectionInfo(exception.VolumeAttachFailed):
+    msg_fmt = ('Volume %(volume_id)s cannot be given to the guest: its '
+               'connection info is invalid: %(reason)s')
+
+
+class UnsupportedVolumeDevice(exception.InvalidBDM):
+    msg_fmt = ('Volume %(volume_id)s cannot be given to the guest as '
+               '%(what)s: %(reason)s')
+
+
+class VolumeConnectFailed(exception.VolumeAttachFailed):
+    msg_fmt = ('Volume %(volume_id)s could not be connected to this host: '
+               '%(reason)s')

@@ -69,10 +69,24 @@ class DriverSettings:
 
 
 @dataclasses.dataclass(frozen=True)
-class GuestFiles:
-    """Paths of the per-instance files a guest uses, prepared by storage."""
+class RescueDisk:
+    """The rescue image's disk of a stable device rescue, attached after
+    every disk of the instance and booted first (the image's
+    ``hw_rescue_bus`` and ``hw_rescue_device``)."""
 
-    root_disk: str
+    path: str
+    bus: str
+    device: str = 'disk'
+
+
+@dataclasses.dataclass(frozen=True)
+class GuestFiles:
+    """Paths of the per-instance files a guest uses, prepared by storage.
+
+    ``root_disk`` is None when the root disk is a volume.
+    """
+
+    root_disk: str | None
     console_log: str
     kernel: str | None = None
     ramdisk: str | None = None
@@ -81,6 +95,8 @@ class GuestFiles:
     swap: str | None = None
     # Rescue: the instance's own root disk, attached after the rescue disk.
     rescued_root: str | None = None
+    # Stable device rescue: the rescue disk, after all the others.
+    rescue: RescueDisk | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,6 +108,8 @@ class DiskSpec:
     driver_format: str = 'qcow2'
     readonly: bool = False
     cache: str = 'none'
+    # <boot order=...>: the disk the firmware boots first (stable rescue).
+    boot_order: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,6 +194,8 @@ class OwnerInfo:
     project_id: str
     project_name: str | None
     image_id: str | None
+    # The volume the guest boots from, None for a local root disk.
+    root_volume_id: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,7 +209,8 @@ class GuestSpec:
     vcpus: int
     cpu: CPUSpec
     boot: BootSpec
-    disks: tuple[DiskSpec, ...]
+    # DiskSpecs and guest.volumes.VolumeDisks, root disk first.
+    disks: tuple
     console_log: str
     owner: OwnerInfo
     package_version: str
