@@ -13,8 +13,8 @@
 """The compute driver Nova loads: a facade of short delegations.
 
 Each method hands its work to the module that owns it (host/, guest/,
-lifecycle, storage, console); Nova's objects stop at these modules'
-boundaries.
+lifecycle, storage, volumes, console); Nova's objects stop at these
+modules' boundaries.
 """
 
 import os
@@ -24,6 +24,7 @@ import nova.conf
 from nova import objects  # noqa: F401 (named in a signature)
 import nova.conf.neutron
 from nova.virt import driver
+from nova.virt.libvirt import event as libvirtevent
 import os_vif
 from oslo_log import log as logging
 from oslo_serialization import jsonutils
@@ -34,6 +35,7 @@ from nova_kvmx.guest import planner
 from nova_kvmx.guest import spec
 from nova_kvmx.host import availability
 from nova_kvmx.host import connection
+from nova_kvmx.host import device_events
 from nova_kvmx.host import iommu
 from nova_kvmx.host import resources
 from nova_kvmx.host import topology
@@ -46,6 +48,8 @@ from nova_kvmx import snapshot
 from nova_kvmx import storage
 from nova_kvmx import version
 from nova_kvmx import vif
+from nova_kvmx import volume_ops
+from nova_kvmx import volumes
 
 CONF = nova.conf.CONF
 LOG = logging.getLogger(__name__)
@@ -63,6 +67,9 @@ class KVMXDriver(driver.ComputeDriver):
         supports_image_type_raw=True,
         supports_pcpus=True,
         supports_attach_interface=True,
+        supports_extend_volume=True,
+        supports_multiattach=True,
+        supports_bfv_rescue=True,
     )
 
     def __init__(self, virtapi, read_only=False):
@@ -81,9 +88,15 @@ class KVMXDriver(driver.ComputeDriver):
         self._settings = None
         self._network = vif.GuestNetwork(
             self._host, CONF.libvirt.device_detach_timeout)
+        self._volumes = volumes.HostVolumes(self._host)
+        self._device_events = device_events.DeviceEvents()
+        self._volume_ops = volume_ops.VolumeOperations(
+            self._host, self._volumes, self._device_events,
+            CONF.kvmx.snapshot_timeout)
         self._lifecycle = lifecycle.GuestLifecycle(
             self._host, self._storage, self._get_settings,
-            CONF.kvmx.domain_start_timeout, self._network, self.virtapi)
+            CONF.kvmx.domain_start_timeout, self._network, self.virtapi,
+            self._volumes)
         self._snapshots = snapshot.Snapshotter(
             self._lifecycle, self._storage, CONF.kvmx.snapshot_timeout)
         self._moves = migration.ColdMigration(self._lifecycle, self._storage)
@@ -104,6 +117,7 @@ class KVMXDriver(driver.ComputeDriver):
             self._host.close()
             raise
         os_vif.initialize()
+        volumes.check_multipath()
         if CONF.pci.device_spec:
             for problem in iommu.problems(iommu.read_facts()):
                 LOG.warning('PCI passthrough is configured ([pci] '
@@ -142,6 +156,15 @@ class KVMXDriver(driver.ComputeDriver):
 
     def _get_settings(self):
         return self._settings
+
+    def emit_event(self, event):
+        """libvirt's device events go to the detach waiting for them; the
+        others to Nova's compute manager."""
+        if isinstance(event, libvirtevent.DeviceEvent):
+            if not self._device_events.notify(event):
+                LOG.debug('No one waits for %s', event)
+            return
+        super().emit_event(event)
 
     def _handle_conn_event(self, enabled, reason):
         LOG.warning('libvirt connection %s: %s',
@@ -196,13 +219,15 @@ class KVMXDriver(driver.ComputeDriver):
 
     def destroy(self, context, instance, network_info, block_device_info=None,
                 destroy_disks=True, destroy_secrets=True):
-        self._lifecycle.destroy(instance, network_info, destroy_disks)
+        self._lifecycle.destroy(instance, network_info, destroy_disks,
+                                block_device_info, context)
 
     def cleanup(self, context, instance, network_info, block_device_info=None,
                 destroy_disks=True, migrate_data=None, destroy_vifs=True,
                 destroy_secrets=True):
         self._lifecycle.destroy(instance, network_info if destroy_vifs else
-                                None, destroy_disks)
+                                None, destroy_disks, block_device_info,
+                                context)
 
     def delete_instance_files(self, instance):
         return self._storage.destroy(instance)
@@ -214,14 +239,16 @@ class KVMXDriver(driver.ComputeDriver):
                block_device_info=None, bad_volumes_callback=None,
                accel_info=None, share_info=None):
         self._lifecycle.reboot(context, instance, reboot_type,
-                               CONF.kvmx.soft_reboot_timeout, network_info)
+                               CONF.kvmx.soft_reboot_timeout, network_info,
+                               block_device_info)
 
     def power_off(self, instance, timeout=0, retry_interval=0):
         self._lifecycle.power_off(instance, timeout, retry_interval)
 
     def power_on(self, context, instance, network_info,
                  block_device_info=None, accel_info=None, share_info=None):
-        self._lifecycle.power_on(context, instance, network_info)
+        self._lifecycle.power_on(context, instance, network_info,
+                                 block_device_info)
 
     def pause(self, instance):
         self._lifecycle.pause(instance)
@@ -234,12 +261,13 @@ class KVMXDriver(driver.ComputeDriver):
 
     def resume(self, context, instance, network_info, block_device_info=None,
                share_info=None):
-        self._lifecycle.resume(instance)
+        self._lifecycle.resume(instance, context, block_device_info)
 
     def resume_state_on_host_boot(self, context, instance, network_info,
                                   share_info, block_device_info=None):
         self._lifecycle.resume_state_on_host_boot(context, instance,
-                                                  network_info)
+                                                  network_info,
+                                                  block_device_info)
 
     # -- ports ----------------------------------------------------------------
 
@@ -250,6 +278,45 @@ class KVMXDriver(driver.ComputeDriver):
     def detach_interface(self, context, instance, vif):
         self._network.detach_interface(instance, instance.image_meta, vif,
                                        CONF.kvmx.virt_type)
+
+    # -- volumes --------------------------------------------------------------
+
+    def get_volume_connector(self, instance):
+        return volumes.connector_properties()
+
+    def attach_volume(self, context, connection_info, instance, mountpoint,
+                      disk_bus=None, device_type=None, encryption=None):
+        self._volume_ops.attach(context, connection_info, instance,
+                                mountpoint, disk_bus, device_type, encryption)
+
+    def detach_volume(self, context, connection_info, instance, mountpoint,
+                      encryption=None):
+        self._volume_ops.detach(context, connection_info, instance,
+                                mountpoint, encryption)
+
+    def extend_volume(self, context, connection_info, instance,
+                      requested_size):
+        self._volume_ops.extend(context, connection_info, instance,
+                                requested_size)
+
+    def swap_volume(self, context, old_connection_info, new_connection_info,
+                    instance, mountpoint, resize_to):
+        self._volume_ops.swap(context, old_connection_info,
+                              new_connection_info, instance, mountpoint,
+                              resize_to)
+
+    def default_root_device_name(self, instance, image_meta, root_bdm):
+        return self._volume_ops.default_root_device_name(
+            instance, image_meta, root_bdm)
+
+    def default_device_names_for_instance(self, instance, root_device_name,
+                                          *block_device_lists):
+        self._volume_ops.default_device_names(instance, root_device_name,
+                                              *block_device_lists)
+
+    def get_device_name_for_instance(self, instance, bdms, block_device_obj):
+        return self._volume_ops.device_name_for(instance, bdms,
+                                                block_device_obj)
 
     # -- rescue ---------------------------------------------------------------
 
@@ -376,6 +443,11 @@ class KVMXDriver(driver.ComputeDriver):
     def live_migration_abort(self, instance):
         self._live_migrations.abort(instance)
 
+    def post_live_migration(self, context, instance, block_device_info,
+                            migrate_data=None):
+        self._live_migrations.post_live_migration(context, instance,
+                                                  block_device_info)
+
     def post_live_migration_at_source(self, context, instance, network_info):
         self._live_migrations.post_at_source(instance, network_info)
 
@@ -397,4 +469,4 @@ class KVMXDriver(driver.ComputeDriver):
                                                destroy_disks=True,
                                                migrate_data=None):
         self._live_migrations.rollback_at_destination(
-            instance, network_info, migrate_data)
+            instance, network_info, migrate_data, block_device_info, context)

@@ -66,10 +66,6 @@ class VIFPlugFailed(exception.VirtualInterfacePlugException):
     msg_fmt = ('Could not plug port %(port_id)s: %(reason)s')
 
 
-class UnsupportedDisks(exception.InternalError):
-    msg_fmt = ('nova-kvmx does not support %(what)s yet: %(detail)s')
-
-
 class LibvirtUnreachable(exception.HypervisorUnavailable,
                          exception.VirtDriverNotReady):
     # Also "driver not ready": Nova's periodic tasks (resource update,

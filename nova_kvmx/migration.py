@@ -26,6 +26,11 @@ with the compute hosts' SSH trust set up as for Nova's libvirt driver).
 Swap is not copied: the destination makes a fresh one. The disks are
 qcow2 overlays; the destination fetches or recreates the cached bases
 they need. A copy that fails leaves the guest running where it was.
+
+Volumes are not copied: the source disconnects them once the guest is
+stopped, the destination connects them with the connection info Cinder
+gave it (Nova's compute manager moves the attachments), and a revert
+connects them at the source again.
 """
 
 import os
@@ -44,9 +49,9 @@ from oslo_utils import excutils
 from oslo_utils import units
 from oslo_utils import uuidutils
 
-from nova_kvmx import lifecycle as guest_lifecycle
 from nova_kvmx import storage as instance_storage
 from nova_kvmx import vif_events
+from nova_kvmx import volumes as host_volumes
 
 CONF = nova.conf.CONF
 LOG = logging.getLogger(__name__)
@@ -78,8 +83,9 @@ class ColdMigration(object):
         """
         inst_dir = self.storage.instance_dir(instance)
         try:
-            guest_lifecycle.reject_volumes(block_device_info)
-            check_no_shrink(instance.flavor, flavor)
+            check_no_shrink(instance.flavor, flavor,
+                            host_volumes.root_volume(block_device_info)
+                            is not None)
             remote = None if self.shares_storage_with(dest) else dest
             if remote:
                 self.remote_mkdir(remote, inst_dir)
@@ -91,6 +97,8 @@ class ColdMigration(object):
         if guest is not None:
             self.lifecycle.undefine(guest, instance)
         self.lifecycle.network.unplug_all(instance, network_info)
+        self.lifecycle.volumes.disconnect_all(
+            context, instance, host_volumes.mapping(block_device_info))
         shutil.rmtree(self.resize_dir(instance), ignore_errors=True)
         os.rename(inst_dir, self.resize_dir(instance))
         try:
@@ -170,7 +178,10 @@ class ColdMigration(object):
         else:
             shutil.rmtree(inst_dir, ignore_errors=True)
         os.rename(self.resize_dir(instance), inst_dir)
-        self.start_or_define(context, instance, network_info, was_running)
+        # Nova's database still has the source's connections.
+        self.start_or_define(context, instance, network_info, was_running,
+                             host_volumes.instance_block_device_info(
+                                 context, instance))
 
     def confirm_migration(self, context, migration, instance, network_info):
         shutil.rmtree(self.resize_dir(instance), ignore_errors=True)
@@ -192,7 +203,8 @@ class ColdMigration(object):
                     reason='the guest\'s files never arrived in %s' %
                            inst_dir)
             self.adopt_files(context, instance, inst_dir)
-            self.start_or_define(context, instance, network_info, power_on)
+            self.start_or_define(context, instance, network_info, power_on,
+                                 block_device_info)
         except Exception:
             with excutils.save_and_reraise_exception():
                 shutil.rmtree(inst_dir, ignore_errors=True)
@@ -206,7 +218,8 @@ class ColdMigration(object):
             path = os.path.join(inst_dir, name)
             if os.path.exists(path):
                 self.rebase_onto_local_cache(context, instance, path)
-        grow(os.path.join(inst_dir, 'disk'), flavor.root_gb)
+        if os.path.exists(os.path.join(inst_dir, 'disk')):
+            grow(os.path.join(inst_dir, 'disk'), flavor.root_gb)
         ephemeral = os.path.join(inst_dir, 'disk.eph0')
         if flavor.ephemeral_gb and os.path.exists(ephemeral):
             grow(ephemeral, flavor.ephemeral_gb)
@@ -238,17 +251,27 @@ class ColdMigration(object):
                                  '-F', 'raw', '-b', base, overlay)
 
     def start_or_define(self, context, instance, network_info, power_on,
-                        events=()):
-        """Start the guest (after Neutron's ``events``, see
-        lifecycle.start_with_network), or only define it."""
-        xml = self.lifecycle.domain_xml(
-            context, instance, instance.image_meta,
-            self.storage.files_of(instance), network_info)
-        if power_on:
-            self.lifecycle.start_with_network(instance, xml, network_info,
-                                              events)
-        else:
-            self.lifecycle.host.write_instance_config(xml)
+                        block_device_info, events=()):
+        """Connect the volumes here, then start the guest (after Neutron's
+        ``events``, see lifecycle.start_with_network), or only define it;
+        a failure leaves the volumes disconnected."""
+        bdms = host_volumes.mapping(block_device_info)
+        volumes = self.lifecycle.volumes
+        volumes.connect_all(context, instance, bdms)
+        try:
+            xml = self.lifecycle.domain_xml(
+                context, instance, instance.image_meta,
+                self.storage.files_of(
+                    instance, host_volumes.root_volume(block_device_info)
+                    is not None), network_info, bdms)
+            if power_on:
+                self.lifecycle.start_with_network(instance, xml,
+                                                  network_info, events)
+            else:
+                self.lifecycle.host.write_instance_config(xml)
+        except Exception:
+            with excutils.save_and_reraise_exception():
+                volumes.disconnect_all(context, instance, bdms)
 
     # -- revert (source) ------------------------------------------------
 
@@ -271,9 +294,10 @@ class ColdMigration(object):
             shutil.rmtree(inst_dir, ignore_errors=True)
             os.rename(self.resize_dir(instance), inst_dir)
         self.start_or_define(
-            context, instance, network_info, power_on, vif_events.for_plug(
-                network_info, self.lifecycle.settings().virt_type,
-                power_on))
+            context, instance, network_info, power_on, block_device_info,
+            vif_events.for_plug(network_info,
+                                self.lifecycle.settings().virt_type,
+                                power_on))
         LOG.info('Move reverted', instance=instance)
 
 
@@ -284,11 +308,14 @@ def command_error(ex):
     return str(ex)
 
 
-def check_no_shrink(old, new):
-    """Disks only grow (as with Nova's libvirt driver)."""
+def check_no_shrink(old, new, volume_backed=False):
+    """Disks only grow (as with Nova's libvirt driver); the flavor's root
+    disk size means nothing to a guest whose root disk is a volume."""
     for what, before, after in (('root', old.root_gb, new.root_gb),
                                 ('ephemeral', old.ephemeral_gb,
                                  new.ephemeral_gb)):
+        if what == 'root' and volume_backed:
+            continue
         if after < before:
             raise exception.ResizeError(
                 reason='Unable to resize the %s disk down from %d GB to '

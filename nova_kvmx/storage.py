@@ -30,6 +30,7 @@ Nova's format inspector and refuses backing files, data files and images
 whose content does not match their declared format.
 """
 
+import dataclasses
 import hashlib
 import os
 import re
@@ -84,9 +85,10 @@ class InstanceStorage(object):
         return os.path.join(self.instance_dir(instance), 'console.log')
 
     def prepare(self, context, instance, image_meta, injected_files=None,
-                admin_password=None, network_info=None):
+                admin_password=None, network_info=None, volume_backed=False):
         """Create every file the guest needs; on any failure remove them all.
 
+        :param volume_backed: the root disk is a volume (no local one)
         :returns: spec.GuestFiles
         """
         inst_dir = self.instance_dir(instance)
@@ -98,7 +100,7 @@ class InstanceStorage(object):
         try:
             files = self._create_files(
                 context, instance, image_meta, inst_dir,
-                injected_files, admin_password, network_info)
+                injected_files, admin_password, network_info, volume_backed)
             seal(inst_dir)
             return files
         except Exception:
@@ -107,8 +109,9 @@ class InstanceStorage(object):
                             instance=instance)
                 shutil.rmtree(inst_dir, ignore_errors=True)
 
-    def files_of(self, instance):
-        """The GuestFiles of an instance whose files already exist."""
+    def files_of(self, instance, volume_backed=False):
+        """The GuestFiles of an instance whose files already exist (no
+        root disk for a volume-backed one)."""
         inst_dir = self.instance_dir(instance)
 
         def existing(name):
@@ -116,7 +119,8 @@ class InstanceStorage(object):
             return path if os.path.exists(path) else None
 
         return spec.GuestFiles(
-            root_disk=os.path.join(inst_dir, 'disk'),
+            root_disk=None if volume_backed else os.path.join(inst_dir,
+                                                              'disk'),
             console_log=os.path.join(inst_dir, 'console.log'),
             kernel=existing('kernel'),
             ramdisk=existing('ramdisk'),
@@ -153,10 +157,13 @@ class InstanceStorage(object):
             os.path.join(self.instances_path, os.path.basename(name)))
 
     def _create_files(self, context, instance, image_meta, inst_dir,
-                      injected_files, admin_password, network_info):
-        base = self.cached_image(context, image_meta.id)
-        root_disk = os.path.join(inst_dir, 'disk')
-        create_overlay(base, root_disk, instance.flavor.root_gb)
+                      injected_files, admin_password, network_info,
+                      volume_backed=False):
+        root_disk = None
+        if not volume_backed:
+            root_disk = os.path.join(inst_dir, 'disk')
+            create_overlay(self.cached_image(context, image_meta.id),
+                           root_disk, instance.flavor.root_gb)
         kernel = ramdisk = config_drive = ephemeral = swap = None
         flavor = instance.flavor
         if flavor.ephemeral_gb:
@@ -182,14 +189,20 @@ class InstanceStorage(object):
             kernel=kernel, ramdisk=ramdisk, config_drive=config_drive,
             ephemeral=ephemeral, swap=swap)
 
-    def rescue_files(self, context, instance, image_meta, network_info=None,
+    def rescue_files(self, context, instance, image_meta,
+                     volume_backed=False, stable=None, network_info=None,
                      rescue_password=None):
         """The files of a rescue guest: a fresh overlay of the rescue image
-        (``disk.rescue``), the instance's root disk attached second, its
-        kernel, ramdisk and console log and, when it has a config drive, a
-        new one (``disk.config.rescue``) with the rescue password as its
-        admin password, as Nova's libvirt driver makes them."""
-        own = self.files_of(instance)
+        (``disk.rescue``), the instance's files and, when it has a config
+        drive, a new one (``disk.config.rescue``) with the rescue password
+        as its admin password, as Nova's libvirt driver makes them.
+
+        :param stable: the spec.RescueDisk of a stable device rescue (every
+            disk of the instance where it is, the rescue disk last), None
+            for the legacy layout: the rescue disk first, the instance's
+            root disk second, its kernel, ramdisk and console log
+        """
+        own = self.files_of(instance, volume_backed)
         inst_dir = self.instance_dir(instance)
         rescue_disk = os.path.join(inst_dir, RESCUE_FILES[0])
         config_drive = None
@@ -201,6 +214,10 @@ class InstanceStorage(object):
                 with fileutils.remove_path_on_error(config_drive):
                     make_config_drive(context, instance, config_drive, None,
                                       rescue_password, network_info)
+        if stable is not None:
+            return dataclasses.replace(
+                own, config_drive=config_drive,
+                rescue=dataclasses.replace(stable, path=rescue_disk))
         return spec.GuestFiles(
             root_disk=rescue_disk, console_log=own.console_log,
             kernel=own.kernel, ramdisk=own.ramdisk,
