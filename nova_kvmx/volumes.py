@@ -49,6 +49,7 @@ from os_brick import initiator
 from os_brick.initiator import connector as brick_connector
 from oslo_concurrency import processutils
 from oslo_log import log as logging
+from oslo_serialization import jsonutils
 from oslo_utils import excutils
 
 from nova_kvmx import exception
@@ -268,11 +269,26 @@ class HostVolumes(object):
 
     def extend(self, connection_info, instance, requested_size):
         """Grow the host's view of an extended volume; the new size in
-        bytes (an RBD volume needs nothing here: QEMU resizes it)."""
+        bytes.
+
+        An RBD volume has nothing to grow here, but QEMU's resize of its
+        disk would grow the image itself (librbd's resize) -- and wait
+        for as long as the pool takes no writes: it must already have the
+        size Cinder reports, else the extend fails before the guest is
+        asked."""
         kind = guest_volumes.protocol(connection_info)
+        vid = guest_volumes.volume_id(connection_info)
+        if kind == 'rbd':
+            size = self.rbd_size(self.disk(
+                connection_info, guest_volumes.DiskInfo('vda', 'virtio')))
+            if size < requested_size:
+                raise nova_exception.VolumeExtendFailed(
+                    volume_id=vid, reason='its RBD image is %d bytes, not '
+                    'the %d bytes Cinder reports: Cinder did not grow it '
+                    '(is its pool full?)' % (size, requested_size))
+            return requested_size
         if kind not in guest_volumes.BLOCK_PROTOCOLS or kind == 'local':
             return requested_size
-        vid = guest_volumes.volume_id(connection_info)
         try:
             new_size = self.connector(kind).extend_volume(
                 connection_info['data'])
@@ -349,7 +365,11 @@ class HostVolumes(object):
         """Check, before QEMU is asked to open it, that this host can open
         the RBD volume as the guest will: the libvirt secret exists, a
         monitor accepts connections, and the image opens with that user
-        and key, each within ``[libvirt] rbd_connect_timeout`` seconds."""
+        and key, each within ``[libvirt] rbd_connect_timeout`` seconds.
+
+        :returns: qemu-img's information on the image (a dict), None when
+            the key cannot be read (a private libvirt secret)
+        """
         timeout = CONF.libvirt.rbd_connect_timeout
         key = self._secret_value(disk)
         monitors = ['%s:%s' % (h, p or CEPH_MON_PORT)
@@ -365,17 +385,27 @@ class HostVolumes(object):
                      'QEMU without checking that it opens',
                      disk.auth_secret_uuid, disk.volume_id,
                      instance=instance)
-            return
+            return None
         start = time.monotonic()
-        error = self._open_rbd(disk, key, timeout)
+        info, error = self._open_rbd(disk, key, timeout)
         if error is None:
             LOG.debug('RBD volume %s opens as client.%s (%.2f s)',
                       disk.volume_id, disk.auth_username,
                       time.monotonic() - start, instance=instance)
-            return
+            return info
         raise exception.VolumeConnectFailed(
             volume_id=disk.volume_id, reason=_rbd_reason(
                 disk, error, monitors, timeout))
+
+    def rbd_size(self, disk):
+        """The size in bytes of the disk's RBD image, read as QEMU would
+        open it (see check_rbd)."""
+        info = self.check_rbd(disk, None)
+        if info is None:
+            raise nova_exception.VolumeExtendFailed(
+                volume_id=disk.volume_id, reason='its size cannot be read: '
+                'libvirt secret %s is private' % disk.auth_secret_uuid)
+        return info['virtual-size']
 
     def _secret_value(self, disk):
         """The key of the disk's libvirt secret, None for a private one or
@@ -401,8 +431,8 @@ class HostVolumes(object):
             return None
 
     def _open_rbd(self, disk, key, timeout):
-        """Open the image with qemu-img through librbd; None when it
-        opened, else what qemu-img said."""
+        """Open the image with qemu-img through librbd: (its information,
+        None), or (None, what qemu-img said)."""
         workdir = tempfile.mkdtemp(prefix='kvmx-rbd-check-')
         try:
             conf = os.path.join(workdir, 'ceph.conf')
@@ -420,10 +450,11 @@ class HostVolumes(object):
                 args += ['--object', 'secret,id=sec0,file=%s' % keyfile]
             args += ['--image-opts', opts]
             try:
-                processutils.execute(*args, timeout=4 * timeout + 10)
+                out, _err = processutils.execute(*args,
+                                                 timeout=4 * timeout + 10)
             except processutils.ProcessExecutionError as ex:
-                return (ex.stderr or ex.stdout or str(ex)).strip()
-            return None
+                return None, (ex.stderr or ex.stdout or str(ex)).strip()
+            return jsonutils.loads(out), None
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 

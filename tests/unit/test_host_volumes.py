@@ -203,8 +203,7 @@ class ConnectorTest(testtools.TestCase):
     def test_extend(self):
         self.assertEqual(2 * 1024 ** 3, self.volumes.extend(
             vd.ISCSI, self.instance, 2 * 1024 ** 3))
-        # QEMU grows an RBD image itself.
-        self.assertEqual(5, self.volumes.extend(vd.RBD, self.instance, 5))
+        self.assertEqual([('extend',)], self.made[0].calls)
 
 
 class ConnectorPropertiesTest(testtools.TestCase):
@@ -310,12 +309,30 @@ class RBDCheckTest(testtools.TestCase):
         self.useFixture(fixtures.MockPatch('nova_kvmx.volumes._accepts',
                                            return_value=True))
         execute = self.useFixture(fixtures.MockPatch(
-            'oslo_concurrency.processutils.execute')).mock
-        self.setup_host().check_rbd(self.DISK, b.instance())
+            'oslo_concurrency.processutils.execute',
+            return_value=('{"virtual-size": 1073741824}', ''))).mock
+        self.assertEqual({'virtual-size': 1073741824},
+                         self.setup_host().check_rbd(self.DISK,
+                                                     b.instance()))
         args = execute.call_args[0]
         self.assertEqual(('qemu-img', 'info', '--output', 'json',
                           '--object'), args[:5])
         self.assertTrue(args[5].startswith('secret,id=sec0,file='))
+
+    def test_extend_only_what_cinder_grew(self):
+        self.useFixture(fixtures.MockPatch('nova_kvmx.volumes._accepts',
+                                           return_value=True))
+        self.useFixture(fixtures.MockPatch(
+            'oslo_concurrency.processutils.execute',
+            return_value=('{"virtual-size": 2147483648}', '')))
+        host = self.setup_host()
+        self.assertEqual(2 * 1024 ** 3, host.extend(
+            vd.RBD, b.instance(), 2 * 1024 ** 3))
+        ex = self.assertRaises(exception.VolumeExtendFailed, host.extend,
+                               vd.RBD, b.instance(), 3 * 1024 ** 3)
+        self.assertIn('its RBD image is 2147483648 bytes, not the '
+                      '3221225472 bytes Cinder reports', str(ex))
+        self.assertIn(vd.VOLUME_ID, str(ex))
 
     def test_private_secret_not_checked(self):
         import libvirt

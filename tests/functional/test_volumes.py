@@ -1,0 +1,196 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""Cinder volumes on real RBD images, given to real guests.
+
+Nova's API and compute manager drive the volumes through Nova's Cinder
+fixture (tests/functional/cinder_rbd.py), whose volumes are RBD images of
+the tests' own Ceph cluster (tests/functional/ceph.py) and whose
+connection info is Cinder's RBD driver's; QEMU opens them through librbd
+with the libvirt secret holding client.cinder's key. The guest
+(tests/functional/volume_image.py) reports on its console what it finds
+on each disk and writes a token to a blank one, so data written through
+one server is read back through another.
+"""
+
+import os
+
+import libvirt
+
+from tests.functional import base
+from tests.functional import guest_image
+from tests.functional import volume_base
+from tests.functional import volume_image
+
+GiB = 1024 ** 3
+
+
+class VolumeTestCase(volume_base.VolumesMixin, base.RealLibvirtTestCase):
+
+    PINNED_HOST = base.ONE_PINNED_CPU
+
+    def setUp(self):
+        self.setup_ceph()
+        super().setUp()
+        self.setup_volumes()
+        self.image_id = self.create_volume_guest_image()
+        self.flavor_id = self.create_flavor(name='kvmx.vol', disk=0)
+
+    def boot(self, flavor_id=None, name='guest', image_id=None):
+        server = self._create_server(
+            name=name, image_uuid=image_id or self.image_id,
+            flavor_id=flavor_id or self.flavor_id, networks='none',
+            expected_state='BUILD')
+        server = self.wait_for_status(server, 'ACTIVE')
+        self.wait_for_console(server, guest_image.BOOT_MARKER_PREFIX)
+        return server
+
+
+class BootFromVolumeTest(VolumeTestCase):
+
+    def test_boot_reboot_stop_start_delete(self):
+        server = self.wait_for_status(self.boot_from_volume(
+            self.flavor_id, image_id=self.image_id), 'ACTIVE')
+        volume_id = self.api.get_server_volumes(server['id'])[0]['volumeId']
+        self.wait_for_console(server, guest_image.BOOT_MARKER_PREFIX)
+        # The root disk is the volume Nova had made of the image: the
+        # guest reads the image's token from it.
+        self.wait_for_disks(server, [
+            ('vda', 'read', volume_image.IMAGE_TOKEN, GiB)])
+        self.assert_disk(server, volume_id, 'vda')
+        self.assertFalse(os.path.exists(
+            os.path.join(self.instance_dir(server), 'disk')))
+        self.assertEqual('/dev/vda',
+                         server['OS-EXT-SRV-ATTR:root_device_name'])
+        self.assertTrue(self.cinder.watchers(volume_id))
+
+        self.api.post_server_action(server['id'],
+                                    {'reboot': {'type': 'HARD'}})
+        self.wait_for_console(server, guest_image.BOOT_MARKER_PREFIX, 2)
+        self.assert_disk(server, volume_id, 'vda')
+        self.api.post_server_action(server['id'], {'os-stop': {}})
+        self.wait_for_status(server, 'SHUTOFF')
+        self.api.post_server_action(server['id'], {'os-start': {}})
+        self.wait_for_status(server, 'ACTIVE')
+        self.wait_for_console(server, guest_image.BOOT_MARKER_PREFIX, 3)
+        self.assert_disk(server, volume_id, 'vda')
+
+        self.api.delete_server(server['id'])
+        self.wait_until_deleted(server)
+        self.assertFalse(self.domain_exists(server))
+        self.assertFalse(os.path.exists(self.instance_dir(server)))
+        # delete_on_termination: the volume is gone with the server.
+        self.assertNotIn(volume_id, self.cinder.volumes)
+        self.assertNotIn('volume-' + volume_id,
+                         self.ceph.rbd('ls', 'volumes').split())
+        self.assert_no_secret_leaked([self.secret_uuid])
+
+
+class AttachDetachTest(VolumeTestCase):
+
+    def test_written_through_one_server_read_through_another(self):
+        pinned = self.boot(self.create_pinned_flavor(name='kvmx.vol.pinned'),
+                           name='pinned')
+        claim = self.claim(pinned).cells[0].cpu_pinning
+        dom_id = self.domain(pinned).ID()
+        volume_id = self.cinder.create_volume()
+
+        self.assertEqual('Success', self.attach(pinned,
+                                                volume_id)['result'])
+        self.wait_for_disks(pinned, [('vdb', 'wrote', None, GiB)])
+        token = self.token(pinned, 'vdb')
+        self.assert_disk(pinned, volume_id, 'vdb')
+        self.assertEqual('/dev/vdb', self.api.get_server_volume(
+            pinned['id'], volume_id)['device'])
+        self.assertTrue(self.cinder.watchers(volume_id))
+        # The same guest, on its claimed CPU.
+        self.assertEqual(dom_id, self.domain(pinned).ID())
+        self.assertEqual(claim, self.claim(pinned).cells[0].cpu_pinning)
+
+        self.assertEqual('Success', self.detach(pinned,
+                                                volume_id)['result'])
+        self.wait_for_disks(pinned, [('vdb', 'wrote', token, GiB),
+                                     ('vdb', 'gone', None, None)])
+        self.assert_no_disk(pinned, volume_id)
+        self.wait_for_no_watchers(volume_id)
+        self.assertEqual({}, self.attachments(volume_id))
+        self.assertEqual(('KVMX-TOKEN:' + token + '\n').encode(),
+                         self.cinder.read(volume_id).rstrip(b'\0'))
+
+        other = self.boot(name='other')
+        self.assertEqual('Success', self.attach(other, volume_id)['result'])
+        self.wait_for_disks(other, [('vdb', 'read', token, GiB)])
+        self.assert_disk(other, volume_id, 'vdb')
+        self.assert_no_secret_leaked([self.secret_uuid])
+
+
+class ExtendResizeTest(VolumeTestCase):
+
+    def test_boot_with_volume_extend_and_resize(self):
+        volume_id = self.cinder.create_volume()
+        server = self._build_server(name='data', image_uuid=self.image_id,
+                                    flavor_id=self.flavor_id,
+                                    networks='none')
+        server['block_device_mapping_v2'] = [
+            {'boot_index': 0, 'uuid': self.image_id, 'source_type': 'image',
+             'destination_type': 'local'},
+            {'boot_index': -1, 'uuid': volume_id, 'source_type': 'volume',
+             'destination_type': 'volume'}]
+        server = self.wait_for_status(
+            self.api.post_server({'server': server}), 'ACTIVE')
+        self.wait_for_disks(server, [
+            ('vda', 'read', volume_image.IMAGE_TOKEN, None),
+            ('vdb', 'wrote', None, GiB)])
+        self.assert_disk(server, volume_id, 'vdb')
+        token = self.token(server, 'vdb')
+
+        # Cinder grew the image and tells Nova: the guest sees the size.
+        self.cinder.extend(volume_id, 2)
+        self.api.create_server_external_events([{
+            'name': 'volume-extended', 'server_uuid': server['id'],
+            'tag': volume_id}])
+        self.wait_for_disks(server, [('vdb', 'size', None, 2 * GiB)])
+        self.assertEqual(2 * GiB, self.cinder.image_size(volume_id))
+
+        # Cinder says 3 GiB but did not grow the image: refused, the
+        # guest is not asked (it would have QEMU grow the image itself,
+        # blocking the guest on a full pool).
+        dom_id = self.domain(server).ID()
+        self.cinder.extend(volume_id, 3, resize_image=False)
+        self.api.create_server_external_events([{
+            'name': 'volume-extended', 'server_uuid': server['id'],
+            'tag': volume_id}])
+        event = self.wait_for_action_event(server, 'extend_volume',
+                                           'compute_extend_volume', count=2)
+        self.assertEqual('Error', event['result'])
+        self.assertIn('Volume %s could not be extended' % volume_id,
+                      event['details'])
+        self.assertIn('Cinder did not grow it', event['details'])
+        self.assertEqual(dom_id, self.domain(server).ID())
+        self.assertEqual(libvirt.VIR_DOMAIN_RUNNING,
+                         self.domain(server).state()[0])
+        self.assertEqual(2 * GiB, self.domain(server).blockInfo('vdb')[0])
+
+        # A resize on this host: the volume is let go of and taken again.
+        self.flags(allow_resize_to_same_host=True)
+        bigger = self.create_flavor(name='kvmx.vol.big', ram=320, disk=0)
+        self.api.post_server_action(server['id'],
+                                    {'resize': {'flavorRef': bigger}})
+        server = self.wait_for_status(server, 'VERIFY_RESIZE')
+        # A new console log: the old one stays with the old files.
+        self.wait_for_console(server, guest_image.BOOT_MARKER_PREFIX)
+        self.wait_for_disks(server, [('vdb', 'read', token, 2 * GiB)])
+        self.assert_disk(server, volume_id, 'vdb')
+        self.api.post_server_action(server['id'], {'confirmResize': None})
+        self.wait_for_status(server, 'ACTIVE')
+        self.assertEqual(320 * 1024, self.domain(server).info()[1])
+        self.assert_no_secret_leaked([self.secret_uuid])
