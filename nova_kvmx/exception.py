@@ -127,5 +127,5 @@ class UnsupportedVolumeDevice(exception.InvalidBDM):
 
 
 class VolumeConnectFailed(exception.VolumeAttachFailed):
-    msg_fmt = ('Volume %(volume_id)s could not be connected to this host: '
-               '%(reason)s')
+    # Short: Nova keeps 255 characters of a fault's message.
+    msg_fmt = ('Cannot connect volume %(volume_id)s: %(reason)s')

@@ -377,9 +377,9 @@ class HostVolumes(object):
         if disk.hosts and not any(_accepts(h, p or CEPH_MON_PORT, timeout)
                                   for h, p in disk.hosts):
             raise exception.VolumeConnectFailed(
-                volume_id=disk.volume_id, reason='no Ceph monitor of %s '
-                'accepts connections (each given %d s, [libvirt] '
-                'rbd_connect_timeout)' % (', '.join(monitors), timeout))
+                volume_id=disk.volume_id, reason='no Ceph monitor answers '
+                'at %s (%d s, [libvirt] rbd_connect_timeout)' % (
+                    ', '.join(monitors), timeout))
         if disk.auth_secret_uuid and key is None:
             LOG.info('libvirt secret %s is private: volume %s is given to '
                      'QEMU without checking that it opens',
@@ -419,9 +419,8 @@ class HostVolumes(object):
             if ex.get_error_code() != libvirt.VIR_ERR_NO_SECRET:
                 raise
             raise exception.VolumeConnectFailed(
-                volume_id=disk.volume_id, reason='libvirt secret %s (the key '
-                'of client.%s) is not defined on this host: define it with '
-                'that key (virsh secret-define, virsh secret-set-value)' % (
+                volume_id=disk.volume_id, reason='libvirt secret %s (client.'
+                '%s\'s key) is not defined on this host' % (
                     disk.auth_secret_uuid, disk.auth_username)) from ex
         try:
             return secret.value()
@@ -528,21 +527,22 @@ def _accepts(host, port, timeout):
 
 
 def _rbd_reason(disk, error, monitors, timeout):
+    """Why the image did not open, short (Nova keeps 255 characters of a
+    fault): the likely cause first, then what librbd said."""
     said = error.splitlines()[-1] if error else ''
     # qemu-img repeats its options; what librbd said is after them.
     said = said.rpartition("': ")[2] or said
     who = 'client.%s' % disk.auth_username if disk.auth_username else \
         'this host'
     if 'No such file or directory' in said:
-        return 'RBD image %s does not exist (%s)' % (disk.name, said)
+        return 'RBD image %s does not exist' % disk.name
     if 'Permission denied' in said or 'Operation not permitted' in said:
-        return '%s may not open RBD image %s (its caps): %s' % (
+        return '%s may not open RBD image %s (caps): %s' % (
             who, disk.name, said)
     if 'timed out' in said and disk.auth_secret_uuid:
-        return ('the Ceph monitors (%s) accept connections but %s could not '
-                'open %s within %d s: the key in libvirt secret %s is not '
-                '%s\'s, or the cluster has no quorum (%s)' % (
-                    ', '.join(monitors) or 'of ' + CEPH_CONF, who,
-                    disk.name, timeout, disk.auth_secret_uuid, who, said))
+        return ('libvirt secret %s did not let %s in within %d s (monitors '
+                '%s answer): wrong key, or no quorum' % (
+                    disk.auth_secret_uuid, who, timeout,
+                    ', '.join(monitors) or 'of ' + CEPH_CONF))
     return '%s could not open RBD image %s: %s' % (who, disk.name,
                                                    said or error)

@@ -166,11 +166,12 @@ class ExtendResizeTest(VolumeTestCase):
         # blocking the guest on a full pool).
         dom_id = self.domain(server).ID()
         self.cinder.extend(volume_id, 3, resize_image=False)
+        before = self.action_ids(server, 'extend_volume')
         self.api.create_server_external_events([{
             'name': 'volume-extended', 'server_uuid': server['id'],
             'tag': volume_id}])
         event = self.wait_for_action_event(server, 'extend_volume',
-                                           'compute_extend_volume', count=2)
+                                           'compute_extend_volume', before)
         self.assertEqual('Error', event['result'])
         self.assertIn('Volume %s could not be extended' % volume_id,
                       event['details'])
@@ -193,4 +194,119 @@ class ExtendResizeTest(VolumeTestCase):
         self.api.post_server_action(server['id'], {'confirmResize': None})
         self.wait_for_status(server, 'ACTIVE')
         self.assertEqual(320 * 1024, self.domain(server).info()[1])
+        self.assert_no_secret_leaked([self.secret_uuid])
+
+
+class FaultsTest(VolumeTestCase):
+    """Volumes that cannot be given to a running guest: each attach fails
+    with an error naming the volume and the cause, within seconds; the
+    guest runs on untouched (same domain, no new disk, live or defined);
+    nothing is left connected or opened, no libvirt secret is left."""
+
+    def setUp(self):
+        super().setUp()
+        self.flags(rbd_connect_timeout=3, group='libvirt')
+        self.server = self.boot()
+        self.dom_id = self.domain(self.server).ID()
+
+    def failed_attach(self, volume_id):
+        event = self.attach(self.server, volume_id)
+        self.assertEqual('Error', event['result'])
+        self.assertIn(volume_id, event['details'])
+        dom = self.domain(self.server)
+        self.assertEqual((self.dom_id, libvirt.VIR_DOMAIN_RUNNING),
+                         (dom.ID(), dom.state()[0]))
+        self.assert_no_disk(self.server, volume_id)
+        self.assertEqual([], self.cinder.watchers(volume_id))
+        self.assertEqual({}, self.attachments(volume_id))
+        self.assertEqual([], [e for e in volume_image.events(
+            self.console_output(self.server)) if e[0] != 'vda'])
+        return event['details']
+
+    def test_attach_faults(self):
+        conn = self.libvirt()
+        # The libvirt secret holds another user's key.
+        wrong = self.add_secret(conn, self.ceph.key('nova'),
+                                usage='client.nova')
+        volume_id = self.cinder.create_volume()
+        self.cinder.overrides[volume_id] = {'secret_uuid': wrong}
+        details = self.failed_attach(volume_id)
+        self.assertIn('Cannot connect volume %s: libvirt secret %s did not '
+                      'let client.cinder in within 3 s (monitors %s:%s '
+                      'answer): wrong key' % (
+                          volume_id, wrong, self.ceph.mon_host,
+                          self.ceph.mon_port), details)
+
+        # The cluster cannot be reached.
+        unreachable = self.cinder.create_volume()
+        self.cinder.overrides[unreachable] = {'ports': ['9']}
+        details = self.failed_attach(unreachable)
+        self.assertIn('no Ceph monitor answers at %s:9 (3 s' %
+                      self.ceph.mon_host, details)
+
+        # The secret Cinder names is not defined on this host.
+        missing = self.cinder.create_volume()
+        self.cinder.overrides[missing] = {
+            'secret_uuid': '2d7c1e8a-9b44-4f61-a3d2-5e8f0c6b1a90'}
+        details = self.failed_attach(missing)
+        self.assertIn('libvirt secret 2d7c1e8a-9b44-4f61-a3d2-5e8f0c6b1a90 '
+                      '(client.cinder\'s key) is not defined on this host',
+                      details)
+
+        # A protocol this driver does not attach.
+        nfs = self.cinder.create_volume()
+        self.cinder.overrides[nfs] = {'driver_volume_type': 'nfs',
+                                      'export': '10.0.0.5:/srv/cinder'}
+        details = self.failed_attach(nfs)
+        self.assertIn('nova-kvmx does not attach nfs volumes', details)
+
+        self.assert_no_secret_leaked([self.secret_uuid, wrong])
+        # The guest still takes a good volume.
+        good = self.cinder.create_volume()
+        self.assertEqual('Success', self.attach(self.server, good)['result'])
+        self.wait_for_disks(self.server, [('vdb', 'wrote', None, GiB)])
+
+    def test_detach_the_guest_does_not_answer(self):
+        """A paused guest cannot release a disk: the detach fails after
+        Nova's attempts, the volume stays attached and connected; once
+        the guest released it, a detach completes."""
+        self.flags(device_detach_attempts=2, device_detach_timeout=2,
+                   group='libvirt')
+        volume_id = self.cinder.create_volume()
+        self.attach(self.server, volume_id)
+        self.wait_for_disks(self.server, [('vdb', 'wrote', None, GiB)])
+        self.api.post_server_action(self.server['id'], {'pause': None})
+        self.wait_for_status(self.server, 'PAUSED')
+
+        event = self.detach(self.server, volume_id)
+        self.assertEqual('Error', event['result'])
+        self.assertIn('Device detach failed for vdb: the guest did not '
+                      'release it after 2 requests', event['details'])
+        self.assertEqual([volume_id], [
+            v['volumeId'] for v in self.api.get_server_volumes(
+                self.server['id'])])
+        self.assertIsNotNone(self.disk_of(self.domain(self.server).XMLDesc(
+            0), volume_id))
+        self.assertTrue(self.cinder.watchers(volume_id))
+        self.assertTrue(self.attachments(volume_id))
+
+        # Running again, the guest takes the request it had: the device
+        # goes; Nova's detach then finds it gone and completes.
+        self.api.post_server_action(self.server['id'], {'unpause': None})
+        self.wait_for_status(self.server, 'ACTIVE')
+        self.wait_for_disks(self.server, [('vdb', 'gone', None, None)])
+        self.assertEqual('Success', self.detach(self.server, volume_id)[
+            'result'])
+        self.wait_for_no_watchers(volume_id)
+        self.assertEqual({}, self.attachments(volume_id))
+
+    def test_attach_racing_a_delete(self):
+        volume_id = self.cinder.create_volume()
+        self.api.post_server_volume(
+            self.server['id'], {'volumeAttachment': {'volumeId': volume_id}})
+        self.api.delete_server(self.server['id'])
+        self.wait_until_deleted(self.server)
+        self.assertFalse(self.domain_exists(self.server))
+        self.wait_for_no_watchers(volume_id)
+        self.assertEqual({}, self.attachments(volume_id))
         self.assert_no_secret_leaked([self.secret_uuid])

@@ -141,33 +141,42 @@ class VolumesMixin(object):
             server['id'], what, dev))
 
     def attach(self, server, volume_id):
+        """Attach from the API; the compute_attach_volume event of this
+        attach once it has a result."""
+        before = self.action_ids(server, 'attach_volume')
         self.api.post_server_volume(
             server['id'], {'volumeAttachment': {'volumeId': volume_id}})
         return self.wait_for_action_event(server, 'attach_volume',
-                                          'compute_attach_volume')
+                                          'compute_attach_volume', before)
 
     def detach(self, server, volume_id):
+        before = self.action_ids(server, 'detach_volume')
         self.api.delete_server_volume(server['id'], volume_id)
         return self.wait_for_action_event(server, 'detach_volume',
-                                          'compute_detach_volume')
+                                          'compute_detach_volume', before)
+
+    def action_ids(self, server, action):
+        """The request ids of the server's ``action`` actions so far."""
+        return {a['request_id'] for a in self.api.get_instance_actions(
+            server['id']) if a['action'] == action}
 
     def wait_for_action_event(self, server, action, event_name,
-                              timeout=base.STATE_TIMEOUT, count=1):
-        """The ``count``-th (newest) ``action`` of the server once its
-        ``event_name`` event has a result; that event."""
+                              before=(), timeout=base.STATE_TIMEOUT):
+        """The ``event_name`` event of the server's ``action`` action that
+        is not one of ``before`` (request ids), once it has a result."""
         deadline = time.monotonic() + timeout
         while True:
-            actions = [a for a in self.api.get_instance_actions(server['id'])
-                       if a['action'] == action]
-            if len(actions) >= count:
+            for a in self.api.get_instance_actions(server['id']):
+                if a['action'] != action or a['request_id'] in before:
+                    continue
                 events = self.api.get_instance_action_details(
-                    server['id'], actions[0]['request_id'])['events']
+                    server['id'], a['request_id'])['events']
                 for event in events:
                     if event['event'] == event_name and event['result']:
                         return event
             if time.monotonic() > deadline:
-                self.fail('no %s event of %s %s of %s after %ds' % (
-                    event_name, action, count, server['id'], timeout))
+                self.fail('no %s event of a new %s of %s after %ds' % (
+                    event_name, action, server['id'], timeout))
             time.sleep(0.5)
 
     def disk_of(self, domain_xml, volume_id):

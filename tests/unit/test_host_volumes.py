@@ -263,8 +263,9 @@ class RBDCheckTest(testtools.TestCase):
         ("qemu-img: Could not open 'driver=rbd,...': error reading header "
          "from volume-x: No such file or directory", 'does not exist'),
         ("qemu-img: Could not open 'driver=rbd,...': error connecting: "
-         "Connection timed out", 'the key in libvirt secret %s is not '
-         "client.cinder's" % vd.SECRET_UUID),
+         "Connection timed out", 'libvirt secret %s did not let '
+         'client.cinder in within 5 s (monitors 10.20.0.11:6789 answer): '
+         'wrong key, or no quorum' % vd.SECRET_UUID),
         ("qemu-img: Could not open 'driver=rbd,...': error opening pool "
          "volumes: Operation not permitted", 'may not open'),
     )
@@ -293,7 +294,7 @@ class RBDCheckTest(testtools.TestCase):
         host = self.setup_host(self.libvirt_error(libvirt.VIR_ERR_NO_SECRET))
         ex = self.assertRaises(kvmx_exception.VolumeConnectFailed,
                                host.check_rbd, self.DISK, b.instance())
-        self.assertIn('libvirt secret %s (the key of client.cinder) is not '
+        self.assertIn('libvirt secret %s (client.cinder\'s key) is not '
                       'defined on this host' % vd.SECRET_UUID, str(ex))
 
     def test_no_monitor_answers(self):
@@ -302,8 +303,8 @@ class RBDCheckTest(testtools.TestCase):
         ex = self.assertRaises(kvmx_exception.VolumeConnectFailed,
                                self.setup_host().check_rbd, self.DISK,
                                b.instance())
-        self.assertIn('no Ceph monitor of 10.20.0.11:6789, 10.20.0.12:6789, '
-                      '10.20.0.13:6789 accepts connections', str(ex))
+        self.assertIn('no Ceph monitor answers at 10.20.0.11:6789, '
+                      '10.20.0.12:6789, 10.20.0.13:6789 (5 s', str(ex))
 
     def test_opens(self):
         self.useFixture(fixtures.MockPatch('nova_kvmx.volumes._accepts',
@@ -359,8 +360,7 @@ class RBDCheckTest(testtools.TestCase):
         ex = self.assertRaises(kvmx_exception.VolumeConnectFailed,
                                self.setup_host().check_rbd, self.DISK,
                                b.instance())
-        self.assertIn('accept connections but client.cinder could not open',
-                      str(ex))
+        self.assertIn('did not let client.cinder in within 5 s', str(ex))
 
 
 class FakeGuest(object):
