@@ -22,9 +22,13 @@ on each disk and writes a token to a blank one, so data written through
 one server is read back through another.
 """
 
+import json
 import os
+import time
 
 import libvirt
+import libvirt_qemu
+from lxml import etree
 
 from tests.functional import base
 from tests.functional import guest_image
@@ -310,3 +314,93 @@ class FaultsTest(VolumeTestCase):
         self.wait_for_no_watchers(volume_id)
         self.assertEqual({}, self.attachments(volume_id))
         self.assert_no_secret_leaked([self.secret_uuid])
+
+
+class VolumeBackedSnapshotRescueTest(VolumeTestCase):
+    """A server on a root volume, with the QEMU guest agent: Nova's API
+    snapshots its volume (Cinder) between the driver's quiesce and
+    unquiesce; a stable device rescue boots the rescue disk with the root
+    volume where it is."""
+
+    def wait_for_agent(self, server, timeout=base.STATE_TIMEOUT):
+        deadline = time.monotonic() + timeout
+        while True:
+            target = etree.fromstring(self.domain(server).XMLDesc(0)).find(
+                "devices/channel/target[@name='org.qemu.guest_agent.0']")
+            if target is not None and target.get('state') == 'connected':
+                return
+            if time.monotonic() > deadline:
+                self.fail('the guest agent of %s is not connected after %ds'
+                          % (server['id'], timeout))
+            time.sleep(0.5)
+
+    def test_quiesced_snapshot_and_rescue(self):
+        image_id = self.create_volume_guest_image(hw_qemu_guest_agent='yes')
+        volume_id = self.cinder.create_volume(image_id=image_id)
+        server = self.wait_for_status(self.boot_from_volume(
+            self.flavor_id, volume_id=volume_id), 'ACTIVE')
+        self.wait_for_disks(server, [
+            ('vda', 'read', volume_image.IMAGE_TOKEN, GiB)])
+        self.wait_for_agent(server)
+
+        image = self.api.post_server_action(
+            server['id'], {'createImage': {'name': 'bfv-snap'}})
+        snapshot = self.wait_for_snapshot_image(image['image_id'])
+        bdms = snapshot['properties']['block_device_mapping']
+        self.assertEqual(1, len(bdms))
+        self.assertEqual(['snapshot-' + bdms[0]['snapshot_id']],
+                         self.cinder.snapshots(volume_id))
+        self.assertIn('Froze 1 filesystem(s) of the guest',
+                      self.stdlog.logger.output)
+        # Nova thaws the guest (an RPC cast) once Cinder has the snapshot.
+        self.wait_for_log('Thawed 1 filesystem(s) of the guest')
+        self.assertEqual('thawed', self.freeze_status(server))
+
+        # Stable device rescue: the root volume stays vda, the rescue
+        # disk comes last and is booted.
+        rescue_image = self.create_volume_guest_image(
+            hw_rescue_device='disk', hw_rescue_bus='virtio')
+        self.api.post_server_action(server['id'], {'rescue': {
+            'rescue_image_ref': rescue_image}})
+        server = self.wait_for_status(server, 'RESCUE')
+        self.wait_for_console(server, guest_image.BOOT_MARKER_PREFIX, 2)
+        root = etree.fromstring(self.domain(server).XMLDesc(0))
+        self.assertEqual(
+            [('vda', 'network', None), ('vdb', 'file', '1')],
+            [(d.find('target').get('dev'), d.get('type'),
+              d.find('boot').get('order') if d.find('boot') is not None
+              else None) for d in root.findall('devices/disk')])
+        self.assert_disk(server, volume_id, 'vda')
+        self.api.post_server_action(server['id'], {'unrescue': None})
+        server = self.wait_for_status(server, 'ACTIVE')
+        self.wait_for_console(server, guest_image.BOOT_MARKER_PREFIX, 3)
+        root = etree.fromstring(self.domain(server).XMLDesc(0))
+        self.assertEqual(['vda'], [
+            d.find('target').get('dev') for d in root.findall(
+                'devices/disk')])
+        self.assertFalse(os.path.exists(os.path.join(
+            self.instance_dir(server), 'disk.rescue')))
+
+    def wait_for_log(self, text, timeout=base.STATE_TIMEOUT):
+        deadline = time.monotonic() + timeout
+        while text not in self.stdlog.logger.output:
+            if time.monotonic() > deadline:
+                self.fail('%r not logged after %ds' % (text, timeout))
+            time.sleep(0.5)
+
+    def freeze_status(self, server):
+        reply = libvirt_qemu.qemuAgentCommand(
+            self.domain(server),
+            json.dumps({'execute': 'guest-fsfreeze-status'}), 30, 0)
+        return json.loads(reply)['return']
+
+    def wait_for_snapshot_image(self, image_id, timeout=base.STATE_TIMEOUT):
+        deadline = time.monotonic() + timeout
+        while True:
+            image = self.glance.show(self.ctxt, image_id)
+            if image['status'] == 'active':
+                return image
+            if time.monotonic() > deadline:
+                self.fail('snapshot image %s is %s after %ds' % (
+                    image_id, image['status'], timeout))
+            time.sleep(0.5)
