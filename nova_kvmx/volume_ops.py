@@ -26,6 +26,7 @@ fails leaves the guest as it was and nothing connected half-way.
 import itertools
 import time
 
+from lxml import etree
 import nova.conf
 from nova.compute import power_state
 from nova import exception as nova_exception
@@ -308,11 +309,7 @@ class VolumeOperations(object):
         # SCSI LUN has no serial), else the serial, the volume id.
         target = (connection_info.get('data') or {}).get('device_path')
         if not target:
-            disk = next((d for d in guest.get_all_disks()
-                         if d.serial == vid), None)
-            if disk is None:
-                raise nova_exception.VolumeNotFound(volume_id=vid)
-            target = disk.target_dev
+            target = self._target_of(guest, vid)
         try:
             guest.get_block_device(target).resize(new_size)
         except libvirt.libvirtError as ex:
@@ -321,6 +318,23 @@ class VolumeOperations(object):
                 '%s' % (target, new_size, ex.get_error_message())) from ex
         LOG.info('Volume %s (%s) extended to %d bytes', vid, target,
                  new_size, instance=instance)
+
+    @staticmethod
+    def _target_of(guest, vid):
+        """The target name of the volume's disk: by its serial in the
+        running domain, else by serial or alias in its definition (a
+        swapped volume keeps its predecessor's serial until the guest
+        restarts)."""
+        for disk in guest.get_all_disks():
+            if disk.serial == vid:
+                return disk.target_dev
+        root = etree.fromstring(guest.get_xml_desc(dump_inactive=True))
+        for disk in root.findall('./devices/disk'):
+            if vid in (disk.findtext('serial'),
+                       (disk.find('alias') if disk.find('alias') is not None
+                        else {}).get('name', '').removeprefix('ua-')):
+                return disk.find('target').get('dev')
+        raise nova_exception.VolumeNotFound(volume_id=vid)
 
     # -- swap ---------------------------------------------------------------
 
@@ -372,9 +386,31 @@ class VolumeOperations(object):
                 raise nova_exception.VolumeRebaseFailed(reason=str(ex))
             if resize_to:
                 dev.resize(resize_to * units.Gi)
-            xml = guest.get_xml_desc(dump_sensitive=True)
+            xml = swapped_definition(guest.get_xml_desc(dump_sensitive=True),
+                                     name, conf)
         finally:
             self.host.write_instance_config(xml)
+
+
+def swapped_definition(live_xml, name, conf):
+    """The definition of a domain whose disk ``name`` was pivoted to the
+    volume of ``conf``: the running domain's XML, where the guest-visible
+    serial and the alias are still the old volume's until it restarts,
+    with the new volume's."""
+    root = etree.fromstring(live_xml)
+    for disk in root.findall('./devices/disk'):
+        target = disk.find('target')
+        if target is None or target.get('dev') != name:
+            continue
+        for tag, value in (('serial', conf.serial), ('alias', conf.alias)):
+            element = disk.find(tag)
+            if element is None:
+                continue
+            if tag == 'serial':
+                element.text = value
+            else:
+                element.set('name', value)
+    return etree.tostring(root, encoding='unicode')
 
 
 def _cancel_quietly(dev):

@@ -204,7 +204,13 @@ class RBDCinderFixture(nova_cinder.CinderFixture):
         return {'driver_volume_type': kind, 'data': copy.deepcopy(data)}
 
     def fake_get(self, context, volume_id, microversion=None):
+        """Nova's, with the attachments of the volumes made here too (by
+        instance, as nova.volume.cinder gives them), as Nova's API checks
+        them before a swap."""
         volume = super().fake_get(context, volume_id, microversion)
-        volume['size'] = self.volumes.get(volume_id, {}).get(
-            'size', volume.get('size'))
+        if volume_id in self.volumes:
+            volume['attachments'] = {
+                a['instance_uuid']: {'attachment_id': a['id'],
+                                     'mountpoint': '/dev/vdb'}
+                for a in self.volume_to_attachment[volume_id].values()}
         return volume

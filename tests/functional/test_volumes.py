@@ -136,6 +136,52 @@ class AttachDetachTest(VolumeTestCase):
         self.assert_disk(other, volume_id, 'vdb')
         self.assert_no_secret_leaked([self.secret_uuid])
 
+    def test_swap_to_another_volume_while_running(self):
+        """Nova's volume swap (as Cinder's volume migration drives it):
+        the guest's disk is copied to the new volume while it runs and
+        pivoted to it; the old volume is let go of."""
+        server = self.boot()
+        old = self.cinder.create_volume()
+        new = self.cinder.create_volume()
+        self.attach(server, old)
+        self.wait_for_disks(server, [('vdb', 'wrote', None, GiB)])
+        token = self.token(server, 'vdb')
+        dom_id = self.domain(server).ID()
+
+        # Cinder migrating the volume calls Nova's swap.
+        self.cinder.volumes[old]['migration_status'] = 'migrating'
+        before = self.action_ids(server, 'swap_volume')
+        self.api.put_server_volume(server['id'], old, new)
+        event = self.wait_for_action_event(server, 'swap_volume',
+                                           'compute_swap_volume', before)
+        self.assertEqual('Success', event['result'])
+        self.assertEqual(dom_id, self.domain(server).ID())
+        self.assertEqual([new], [v['volumeId'] for v in
+                                 self.api.get_server_volumes(server['id'])])
+        self.wait_for_no_watchers(old)
+        self.assertTrue(self.cinder.watchers(new))
+        self.assertTrue(self.cinder.read(new).startswith(
+            ('KVMX-TOKEN:' + token).encode()))
+        disk = self.disk_of(self.domain(server).XMLDesc(0), old)
+        self.assertEqual(self.cinder.spec(new),
+                         disk.find('source').get('name'))
+        self.assert_disk_defined(server, new)
+
+        # Restarted, the guest has the new volume, named as Nova has it.
+        self.api.post_server_action(server['id'],
+                                    {'reboot': {'type': 'HARD'}})
+        self.wait_for_console(server, guest_image.BOOT_MARKER_PREFIX, 2)
+        self.wait_for_disks(server, [('vdb', 'wrote', token, GiB),
+                                     ('vdb', 'read', token, GiB)])
+        self.assert_disk(server, new, 'vdb')
+
+    def assert_disk_defined(self, server, volume_id):
+        disk = self.disk_of(self.domain(server).XMLDesc(
+            libvirt.VIR_DOMAIN_XML_INACTIVE), volume_id)
+        self.assertEqual(self.cinder.spec(volume_id),
+                         disk.find('source').get('name'))
+        self.assertEqual('ua-' + volume_id, disk.find('alias').get('name'))
+
 
 class ExtendResizeTest(VolumeTestCase):
 

@@ -23,6 +23,7 @@ from unittest import mock
 
 import ddt
 import fixtures
+from lxml import etree
 from nova import exception
 from nova.virt.libvirt import event as libvirtevent
 from os_brick import exception as brick_exception
@@ -456,3 +457,19 @@ class DetachTest(testtools.TestCase):
             b.INSTANCE_UUID, 'ua-a')))
         self.assertIsInstance(self.events.wait(waiter, 0),
                               libvirtevent.DeviceRemovedEvent)
+
+
+class SwappedDefinitionTest(testtools.TestCase):
+    def test_new_serial_and_alias(self):
+        live = ("<domain><devices><disk type='network'><source "
+                "protocol='rbd' name='volumes/new'/><target dev='vdb' "
+                "bus='virtio'/><serial>old</serial><alias name='ua-old'/>"
+                "</disk><disk type='file'><target dev='vda'/><serial>x"
+                "</serial></disk></devices></domain>")
+        conf = mock.Mock(serial='new', alias='ua-new')
+        root = etree.fromstring(volume_ops.swapped_definition(live, 'vdb',
+                                                              conf))
+        self.assertEqual(['new', 'x'], [d.findtext('serial') for d in
+                                        root.findall('devices/disk')])
+        self.assertEqual('ua-new', root.find('devices/disk/alias').get(
+            'name'))
