@@ -225,6 +225,15 @@ class KVMXDriver(driver.ComputeDriver):
     def cleanup(self, context, instance, network_info, block_device_info=None,
                 destroy_disks=True, migrate_data=None, destroy_vifs=True,
                 destroy_secrets=True):
+        # As Nova's libvirt driver: after a live migration of a guest whose
+        # disks are all volumes, Nova keeps the "disks" (the volumes) but
+        # the instance directory (kernel, config drive, console log) goes
+        # unless the destination shares it.
+        if (not destroy_disks and migrate_data is not None and
+                migrate_data.obj_attr_is_set('is_shared_block_storage') and
+                migrate_data.is_shared_block_storage and
+                not migrate_data.is_shared_instance_path):
+            destroy_disks = True
         self._lifecycle.destroy(instance, network_info if destroy_vifs else
                                 None, destroy_disks, block_device_info,
                                 context)

@@ -412,7 +412,7 @@ class LiveMigrations(object):
             self.lifecycle.volumes.disk(bdmi.connection_info,
                                         _disk_info(bdmi))
             for bdmi in (data.bdms if 'bdms' in data else [])
-            if bdmi.obj_attr_is_set('connection_info') and
+            if bdmi.obj_attr_is_set('connection_info_json') and
             bdmi.connection_info)
         return migration_xml.DestinationHost(**fields)
 

@@ -31,9 +31,9 @@ from tests.functional import cinder_rbd
 from tests.functional import volume_image
 
 
-def define_secret(conn, key, usage):
+def define_secret(conn, key, usage, secret_uuid=None):
     """A ceph libvirt secret holding ``key`` (base64); its UUID."""
-    secret_uuid = str(uuid.uuid4())
+    secret_uuid = secret_uuid or str(uuid.uuid4())
     secret = conn.secretDefineXML(
         "<secret ephemeral='no' private='no'><uuid>%s</uuid>"
         "<usage type='ceph'><name>%s %s</name></usage></secret>" % (
@@ -73,9 +73,11 @@ class VolumesMixin(object):
         # the driver.
         self.secrets_before = set(self.libvirt().listSecrets())
 
-    def add_secret(self, conn, key, usage='client.cinder'):
+    def add_secret(self, conn, key, usage='client.cinder', secret_uuid=None):
+        """Define a libvirt secret (``secret_uuid``: the UUID another host
+        has it under, as every host of a cloud has Cinder's)."""
         secret_uuid = define_secret(conn, key, '%s %s' % (
-            usage, self.domain_prefix))
+            usage, self.domain_prefix), secret_uuid)
         self.addCleanup(undefine_secret, conn, secret_uuid)
         return secret_uuid
 
