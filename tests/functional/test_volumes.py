@@ -87,6 +87,15 @@ class BootFromVolumeTest(VolumeTestCase):
         self.wait_for_status(server, 'ACTIVE')
         self.wait_for_console(server, guest_image.BOOT_MARKER_PREFIX, 3)
         self.assert_disk(server, volume_id, 'vda')
+        # Suspended (managed save) and resumed: the same guest, no boot.
+        self.api.post_server_action(server['id'], {'suspend': None})
+        self.wait_for_status(server, 'SUSPENDED')
+        self.api.post_server_action(server['id'], {'resume': None})
+        self.wait_for_status(server, 'ACTIVE')
+        self.assertEqual(3, self.console_output(server).count(
+            guest_image.BOOT_MARKER_PREFIX))
+        self.assert_disk(server, volume_id, 'vda')
+        self.assertTrue(self.cinder.watchers(volume_id))
 
         self.api.delete_server(server['id'])
         self.wait_until_deleted(server)
