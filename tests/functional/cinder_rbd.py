@@ -195,6 +195,22 @@ class RBDCinderFixture(nova_cinder.CinderFixture):
         data.update(self.overrides.get(volume_id, {}))
         return data
 
+    def fake_attachment_update(self, context, attachment_id, connector,
+                               mountpoint=None):
+        """Nova's, letting a multi-attach volume of this fixture be
+        connected to several servers at once (Nova's allows it for its
+        MULTIATTACH_VOL only)."""
+        volume_id, attachment, _ = self._find_attachment(attachment_id)
+        if volume_id not in self.multiattach:
+            return super().fake_attachment_update(
+                context, attachment_id, connector, mountpoint)
+        if mountpoint:
+            connector['device'] = mountpoint
+        attachment['connector'] = connector
+        return {'id': attachment_id,
+                'connection_info': self._find_connection_info(
+                    volume_id, attachment_id)}
+
     def _find_connection_info(self, volume_id, attachment_id):
         if volume_id not in self.volumes:
             return super()._find_connection_info(volume_id, attachment_id)

@@ -191,6 +191,26 @@ class AttachDetachTest(VolumeTestCase):
                          disk.find('source').get('name'))
         self.assertEqual('ua-' + volume_id, disk.find('alias').get('name'))
 
+    def test_multiattach_volume_on_two_servers(self):
+        first = self.boot(name='first')
+        second = self.boot(name='second')
+        volume_id = self.cinder.create_volume(multiattach=True)
+        self.assertEqual('Success', self.attach(first, volume_id)['result'])
+        self.wait_for_disks(first, [('vdb', 'wrote', None, GiB)])
+        token = self.token(first, 'vdb')
+        self.assertEqual('Success', self.attach(second, volume_id)['result'])
+        self.wait_for_disks(second, [('vdb', 'read', token, GiB)])
+        for server in (first, second):
+            disk = self.disk_of(self.domain(server).XMLDesc(0), volume_id)
+            self.assertIsNotNone(disk.find('shareable'))
+            self.assertEqual('none', disk.find('driver').get('cache'))
+        self.assertEqual(2, len(self.cinder.watchers(volume_id)))
+
+        self.assertEqual('Success', self.detach(first, volume_id)['result'])
+        self.wait_for_disks(first, [('vdb', 'gone', None, None)])
+        self.assertEqual(1, len(self.cinder.watchers(volume_id)))
+        self.assert_disk(second, volume_id, 'vdb')
+
 
 class ExtendResizeTest(VolumeTestCase):
 
