@@ -132,7 +132,8 @@ def root_volume(block_device_info):
 
 def instance_block_device_info(context, instance):
     """The instance's block device info from Nova's database, for the
-    operations Nova gives none (unrescue, the live migration job)."""
+    operations Nova gives none (unrescue, the restart of a move whose
+    copy failed)."""
     bdms = objects.BlockDeviceMappingList.get_by_instance_uuid(
         context, instance.uuid)
     return driver.get_block_device_info(instance, bdms)
@@ -166,7 +167,8 @@ class HostVolumes(object):
     # -- planning -------------------------------------------------------
 
     def disk(self, connection_info, info):
-        """The VolumeDisk of a connected volume."""
+        """The VolumeDisk of a connected volume (QoS specs without an
+        <iotune> element are logged)."""
         disk = guest_volumes.plan_volume(connection_info, info, settings())
         unused = guest_volumes.unused_qos_keys(connection_info)
         if unused:
@@ -190,10 +192,7 @@ class HostVolumes(object):
         kind = guest_volumes.protocol(connection_info)
         data = connection_info['data']
         if kind == 'rbd':
-            # Where the disk goes in the guest does not matter here, only
-            # its source and credentials.
-            self.check_rbd(self.disk(connection_info, guest_volumes.DiskInfo(
-                dev='vda', bus='virtio')), instance)
+            self.check_rbd(_source(connection_info), instance)
             return
         if kind == 'local':
             return
@@ -279,8 +278,7 @@ class HostVolumes(object):
         kind = guest_volumes.protocol(connection_info)
         vid = guest_volumes.volume_id(connection_info)
         if kind == 'rbd':
-            size = self.rbd_size(self.disk(
-                connection_info, guest_volumes.DiskInfo('vda', 'virtio')))
+            size = self.rbd_size(_source(connection_info))
             if size < requested_size:
                 raise nova_exception.VolumeExtendFailed(
                     volume_id=vid, reason='its RBD image is %d bytes, not '
@@ -456,6 +454,14 @@ class HostVolumes(object):
             return jsonutils.loads(out), None
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _source(connection_info):
+    """The disk of a volume, for its source and credentials only (where
+    it goes in the guest does not matter)."""
+    return guest_volumes.plan_volume(
+        connection_info, guest_volumes.DiskInfo(dev='vda', bus='virtio'),
+        settings())
 
 
 def _read(path):
