@@ -10,47 +10,65 @@
 # License for the specific language governing permissions and limitations
 # under the License.
 
-"""The tests' own Ceph cluster: brought up once, shared, torn down after.
+"""The tests' own Ceph cluster: deploy/ceph's, brought up once, shared.
 
-deploy/ceph/up makes a single-node cluster in a state directory of the
-tests (``$KVMX_TEST_DIR/kvmx-ceph-tests``, on a free port chosen when it
-is created: the all-in-one cloud's cluster, on 6789 in its own directory,
-is left alone). The first test of a process that needs it brings it up
+Skipped unless KVMX_CEPH=1 (and root): deploy/ceph installs Debian
+packages and runs Ceph daemons. The cluster is deploy/ceph/cluster.py's,
+driven in this process, in a state directory of the tests
+(``$KVMX_TEST_DIR/kvmx-ceph-tests``, on a free port chosen when it is
+created: the all-in-one cloud's cluster, on 6789 in its own directory, is
+left alone). The first test of a process that needs it brings it up
 (about 15-40 s, more when the Debian packages are installed first); the
 process registers as a user, and the last user to exit stops it and
-removes its directory (``down --purge``). The Ceph tests are scheduled
-on one test worker (``group_regex`` in .stestr.conf), so a run brings the
-cluster up once.
+removes its directory. The Ceph tests are scheduled on one test worker
+(``group_regex`` in .stestr.conf), so a run brings the cluster up once.
 
-When the cluster cannot be brought up (not root, no packages and no
-network to install them, a port conflict), :func:`cluster` raises
-:class:`Unavailable` with deploy/ceph/up's message, which the tests turn
-into a skip that says why.
+Without KVMX_CEPH=1 or root, :func:`cluster` raises :class:`Unavailable`
+(the tests skip, saying why); a cluster asked for that cannot be brought
+up raises :class:`BringUpFailed` with deploy/ceph's message, and the
+tests fail.
 """
 
 import atexit
 import contextlib
 import fcntl
+import importlib.util
 import os
 import shlex
 import socket
 import subprocess
+import sys
 import threading
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
-UP = os.path.join(REPO, 'deploy', 'ceph', 'up')
-DOWN = os.path.join(REPO, 'deploy', 'ceph', 'down')
 # A cold up may install packages (and wait for another install's lock).
-UP_TIMEOUT = 900
+INSTALL_TIMEOUT = 900
+HEALTH_TIMEOUT = 300
 COMMAND_TIMEOUT = 120
 
 _lock = threading.Lock()
 _cluster = {}
 
 
+def _deploy_ceph():
+    """deploy/ceph/cluster.py (deploy/ is no package)."""
+    if 'kvmx_deploy_ceph' not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            'kvmx_deploy_ceph', os.path.join(REPO, 'deploy', 'ceph',
+                                             'cluster.py'))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules['kvmx_deploy_ceph'] = module
+    return sys.modules['kvmx_deploy_ceph']
+
+
 class Unavailable(Exception):
-    """The tests' Ceph cluster cannot be brought up; the message says why."""
+    """No Ceph cluster is asked for, or none can run here; says why."""
+
+
+class BringUpFailed(Exception):
+    """The cluster asked for (KVMX_CEPH=1) did not come up."""
 
 
 def state_dir():
@@ -64,15 +82,6 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _parse_env(text):
-    env = {}
-    for line in text.splitlines():
-        if line.startswith('export '):
-            name, _, value = line[len('export '):].partition('=')
-            env[name] = shlex.split(value)[0]
-    return env
-
-
 @contextlib.contextmanager
 def _users_lock(directory):
     """Serialises registering, leaving and the last user's down."""
@@ -82,23 +91,15 @@ def _users_lock(directory):
         yield os.path.join(directory, 'users')
 
 
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-
-
 class Cluster(object):
     """A running cluster: its env values (CEPH_CONF, CEPH_MON_HOST,
-    CEPH_CINDER_KEY, ...) and helpers to run Ceph's commands on it."""
+    CEPH_CINDER_KEY, ...; deploy/ceph/README.md) and helpers to run
+    Ceph's commands on it."""
 
     def __init__(self, env):
         self.env = env
         self.conf = env['CEPH_CONF']
+        self.fsid = env['CEPH_FSID']
         host, _, port = env['CEPH_MON_HOST'].removeprefix('v1:').rpartition(
             ':')
         self.mon_host, self.mon_port = host, port
@@ -118,8 +119,8 @@ class Cluster(object):
                 shlex.join(proc.args), proc.returncode, proc.stderr))
         return proc
 
-    def rbd(self, *args, **kwargs):
-        return self.run('rbd', *args, user='cinder', **kwargs).stdout
+    def rbd(self, *args, user='cinder', **kwargs):
+        return self.run('rbd', *args, user=user, **kwargs).stdout
 
 
 def _clean_env():
@@ -132,57 +133,58 @@ def _clean_env():
 def cluster():
     """The tests' cluster, up (brought up on first use in the process).
 
-    :raises: Unavailable
+    :raises: Unavailable, BringUpFailed
     """
     with _lock:
         if 'error' in _cluster:
-            raise Unavailable(_cluster['error'])
+            raise _cluster['error']
         if 'cluster' not in _cluster:
             try:
                 _cluster['cluster'] = _bring_up()
-            except Unavailable as ex:
-                _cluster['error'] = str(ex)
+            except (Unavailable, BringUpFailed) as ex:
+                _cluster['error'] = ex
                 raise
         return _cluster['cluster']
 
 
 def _bring_up():
+    if os.environ.get('KVMX_CEPH') != '1':
+        raise Unavailable('set KVMX_CEPH=1 to run it: deploy/ceph '
+                          'installs Ceph packages and starts Ceph daemons '
+                          '(as root)')
     if os.geteuid() != 0:
-        raise Unavailable('deploy/ceph/up needs root')
+        raise Unavailable('deploy/ceph needs root')
+    deploy = _deploy_ceph()
     directory = state_dir()
     with _users_lock(directory + '.users') as users:
         os.makedirs(users, exist_ok=True)
-        env = dict(_clean_env(), KVMX_CEPH_DIR=directory)
+        port = None
         if not os.path.exists(os.path.join(directory, 'ceph.conf')):
-            env['KVMX_CEPH_PORT'] = str(_free_port())
+            port = _free_port()
         try:
-            proc = subprocess.run([UP, '--print-env'], env=env,
-                                  stdin=subprocess.DEVNULL,
-                                  capture_output=True, text=True,
-                                  timeout=UP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            raise Unavailable('deploy/ceph/up did not finish in %d s'
-                              % UP_TIMEOUT)
-        if proc.returncode:
-            raise Unavailable('deploy/ceph/up failed: %s' % (
-                proc.stderr.strip().splitlines() or ['?'])[-1])
+            deploy.install_packages(INSTALL_TIMEOUT)
+            # Kept: the daemons it starts are children of this process,
+            # which reaps them when it stops them.
+            fixture = deploy.Cluster(directory, port)
+            values, _ = fixture.up(HEALTH_TIMEOUT)
+        except deploy.Failure as ex:
+            raise BringUpFailed('deploy/ceph: up failed: %s' % ex)
         open(os.path.join(users, str(os.getpid())), 'w').close()
-    atexit.register(_leave, directory)
-    return Cluster(_parse_env(proc.stdout))
+    atexit.register(_leave, fixture)
+    return Cluster(values)
 
 
-def _leave(directory):
+def _leave(fixture):
     """Unregister this process; the last user stops the cluster and
     removes it."""
-    with _users_lock(directory + '.users') as users:
+    deploy = _deploy_ceph()
+    with _users_lock(fixture.dir + '.users') as users:
         try:
             os.unlink(os.path.join(users, str(os.getpid())))
         except FileNotFoundError:
             pass
         others = [int(p) for p in os.listdir(users)
-                  if p.isdigit() and _alive(int(p))]
+                  if p.isdigit() and deploy._alive(int(p))]
         if others:
             return
-        subprocess.run([DOWN, '--purge', '--dir', directory],
-                       stdin=subprocess.DEVNULL, capture_output=True,
-                       timeout=COMMAND_TIMEOUT, env=_clean_env())
+        fixture.down(purge=True)
