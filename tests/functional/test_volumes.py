@@ -387,7 +387,7 @@ class FaultsTest(VolumeTestCase):
         self.wait_until_deleted(self.server)
         self.assertFalse(self.domain_exists(self.server))
         self.wait_for_no_watchers(volume_id)
-        self.assertEqual({}, self.attachments(volume_id))
+        self.wait_for_no_attachments(volume_id)
         self.assert_no_secret_leaked([self.secret_uuid])
 
 

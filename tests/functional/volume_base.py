@@ -222,3 +222,14 @@ class VolumesMixin(object):
 
     def attachments(self, volume_id):
         return self.cinder.volume_to_attachment.get(volume_id, {})
+
+    def wait_for_no_attachments(self, volume_id, timeout=30):
+        """Until Cinder has no attachment of the volume (an attach that
+        lost a race removes its attachment when it fails, which may be
+        after the server is gone)."""
+        deadline = time.monotonic() + timeout
+        while self.attachments(volume_id):
+            if time.monotonic() > deadline:
+                self.fail('volume %s is still attached: %s' % (
+                    volume_id, self.attachments(volume_id)))
+            time.sleep(0.5)
