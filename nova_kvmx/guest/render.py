@@ -169,9 +169,12 @@ def build_clock():
 
 def build_disk(disk):
     conf = vconfig.LibvirtConfigGuestDisk()
-    conf.source_type = 'file'
     conf.source_device = disk.device
-    conf.source_path = disk.path
+    if isinstance(disk.path, spec.RBDImage):
+        set_rbd_source(conf, disk.path)
+    else:
+        conf.source_type = 'file'
+        conf.source_path = disk.path
     conf.driver_name = 'qemu'
     conf.driver_format = disk.driver_format
     conf.driver_cache = disk.cache
@@ -181,6 +184,20 @@ def build_disk(disk):
     if disk.boot_order:
         conf.boot_order = str(disk.boot_order)
     return conf
+
+
+def set_rbd_source(conf, image):
+    """An RBD image QEMU opens with librbd, as Nova's Rbd image backend
+    describes it: the monitors, and the cephx user's libvirt secret."""
+    conf.source_type = 'network'
+    conf.source_protocol = 'rbd'
+    conf.source_name = image.name
+    conf.source_hosts = [host for host, _ in image.hosts]
+    conf.source_ports = [port for _, port in image.hosts]
+    if image.auth_username:
+        conf.auth_username = image.auth_username
+        conf.auth_secret_type = 'ceph'
+        conf.auth_secret_uuid = image.auth_secret_uuid
 
 
 def build_console(log_path):

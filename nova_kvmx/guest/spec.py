@@ -59,6 +59,8 @@ class DriverSettings:
     package_version: str = ''
     # 'none' (O_DIRECT) unless the instances directory cannot do it.
     disk_cache: str = 'none'
+    # Disks on RBD: [libvirt] disk_cachemodes' network mode, else 'none'.
+    network_disk_cache: str = 'none'
     host_cpus: HostCPUs = HostCPUs()
     # The host's base page size: memory not in large pages.
     small_page_kb: int = 4
@@ -80,28 +82,49 @@ class RescueDisk:
 
 
 @dataclasses.dataclass(frozen=True)
+class RBDImage:
+    """A disk of the instance that is an RBD image (``[libvirt]
+    images_type=rbd``), which QEMU opens through its own librbd.
+
+    :param name: ``pool/image``
+    :param hosts: ((monitor host, port), ...)
+    :param auth_username: the cephx user (``[libvirt] rbd_user``), None
+        without cephx
+    :param auth_secret_uuid: the libvirt secret holding its key
+        (``[libvirt] rbd_secret_uuid``)
+    """
+
+    name: str
+    hosts: tuple = ()
+    auth_username: str | None = None
+    auth_secret_uuid: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class GuestFiles:
-    """Paths of the per-instance files a guest uses, prepared by storage.
+    """The per-instance files and disks a guest uses, prepared by storage:
+    paths, and for disks on RBD (root, ephemeral, swap) :class:`RBDImage`.
 
     ``root_disk`` is None when the root disk is a volume.
     """
 
-    root_disk: str | None
+    root_disk: 'str | RBDImage | None'
     console_log: str
     kernel: str | None = None
     ramdisk: str | None = None
     config_drive: str | None = None
-    ephemeral: str | None = None
-    swap: str | None = None
+    ephemeral: 'str | RBDImage | None' = None
+    swap: 'str | RBDImage | None' = None
     # Rescue: the instance's own root disk, attached after the rescue disk.
-    rescued_root: str | None = None
+    rescued_root: 'str | RBDImage | None' = None
     # Stable device rescue: the rescue disk, after all the others.
     rescue: RescueDisk | None = None
 
 
 @dataclasses.dataclass(frozen=True)
 class DiskSpec:
-    path: str
+    # A file, or an RBD image QEMU opens itself.
+    path: 'str | RBDImage'
     target_dev: str
     bus: str
     device: str = 'disk'
