@@ -19,6 +19,7 @@ modules' boundaries.
 
 import os
 
+from nova.compute import task_states
 from nova import context as nova_context
 import nova.conf
 from nova import objects  # noqa: F401 (named in a signature)
@@ -46,6 +47,7 @@ from nova_kvmx import quiesce
 from nova_kvmx import rescue
 from nova_kvmx import snapshot
 from nova_kvmx import storage
+from nova_kvmx.storage import rbd as rbd_storage
 from nova_kvmx import version
 from nova_kvmx import vif
 from nova_kvmx import volume_ops
@@ -74,6 +76,12 @@ class KVMXDriver(driver.ComputeDriver):
 
     def __init__(self, virtapi, read_only=False):
         super().__init__(virtapi)
+        # As Nova's libvirt driver: instance disks on RBD are raw images,
+        # so a qcow2 image is taken only when the image cache converts it.
+        self.capabilities = dict(
+            self.capabilities, supports_image_type_qcow2=not (
+                CONF.libvirt.images_type == 'rbd' and
+                not CONF.force_raw_images))
         # [neutron_physnet_<name>] and [neutron_tunnel], as Nova's libvirt
         # driver registers them once the configuration is loaded.
         nova.conf.neutron.register_dynamic_opts(CONF)
@@ -134,6 +142,9 @@ class KVMXDriver(driver.ComputeDriver):
         numa = resources.host_topology(self._host)
         os.makedirs(CONF.instances_path, mode=storage.DIR_MODE,
                     exist_ok=True)
+        network_cache = dict(volumes.settings().cachemodes).get(
+            'network', 'none')
+        self._storage.rbd = self._rbd_disks(network_cache)
         return spec.DriverSettings(
             virt_type=CONF.kvmx.virt_type,
             cpu_mode=CONF.kvmx.cpu_mode,
@@ -145,11 +156,27 @@ class KVMXDriver(driver.ComputeDriver):
             package_version=version.version_string(),
             disk_cache=('none' if storage.supports_direct_io(
                 CONF.instances_path) else 'writeback'),
+            network_disk_cache=network_cache,
             host_cpus=topology.guest_cpu_pools(
                 numa, topology.cpu_sets(self._host.get_online_cpus())),
             small_page_kb=topology.small_page_kb(numa),
             realtime_priority=CONF.kvmx.realtime_scheduler_priority,
             cpu_control=self._host.is_cpu_control_policy_capable())
+
+    def _rbd_disks(self, cache):
+        """The RBD disks of ``[libvirt] images_type = rbd`` (None for
+        local qcow2 disks), once the bindings and the libvirt secret QEMU
+        needs are found."""
+        settings = rbd_storage.settings_from_conf(CONF, cache)
+        if settings is None:
+            return None
+        rbd_storage.bindings()
+        disks = rbd_storage.RBDDisks(settings)
+        disks.check_secret(self._host.get_connection())
+        LOG.info('Instance disks on Ceph: pool %s as client.%s (%s)',
+                 settings.pool, settings.user or 'admin',
+                 settings.ceph_conf or 'default ceph.conf')
+        return disks
 
     def cleanup_host(self, host):
         self._host.close()
@@ -181,14 +208,23 @@ class KVMXDriver(driver.ComputeDriver):
     def get_available_resource(self, nodename):
         # With the node UUID of get_nodenames_by_uuid (see there).
         return dict(resources.available_resources(
-            self._host, CONF.instances_path, nodename, CONF.kvmx.virt_type),
-            uuid=self._host.get_node_uuid())
+            self._host, CONF.instances_path, nodename, CONF.kvmx.virt_type,
+            self._pool_usage()), uuid=self._host.get_node_uuid())
+
+    def _pool_usage(self):
+        """(total, used, free) GiB of the RBD pool holding the instance
+        disks, as Nova's libvirt driver reports DISK_GB with images_type
+        rbd; None for disks in the instances path."""
+        if self._storage.rbd is None:
+            return None
+        return self._storage.rbd.pool_usage_gb()
 
     def update_provider_tree(self, provider_tree, nodename, allocations=None):
         inventory = provider_tree.data(nodename).inventory
         resources.update_inventory(
             provider_tree, nodename,
-            resources.inventory_totals(self._host, CONF.instances_path),
+            resources.inventory_totals(self._host, CONF.instances_path,
+                                       self._pool_usage()),
             self._get_allocation_ratios(inventory))
         resources.update_traits(provider_tree, nodename, resources.cpu_traits(
             self._host.get_capabilities(),
@@ -219,27 +255,38 @@ class KVMXDriver(driver.ComputeDriver):
 
     def destroy(self, context, instance, network_info, block_device_info=None,
                 destroy_disks=True, destroy_secrets=True):
+        shared_disks = True
+        if (not destroy_disks and self._storage.shared_disks and
+                instance.task_state == task_states.RESIZE_REVERTING):
+            # The destination of a reverted resize: Nova keeps the disks
+            # (on RBD they are the source's, see
+            # check_instance_shared_storage_local), the copies of the
+            # other files made here go.
+            destroy_disks, shared_disks = True, False
         self._lifecycle.destroy(instance, network_info, destroy_disks,
-                                block_device_info, context)
+                                block_device_info, context, shared_disks)
 
     def cleanup(self, context, instance, network_info, block_device_info=None,
                 destroy_disks=True, migrate_data=None, destroy_vifs=True,
                 destroy_secrets=True):
         # As Nova's libvirt driver: after a live migration of a guest whose
-        # disks are all volumes, Nova keeps the "disks" (the volumes) but
-        # the instance directory (kernel, config drive, console log) goes
+        # disks are all volumes or on RBD, Nova keeps the disks but the
+        # instance directory (kernel, config drive, console log) goes
         # unless the destination shares it.
+        shared_disks = True
         if (not destroy_disks and migrate_data is not None and
                 migrate_data.obj_attr_is_set('is_shared_block_storage') and
                 migrate_data.is_shared_block_storage and
                 not migrate_data.is_shared_instance_path):
-            destroy_disks = True
+            destroy_disks, shared_disks = True, False
         self._lifecycle.destroy(instance, network_info if destroy_vifs else
                                 None, destroy_disks, block_device_info,
-                                context)
+                                context, shared_disks)
 
     def delete_instance_files(self, instance):
-        return self._storage.destroy(instance)
+        # The instance directory only (Nova calls it for instances that
+        # may live on another host now): disks on RBD go with destroy.
+        return self._storage.destroy(instance, shared_disks=False)
 
     def instance_on_disk(self, instance):
         return self._storage.exists(instance)
@@ -368,6 +415,10 @@ class KVMXDriver(driver.ComputeDriver):
             power_on, share_info)
 
     def check_instance_shared_storage_local(self, context, instance):
+        if self._storage.shared_disks:
+            # As Nova's libvirt driver with shared block storage: no
+            # check, the disks are shared (Nova keeps them).
+            return None
         return {'filename': self._storage.make_probe()}
 
     def check_instance_shared_storage_remote(self, context, data):

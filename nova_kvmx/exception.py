@@ -129,3 +129,14 @@ class UnsupportedVolumeDevice(exception.InvalidBDM):
 class VolumeConnectFailed(exception.VolumeAttachFailed):
     # Short: Nova keeps 255 characters of a fault's message.
     msg_fmt = ('Cannot connect volume %(volume_id)s: %(reason)s')
+
+
+class RBDStorageError(exception.StorageError):
+    # Short, cause first: Nova keeps 255 characters of a fault's message.
+    msg_fmt = ('Ceph RBD pool %(pool)s ([libvirt] images_type=rbd): '
+               '%(reason)s')
+
+
+class RBDImageExists(exception.InstanceExists):
+    msg_fmt = ('RBD image %(name)s exists already: the disks of instance '
+               '%(instance_uuid)s are not this spawn\'s to make')

@@ -37,6 +37,7 @@ from nova_kvmx import exception as kvmx_exception
 from nova_kvmx.guest import devices
 from nova_kvmx.guest import planner
 from nova_kvmx.guest import render
+from nova_kvmx.guest import spec
 from nova_kvmx.guest import volumes as guest_volumes
 from nova_kvmx import vif
 from nova_kvmx import vif_events
@@ -85,6 +86,7 @@ class GuestLifecycle(object):
                                      injected_files, admin_password,
                                      network_info, volume_backed)
         try:
+            self.check_rbd_disks(files, instance)
             self.volumes.connect_all(context, instance, bdms)
             try:
                 xml = self.domain_xml(context, instance, image_meta, files,
@@ -97,8 +99,26 @@ class GuestLifecycle(object):
                     self.volumes.disconnect_all(context, instance, bdms)
         except Exception:
             with excutils.save_and_reraise_exception():
-                self.storage.destroy(instance)
+                self.storage.discard(instance)
         LOG.info('Guest started', instance=instance)
+
+    def check_rbd_disks(self, files, instance):
+        """QEMU opens the instance's disks on RBD with the key in the
+        libvirt secret, not with this host's keyring: checked as for an
+        RBD volume, so that a wrong key or a cluster QEMU cannot reach
+        fails the spawn naming the cause, instead of blocking the guest
+        for Ceph's client_mount_timeout (300 s)."""
+        disk = next((d for d in (files.root_disk, files.ephemeral, files.swap)
+                     if isinstance(d, spec.RBDImage)), None)
+        if disk is None:
+            return
+
+        def failure(reason):
+            return kvmx_exception.RBDStorageError(
+                pool=disk.name.split('/')[0], reason='QEMU cannot open %s: '
+                '%s' % (disk.name, reason))
+
+        self.volumes.check_rbd(disk, instance, failure)
 
     def check_devices(self, instance, network_info):
         """Fail, naming the device, before anything is created or removed
@@ -189,10 +209,15 @@ class GuestLifecycle(object):
     # -- removal ------------------------------------------------------------
 
     def destroy(self, instance, network_info=None, destroy_disks=True,
-                block_device_info=None, context=None):
+                block_device_info=None, context=None, shared_disks=True):
         """Remove the domain, then unplug its ports (libvirt has let go of
         their devices by then), disconnect its volumes from this host and,
-        if asked, remove its files."""
+        if asked, remove its files (and, unless ``shared_disks`` is False,
+        its disks on RBD, which other hosts reach too).
+
+        :raises: RBDStorageError when its RBD disks cannot be removed
+            (deleting the server again retries)
+        """
         guest = self.find_guest(instance)
         if guest is not None:
             try:
@@ -205,7 +230,8 @@ class GuestLifecycle(object):
         self.volumes.disconnect_all(
             context, instance, host_volumes.mapping(block_device_info),
             force=True)
-        if destroy_disks and not self.storage.destroy(instance):
+        if destroy_disks and not self.storage.destroy(instance,
+                                                      shared_disks):
             # The delete goes on: Nova's _run_pending_deletes task calls
             # delete_instance_files again for deleted instances not cleaned.
             LOG.warning('Could not remove the files of the instance in %s; '

@@ -58,6 +58,7 @@ from nova_kvmx.guest import migration_xml
 from nova_kvmx.guest import numa
 from nova_kvmx.guest import volumes as guest_volumes
 from nova_kvmx import live_migration_job
+from nova_kvmx import storage as instance_storage
 from nova_kvmx import vif
 from nova_kvmx import volumes as host_volumes
 
@@ -71,6 +72,7 @@ LOG = logging.getLogger(__name__)
 # source cannot know.
 PASSTHROUGH_VNIC_TYPES = (network_model.VNIC_TYPES_DIRECT_PASSTHROUGH +
                           (network_model.VNIC_TYPE_MACVTAP,))
+_DISKS_WHERE = {True: 'on RBD', False: 'in files'}
 
 
 class LiveMigrations(object):
@@ -91,7 +93,7 @@ class LiveMigrations(object):
             self._compare_cpu(src_info['cpu_info'])
         data = objects.LibvirtLiveMigrateData()
         data.filename = self.storage.make_probe()
-        data.image_type = 'qcow2'
+        data.image_type = 'rbd' if self.storage.shared_disks else 'qcow2'
         data.graphics_listen_addr_vnc = self.settings().vnc_listen
         data.serial_listen_addr = None
         if block_migration is not None:
@@ -167,15 +169,17 @@ class LiveMigrations(object):
                        'by nova-kvmx: use live_migration_with_native_tls')
         for bdm in host_volumes.mapping(block_device_info):
             guest_volumes.check_supported(bdm['connection_info'])
+        self._check_image_type(data)
         shared = self.storage.sees_probe(data.filename)
         data.is_shared_instance_path = shared
         volume_backed = host_volumes.root_volume(block_device_info) \
             is not None
         # Every local disk of a guest lives in its instance directory; a
-        # guest whose disks are all volumes has nothing to copy (Nova's
-        # rule: volume-backed, no local disk).
+        # guest whose disks are all volumes or RBD images has nothing to
+        # copy (Nova's rule: shared block storage).
         data.is_shared_block_storage = shared or (
-            volume_backed and not self._local_disks(instance, True))
+            (volume_backed or self.storage.shared_disks) and
+            not self._local_disks(instance, volume_backed))
         on_shared = shared or data.is_shared_block_storage
         if 'block_migration' not in data:
             data.block_migration = not on_shared
@@ -196,6 +200,17 @@ class LiveMigrations(object):
             data.src_supports_numa_live_migration = True
         return data
 
+    def _check_image_type(self, data):
+        """Both hosts keep instance disks alike: on RBD, or in files."""
+        mine = 'rbd' if self.storage.shared_disks else 'qcow2'
+        theirs = data.image_type if 'image_type' in data else 'qcow2'
+        if (mine == 'rbd') != (theirs == 'rbd'):
+            raise exception.MigrationPreCheckError(
+                reason='this host keeps instance disks %s, the destination '
+                       '%s ([libvirt] images_type)' % (
+                           _DISKS_WHERE[mine == 'rbd'],
+                           _DISKS_WHERE[theirs == 'rbd']))
+
     def _check_disk_space(self, instance, data):
         key = 'disk_size' if data.disk_over_commit else 'virt_disk_size'
         needed = sum(d[key] for d in self.disk_info(instance))
@@ -210,17 +225,16 @@ class LiveMigrations(object):
         """The instance's writable local disks (what a block migration
         copies), by path."""
         files = self.storage.files_of(instance, volume_backed)
-        return [path for path in (files.root_disk, files.ephemeral,
-                                  files.swap)
-                if path and os.path.exists(path)]
+        return [path for path in instance_storage.local_disks(files)
+                if os.path.exists(path)]
 
     def disk_info(self, instance):
         """The instance's local disks, as Nova's get_instance_disk_info
         describes them (a list of dicts)."""
         files = self.storage.files_of(instance)
         result = []
-        for path in (files.root_disk, files.ephemeral, files.swap,
-                     files.config_drive):
+        for path in instance_storage.local_disks(files) + [
+                files.config_drive]:
             if not path or not os.path.exists(path):
                 continue
             info = images.qemu_img_info(path)
@@ -258,7 +272,8 @@ class LiveMigrations(object):
                 context, instance, instance.image_meta,
                 network_info=network_info, volume_backed=(
                     host_volumes.root_volume(block_device_info)
-                    is not None))
+                    is not None),
+                disks=not data.is_shared_block_storage)
         volumes = self.lifecycle.volumes
         connected = False
         try:
@@ -272,7 +287,7 @@ class LiveMigrations(object):
                 if connected:
                     volumes.disconnect_all(context, instance, bdms)
                 if created:
-                    self.storage.destroy(instance)
+                    self.storage.discard(instance, shared_disks=False)
         data.target_connect_addr = CONF.libvirt.live_migration_inbound_addr
         data.serial_listen_ports = []
         data.supported_perf_events = []
@@ -344,7 +359,8 @@ class LiveMigrations(object):
             context, instance, host_volumes.mapping(block_device_info),
             force=True)
         if data is not None and not data.is_shared_instance_path:
-            self.storage.destroy(instance)
+            # The source's guest keeps its disks on RBD.
+            self.storage.destroy(instance, shared_disks=False)
 
     # -- source: the migration ----------------------------------------------
 

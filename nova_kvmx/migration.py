@@ -31,6 +31,12 @@ Volumes are not copied: the source disconnects them once the guest is
 stopped, the destination connects them with the connection info Cinder
 gave it (Nova's compute manager moves the attachments), and a revert
 connects them at the source again.
+
+Disks on RBD (``[libvirt] images_type = rbd``) are not copied either:
+every host reaches them. As Nova's libvirt driver does, the destination
+takes an RBD snapshot (``nova-resize``) of the root and ephemeral disks
+before it grows them; a revert rolls them back to it (their size too), a
+confirmation removes it; the swap disk is made afresh at each end.
 """
 
 import os
@@ -50,6 +56,7 @@ from oslo_utils import units
 from oslo_utils import uuidutils
 
 from nova_kvmx import storage as instance_storage
+from nova_kvmx.storage import rbd as rbd_storage
 from nova_kvmx import vif_events
 from nova_kvmx import volumes as host_volumes
 
@@ -185,6 +192,8 @@ class ColdMigration(object):
 
     def confirm_migration(self, context, migration, instance, network_info):
         shutil.rmtree(self.resize_dir(instance), ignore_errors=True)
+        if self.storage.rbd is not None:
+            self.storage.rbd.drop_resize_snapshot(instance)
         LOG.info('Move confirmed: the old files are gone', instance=instance)
 
     # -- destination ----------------------------------------------------------
@@ -213,6 +222,10 @@ class ColdMigration(object):
     def adopt_files(self, context, instance, inst_dir):
         """Make the copied files this host's: their bases in the image
         cache, sizes of the new flavor, a fresh swap, private modes."""
+        if self.storage.rbd is not None:
+            self.resize_rbd_disks(instance)
+            instance_storage.seal(inst_dir)
+            return
         flavor = instance.flavor
         for name in ('disk', 'disk.eph0'):
             path = os.path.join(inst_dir, name)
@@ -224,14 +237,38 @@ class ColdMigration(object):
         if flavor.ephemeral_gb and os.path.exists(ephemeral):
             grow(ephemeral, flavor.ephemeral_gb)
         elif flavor.ephemeral_gb:
-            self.storage.create_ephemeral(inst_dir, flavor.ephemeral_gb)
+            self.storage.create_ephemeral(instance, flavor.ephemeral_gb)
         swap = os.path.join(inst_dir, 'disk.swap')
         if os.path.exists(swap):
             os.unlink(swap)
         if flavor.swap:
             # Swap holds nothing to keep: a fresh one of the new size.
-            self.storage.create_swap(inst_dir, flavor.swap)
+            self.storage.create_swap(instance, flavor.swap)
         instance_storage.seal(inst_dir)
+
+    def resize_rbd_disks(self, instance):
+        """The disks on RBD at the new flavor's sizes, after a snapshot
+        for a revert: root and ephemeral grown (or a new ephemeral
+        disk), a fresh swap disk."""
+        rbd = self.storage.rbd
+        flavor = instance.flavor
+        rbd.snapshot_for_resize(instance)
+        on_rbd = rbd.disks_of(instance)
+        if rbd_storage.ROOT in on_rbd and flavor.root_gb:
+            rbd.grow(instance, rbd_storage.ROOT, flavor.root_gb * units.Gi)
+        if rbd_storage.EPHEMERAL in on_rbd and flavor.ephemeral_gb:
+            rbd.grow(instance, rbd_storage.EPHEMERAL,
+                     flavor.ephemeral_gb * units.Gi)
+        elif flavor.ephemeral_gb:
+            self.storage.create_ephemeral(instance, flavor.ephemeral_gb)
+        self.fresh_rbd_swap(instance, on_rbd)
+
+    def fresh_rbd_swap(self, instance, on_rbd):
+        """Swap holds nothing to keep: one of the flavor's size."""
+        if rbd_storage.SWAP in on_rbd:
+            self.storage.rbd.remove(instance, [rbd_storage.SWAP])
+        if instance.flavor.swap:
+            self.storage.create_swap(instance, instance.flavor.swap)
 
     def rebase_onto_local_cache(self, context, instance, overlay):
         """An overlay from another host needs its base in this host's
@@ -293,6 +330,11 @@ class ColdMigration(object):
         if os.path.exists(self.resize_dir(instance)):
             shutil.rmtree(inst_dir, ignore_errors=True)
             os.rename(self.resize_dir(instance), inst_dir)
+        if self.storage.rbd is not None:
+            # Nova restored the old flavor: the disks as they were.
+            self.storage.rbd.revert_resize(instance)
+            self.fresh_rbd_swap(instance,
+                                self.storage.rbd.disks_of(instance))
         self.start_or_define(
             context, instance, network_info, power_on, block_device_info,
             vif_events.for_plug(network_info,

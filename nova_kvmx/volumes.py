@@ -359,41 +359,46 @@ class HostVolumes(object):
 
     # -- RBD --------------------------------------------------------------
 
-    def check_rbd(self, disk, instance):
+    def check_rbd(self, disk, instance, failure=None):
         """Check, before QEMU is asked to open it, that this host can open
         the RBD volume as the guest will: the libvirt secret exists, a
         monitor accepts connections, and the image opens with that user
         and key, each within ``[libvirt] rbd_connect_timeout`` seconds.
 
+        :param disk: a guest.volumes.VolumeDisk, or a spec.RBDImage (an
+            instance disk on RBD)
+        :param failure: makes the error of a reason; VolumeConnectFailed
+            naming the volume by default
         :returns: qemu-img's information on the image (a dict), None when
             the key cannot be read (a private libvirt secret)
         """
+        if failure is None:
+            def failure(reason):
+                return exception.VolumeConnectFailed(
+                    volume_id=disk.volume_id, reason=reason)
+        what = getattr(disk, 'volume_id', None) or disk.name
         timeout = CONF.libvirt.rbd_connect_timeout
-        key = self._secret_value(disk)
+        key = self._secret_value(disk, failure)
         monitors = ['%s:%s' % (h, p or CEPH_MON_PORT)
                     for h, p in disk.hosts]
         if disk.hosts and not any(_accepts(h, p or CEPH_MON_PORT, timeout)
                                   for h, p in disk.hosts):
-            raise exception.VolumeConnectFailed(
-                volume_id=disk.volume_id, reason='no Ceph monitor answers '
-                'at %s (%d s, [libvirt] rbd_connect_timeout)' % (
-                    ', '.join(monitors), timeout))
+            raise failure('no Ceph monitor answers at %s (%d s, [libvirt] '
+                          'rbd_connect_timeout)' % (', '.join(monitors),
+                                                    timeout))
         if disk.auth_secret_uuid and key is None:
-            LOG.info('libvirt secret %s is private: volume %s is given to '
-                     'QEMU without checking that it opens',
-                     disk.auth_secret_uuid, disk.volume_id,
-                     instance=instance)
+            LOG.info('libvirt secret %s is private: %s is given to QEMU '
+                     'without checking that it opens',
+                     disk.auth_secret_uuid, what, instance=instance)
             return None
         start = time.monotonic()
         info, error = self._open_rbd(disk, key, timeout)
         if error is None:
-            LOG.debug('RBD volume %s opens as client.%s (%.2f s)',
-                      disk.volume_id, disk.auth_username,
-                      time.monotonic() - start, instance=instance)
+            LOG.debug('RBD image of %s opens as client.%s (%.2f s)', what,
+                      disk.auth_username, time.monotonic() - start,
+                      instance=instance)
             return info
-        raise exception.VolumeConnectFailed(
-            volume_id=disk.volume_id, reason=_rbd_reason(
-                disk, error, monitors, timeout))
+        raise failure(_rbd_reason(disk, error, monitors, timeout))
 
     def rbd_size(self, disk):
         """The size in bytes of the disk's RBD image, read as QEMU would
@@ -405,7 +410,7 @@ class HostVolumes(object):
                 'libvirt secret %s is private' % disk.auth_secret_uuid)
         return info['virtual-size']
 
-    def _secret_value(self, disk):
+    def _secret_value(self, disk, failure):
         """The key of the disk's libvirt secret, None for a private one or
         a disk without cephx."""
         if not disk.auth_secret_uuid:
@@ -416,10 +421,10 @@ class HostVolumes(object):
         except libvirt.libvirtError as ex:
             if ex.get_error_code() != libvirt.VIR_ERR_NO_SECRET:
                 raise
-            raise exception.VolumeConnectFailed(
-                volume_id=disk.volume_id, reason='libvirt secret %s (client.'
-                '%s\'s key) is not defined on this host' % (
-                    disk.auth_secret_uuid, disk.auth_username)) from ex
+            raise failure('libvirt secret %s (client.%s\'s key) is not '
+                          'defined on this host' % (
+                              disk.auth_secret_uuid,
+                              disk.auth_username)) from ex
         try:
             return secret.value()
         except libvirt.libvirtError as ex:

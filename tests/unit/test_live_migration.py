@@ -211,7 +211,8 @@ class RollbackTest(testtools.TestCase):
             {'block_device_mapping': bdms}, 'ctxt')
         lifecycle.volumes.disconnect_all.assert_called_once_with(
             'ctxt', mock.ANY, bdms, force=True)
-        migrations.storage.destroy.assert_called_once_with(mock.ANY)
+        migrations.storage.destroy.assert_called_once_with(
+            mock.ANY, shared_disks=False)
 
     def test_source_lets_go_of_the_volumes(self):
         lifecycle = mock.Mock()
