@@ -22,12 +22,10 @@ on each disk and writes a token to a blank one, so data written through
 one server is read back through another.
 """
 
-import json
 import os
 import time
 
 import libvirt
-import libvirt_qemu
 from lxml import etree
 
 from tests.functional import base
@@ -462,12 +460,6 @@ class VolumeBackedSnapshotRescueTest(VolumeTestCase):
             if time.monotonic() > deadline:
                 self.fail('%r not logged after %ds' % (text, timeout))
             time.sleep(0.5)
-
-    def freeze_status(self, server):
-        reply = libvirt_qemu.qemuAgentCommand(
-            self.domain(server),
-            json.dumps({'execute': 'guest-fsfreeze-status'}), 30, 0)
-        return json.loads(reply)['return']
 
     def wait_for_snapshot_image(self, image_id, timeout=base.STATE_TIMEOUT):
         deadline = time.monotonic() + timeout

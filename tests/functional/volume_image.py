@@ -34,7 +34,6 @@ server booted from a volume made of it reports that token for ``vda``.
 
 import os
 import re
-import threading
 
 from oslo_concurrency import processutils
 
@@ -113,23 +112,15 @@ def build_root_disk(dest_path, size_mb=16):
     return dest_path
 
 
-_cache = {}
-_cache_lock = threading.Lock()
-
-
 def get_artifacts():
     """Build (once per process) and return a ``GuestArtifacts`` tuple, in
     guest_image's cache directory."""
-    with _cache_lock:
-        if 'artifacts' not in _cache:
-            plain = guest_image.get_guest_artifacts()
-            tmpdir = os.path.dirname(plain.initramfs)
-            _cache['artifacts'] = plain._replace(
-                initramfs=build_initramfs(
-                    os.path.join(tmpdir, 'volume-initramfs.cpio.gz')),
-                root_disk=build_root_disk(
-                    os.path.join(tmpdir, 'volume-root.raw')))
-        return _cache['artifacts']
+    return guest_image.variant(
+        'volume',
+        initramfs=lambda tmpdir: build_initramfs(
+            os.path.join(tmpdir, 'volume-initramfs.cpio.gz')),
+        root_disk=lambda tmpdir: build_root_disk(
+            os.path.join(tmpdir, 'volume-root.raw')))
 
 
 def events(console):
