@@ -73,7 +73,10 @@ def files(kernel=False, ramdisk=False, config_drive=False, ephemeral=False,
         swap=INST_DIR + '/disk.swap' if swap else None)
 
 
-def rbd_image(disk, user='nova', secret='5f0ad6c6-6c2b-4a1e-9d3e-2b0d8f1c9e11'):
+RBD_SECRET = '5f0ad6c6-6c2b-4a1e-9d3e-2b0d8f1c9e11'
+
+
+def rbd_image(disk, user='nova', secret=RBD_SECRET):
     """An instance disk on RBD, as storage gives it with [libvirt]
     images_type=rbd."""
     return spec.RBDImage(
