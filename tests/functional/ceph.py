@@ -188,3 +188,27 @@ def _leave(fixture):
         if others:
             return
         fixture.down(purge=True)
+
+
+# Debian's python3-rados and python3-rbd (built for its Python 3.11, whose
+# ABI the venv's Python shares).
+DEBIAN_BINDINGS = '/usr/lib/python3/dist-packages'
+
+
+def python_bindings():
+    """Make Debian's rados and rbd modules importable in this process, and
+    only those (the rest of Debian's dist-packages must not shadow the
+    venv's packages): links to them in a directory put on sys.path, as an
+    operator links them into nova-compute's venv (README)."""
+    directory = os.path.join(os.environ.get('KVMX_TEST_DIR', '/var/tmp'),
+                             'kvmx-ceph-python')
+    os.makedirs(directory, exist_ok=True)
+    for name in os.listdir(DEBIAN_BINDINGS):
+        if name.split('.')[0] in ('rados', 'rbd') and name.endswith('.so'):
+            link = os.path.join(directory, name)
+            try:
+                os.symlink(os.path.join(DEBIAN_BINDINGS, name), link)
+            except FileExistsError:
+                pass
+    if directory not in sys.path:
+        sys.path.append(directory)
