@@ -222,7 +222,10 @@ def cause(ex, settings):
         text = lines[-1] if lines else ex.description
     if isinstance(ex, RuntimeError) and 'python libraries' in text:
         return 'the rados and rbd Python bindings are missing'
-    if 'timed out' in text.lower() or 'Connection timed out' in text:
+    if 'conf_read_file' in text:
+        return 'cannot read %s ([libvirt] images_rbd_ceph_conf)' % (
+            settings.ceph_conf or 'the default ceph.conf (/etc/ceph)')
+    if 'timed out' in text.lower():
         return ('no Ceph monitor answered within %d s ([libvirt] '
                 'rbd_connect_timeout; monitors of %s)' % (
                     settings.connect_timeout,

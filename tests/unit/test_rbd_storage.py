@@ -139,6 +139,9 @@ class CauseTest(testtools.TestCase):
                    'Operation not permitted'),
          'client.nova may not do this (its caps): rbd: error opening '
          'pool: (1) Operation not permitted'),
+        (FakeRadosError('RADOS object not found (error calling '
+                        'conf_read_file)'),
+         'cannot read /etc/ceph/ceph.conf ([libvirt] images_rbd_ceph_conf)'),
         (RuntimeError('rbd python libraries not found'),
          'the rados and rbd Python bindings are missing'),
     )
