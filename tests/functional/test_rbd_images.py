@@ -399,6 +399,26 @@ class RBDFaultsTest(RBDImagesMixin, base.RealLibvirtTestCase):
         self.start_compute()
         self.boot_fails('QEMU cannot open %s/' % POOL)
 
+    def test_image_elsewhere_is_fetched_and_imported(self):
+        """An image Glance does not keep in this cluster: fetched into the
+        image cache and imported, grown to the flavor's root disk."""
+        self.use_rbd(user='nova')
+        self.start_compute()
+        flavor_id = self._create_flavor(name='kvmx.rbd.1g', vcpu=1,
+                                        memory_mb=256, disk=1)
+        server = self._create_server(
+            image_uuid=self.create_volume_guest_image(),
+            flavor_id=flavor_id, networks='none', expected_state='BUILD')
+        server = self.wait_for_status(server, 'ACTIVE')
+        self.wait_for_disks(server, [
+            ('vda', 'read', volume_image.IMAGE_TOKEN, GiB)])
+        self.assertEqual(['%s_disk' % server['id']], self.rbd_disks(server))
+        info = self.rbd_info(server)
+        self.assertNotIn('parent', info)
+        self.assertEqual(GiB, info['size'])
+        self._delete_server(server)
+        self.assert_nothing_of(server)
+
     def test_snapshot_uploaded_when_glance_pool_is_read_only(self):
         """As Ceph's guide makes client.nova (Glance's pool read-only), a
         snapshot is exported and uploaded."""
