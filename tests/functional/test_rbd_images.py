@@ -405,7 +405,7 @@ class RBDFaultsTest(RBDImagesMixin, base.RealLibvirtTestCase):
         self.use_rbd(user='nova')
         self.start_compute()
         flavor_id = self._create_flavor(name='kvmx.rbd.1g', vcpu=1,
-                                        memory_mb=256, disk=1)
+                                        memory_mb=256, disk=1, ephemeral=0)
         server = self._create_server(
             image_uuid=self.create_volume_guest_image(),
             flavor_id=flavor_id, networks='none', expected_state='BUILD')
