@@ -38,6 +38,7 @@ from oslo_utils import units
 from nova_kvmx.guest import disk_names
 from nova_kvmx.guest import render_volumes
 from nova_kvmx.guest import volumes as guest_volumes
+from nova_kvmx import safe_xml
 
 try:
     import libvirt
@@ -328,7 +329,7 @@ class VolumeOperations(object):
         for disk in guest.get_all_disks():
             if disk.serial == vid:
                 return disk.target_dev
-        root = etree.fromstring(guest.get_xml_desc(dump_inactive=True))
+        root = safe_xml.fromstring(guest.get_xml_desc(dump_inactive=True))
         for disk in root.findall('./devices/disk'):
             if vid in (disk.findtext('serial'),
                        (disk.find('alias') if disk.find('alias') is not None
@@ -397,7 +398,7 @@ def swapped_definition(live_xml, name, conf):
     volume of ``conf``: the running domain's XML, where the guest-visible
     serial and the alias are still the old volume's until it restarts,
     with the new volume's."""
-    root = etree.fromstring(live_xml)
+    root = safe_xml.fromstring(live_xml)
     for disk in root.findall('./devices/disk'):
         target = disk.find('target')
         if target is None or target.get('dev') != name:
