@@ -13,17 +13,19 @@
 """The compute driver Nova loads: a facade of short delegations.
 
 Each method hands its work to the module that owns it (host/, guest/,
-lifecycle, storage, console); Nova's objects stop at these modules'
-boundaries.
+lifecycle, storage, volumes, console); Nova's objects stop at these
+modules' boundaries.
 """
 
 import os
 
+from nova.compute import task_states
 from nova import context as nova_context
 import nova.conf
 from nova import objects  # noqa: F401 (named in a signature)
 import nova.conf.neutron
 from nova.virt import driver
+from nova.virt.libvirt import event as libvirtevent
 import os_vif
 from oslo_log import log as logging
 from oslo_serialization import jsonutils
@@ -34,6 +36,7 @@ from nova_kvmx.guest import planner
 from nova_kvmx.guest import spec
 from nova_kvmx.host import availability
 from nova_kvmx.host import connection
+from nova_kvmx.host import device_events
 from nova_kvmx.host import iommu
 from nova_kvmx.host import resources
 from nova_kvmx.host import topology
@@ -44,8 +47,11 @@ from nova_kvmx import quiesce
 from nova_kvmx import rescue
 from nova_kvmx import snapshot
 from nova_kvmx import storage
+from nova_kvmx.storage import rbd as rbd_storage
 from nova_kvmx import version
 from nova_kvmx import vif
+from nova_kvmx import volume_ops
+from nova_kvmx import volumes
 
 CONF = nova.conf.CONF
 LOG = logging.getLogger(__name__)
@@ -63,10 +69,19 @@ class KVMXDriver(driver.ComputeDriver):
         supports_image_type_raw=True,
         supports_pcpus=True,
         supports_attach_interface=True,
+        supports_extend_volume=True,
+        supports_multiattach=True,
+        supports_bfv_rescue=True,
     )
 
     def __init__(self, virtapi, read_only=False):
         super().__init__(virtapi)
+        # As Nova's libvirt driver: instance disks on RBD are raw images,
+        # so a qcow2 image is taken only when the image cache converts it.
+        self.capabilities = dict(
+            self.capabilities, supports_image_type_qcow2=not (
+                CONF.libvirt.images_type == 'rbd' and
+                not CONF.force_raw_images))
         # [neutron_physnet_<name>] and [neutron_tunnel], as Nova's libvirt
         # driver registers them once the configuration is loaded.
         nova.conf.neutron.register_dynamic_opts(CONF)
@@ -81,9 +96,15 @@ class KVMXDriver(driver.ComputeDriver):
         self._settings = None
         self._network = vif.GuestNetwork(
             self._host, CONF.libvirt.device_detach_timeout)
+        self._volumes = volumes.HostVolumes(self._host)
+        self._device_events = device_events.DeviceEvents()
+        self._volume_ops = volume_ops.VolumeOperations(
+            self._host, self._volumes, self._device_events,
+            CONF.kvmx.snapshot_timeout)
         self._lifecycle = lifecycle.GuestLifecycle(
             self._host, self._storage, self._get_settings,
-            CONF.kvmx.domain_start_timeout, self._network, self.virtapi)
+            CONF.kvmx.domain_start_timeout, self._network, self.virtapi,
+            self._volumes)
         self._snapshots = snapshot.Snapshotter(
             self._lifecycle, self._storage, CONF.kvmx.snapshot_timeout)
         self._moves = migration.ColdMigration(self._lifecycle, self._storage)
@@ -104,6 +125,7 @@ class KVMXDriver(driver.ComputeDriver):
             self._host.close()
             raise
         os_vif.initialize()
+        volumes.check_multipath()
         if CONF.pci.device_spec:
             for problem in iommu.problems(iommu.read_facts()):
                 LOG.warning('PCI passthrough is configured ([pci] '
@@ -120,6 +142,9 @@ class KVMXDriver(driver.ComputeDriver):
         numa = resources.host_topology(self._host)
         os.makedirs(CONF.instances_path, mode=storage.DIR_MODE,
                     exist_ok=True)
+        network_cache = dict(volumes.settings().cachemodes).get(
+            'network', 'none')
+        self._storage.rbd = self._rbd_disks(network_cache)
         return spec.DriverSettings(
             virt_type=CONF.kvmx.virt_type,
             cpu_mode=CONF.kvmx.cpu_mode,
@@ -131,17 +156,42 @@ class KVMXDriver(driver.ComputeDriver):
             package_version=version.version_string(),
             disk_cache=('none' if storage.supports_direct_io(
                 CONF.instances_path) else 'writeback'),
+            network_disk_cache=network_cache,
             host_cpus=topology.guest_cpu_pools(
                 numa, topology.cpu_sets(self._host.get_online_cpus())),
             small_page_kb=topology.small_page_kb(numa),
             realtime_priority=CONF.kvmx.realtime_scheduler_priority,
             cpu_control=self._host.is_cpu_control_policy_capable())
 
+    def _rbd_disks(self, cache):
+        """The RBD disks of ``[libvirt] images_type = rbd`` (None for
+        local qcow2 disks), once the bindings and the libvirt secret QEMU
+        needs are found."""
+        settings = rbd_storage.settings_from_conf(CONF, cache)
+        if settings is None:
+            return None
+        rbd_storage.bindings()
+        disks = rbd_storage.RBDDisks(settings)
+        disks.check_secret(self._host.get_connection())
+        LOG.info('Instance disks on Ceph: pool %s as client.%s (%s)',
+                 settings.pool, settings.user or 'admin',
+                 settings.ceph_conf or 'default ceph.conf')
+        return disks
+
     def cleanup_host(self, host):
         self._host.close()
 
     def _get_settings(self):
         return self._settings
+
+    def emit_event(self, event):
+        """libvirt's device events go to the detach waiting for them; the
+        others to Nova's compute manager."""
+        if isinstance(event, libvirtevent.DeviceEvent):
+            if not self._device_events.notify(event):
+                LOG.debug('No one waits for %s', event)
+            return
+        super().emit_event(event)
 
     def _handle_conn_event(self, enabled, reason):
         LOG.warning('libvirt connection %s: %s',
@@ -158,14 +208,23 @@ class KVMXDriver(driver.ComputeDriver):
     def get_available_resource(self, nodename):
         # With the node UUID of get_nodenames_by_uuid (see there).
         return dict(resources.available_resources(
-            self._host, CONF.instances_path, nodename, CONF.kvmx.virt_type),
-            uuid=self._host.get_node_uuid())
+            self._host, CONF.instances_path, nodename, CONF.kvmx.virt_type,
+            self._pool_usage()), uuid=self._host.get_node_uuid())
+
+    def _pool_usage(self):
+        """(total, used, free) GiB of the RBD pool holding the instance
+        disks, as Nova's libvirt driver reports DISK_GB with images_type
+        rbd; None for disks in the instances path."""
+        if self._storage.rbd is None:
+            return None
+        return self._storage.rbd.pool_usage_gb()
 
     def update_provider_tree(self, provider_tree, nodename, allocations=None):
         inventory = provider_tree.data(nodename).inventory
         resources.update_inventory(
             provider_tree, nodename,
-            resources.inventory_totals(self._host, CONF.instances_path),
+            resources.inventory_totals(self._host, CONF.instances_path,
+                                       self._pool_usage()),
             self._get_allocation_ratios(inventory))
         resources.update_traits(provider_tree, nodename, resources.cpu_traits(
             self._host.get_capabilities(),
@@ -196,16 +255,38 @@ class KVMXDriver(driver.ComputeDriver):
 
     def destroy(self, context, instance, network_info, block_device_info=None,
                 destroy_disks=True, destroy_secrets=True):
-        self._lifecycle.destroy(instance, network_info, destroy_disks)
+        shared_disks = True
+        if (not destroy_disks and self._storage.shared_disks and
+                instance.task_state == task_states.RESIZE_REVERTING):
+            # The destination of a reverted resize: Nova keeps the disks
+            # (on RBD they are the source's, see
+            # check_instance_shared_storage_local), the copies of the
+            # other files made here go.
+            destroy_disks, shared_disks = True, False
+        self._lifecycle.destroy(instance, network_info, destroy_disks,
+                                block_device_info, context, shared_disks)
 
     def cleanup(self, context, instance, network_info, block_device_info=None,
                 destroy_disks=True, migrate_data=None, destroy_vifs=True,
                 destroy_secrets=True):
+        # As Nova's libvirt driver: after a live migration of a guest whose
+        # disks are all volumes or on RBD, Nova keeps the disks but the
+        # instance directory (kernel, config drive, console log) goes
+        # unless the destination shares it.
+        shared_disks = True
+        if (not destroy_disks and migrate_data is not None and
+                migrate_data.obj_attr_is_set('is_shared_block_storage') and
+                migrate_data.is_shared_block_storage and
+                not migrate_data.is_shared_instance_path):
+            destroy_disks, shared_disks = True, False
         self._lifecycle.destroy(instance, network_info if destroy_vifs else
-                                None, destroy_disks)
+                                None, destroy_disks, block_device_info,
+                                context, shared_disks)
 
     def delete_instance_files(self, instance):
-        return self._storage.destroy(instance)
+        # The instance directory only (Nova calls it for instances that
+        # may live on another host now): disks on RBD go with destroy.
+        return self._storage.destroy(instance, shared_disks=False)
 
     def instance_on_disk(self, instance):
         return self._storage.exists(instance)
@@ -214,14 +295,16 @@ class KVMXDriver(driver.ComputeDriver):
                block_device_info=None, bad_volumes_callback=None,
                accel_info=None, share_info=None):
         self._lifecycle.reboot(context, instance, reboot_type,
-                               CONF.kvmx.soft_reboot_timeout, network_info)
+                               CONF.kvmx.soft_reboot_timeout, network_info,
+                               block_device_info)
 
     def power_off(self, instance, timeout=0, retry_interval=0):
         self._lifecycle.power_off(instance, timeout, retry_interval)
 
     def power_on(self, context, instance, network_info,
                  block_device_info=None, accel_info=None, share_info=None):
-        self._lifecycle.power_on(context, instance, network_info)
+        self._lifecycle.power_on(context, instance, network_info,
+                                 block_device_info)
 
     def pause(self, instance):
         self._lifecycle.pause(instance)
@@ -234,12 +317,13 @@ class KVMXDriver(driver.ComputeDriver):
 
     def resume(self, context, instance, network_info, block_device_info=None,
                share_info=None):
-        self._lifecycle.resume(instance)
+        self._lifecycle.resume(instance, context, block_device_info)
 
     def resume_state_on_host_boot(self, context, instance, network_info,
                                   share_info, block_device_info=None):
         self._lifecycle.resume_state_on_host_boot(context, instance,
-                                                  network_info)
+                                                  network_info,
+                                                  block_device_info)
 
     # -- ports ----------------------------------------------------------------
 
@@ -250,6 +334,45 @@ class KVMXDriver(driver.ComputeDriver):
     def detach_interface(self, context, instance, vif):
         self._network.detach_interface(instance, instance.image_meta, vif,
                                        CONF.kvmx.virt_type)
+
+    # -- volumes --------------------------------------------------------------
+
+    def get_volume_connector(self, instance):
+        return volumes.connector_properties()
+
+    def attach_volume(self, context, connection_info, instance, mountpoint,
+                      disk_bus=None, device_type=None, encryption=None):
+        self._volume_ops.attach(context, connection_info, instance,
+                                mountpoint, disk_bus, device_type, encryption)
+
+    def detach_volume(self, context, connection_info, instance, mountpoint,
+                      encryption=None):
+        self._volume_ops.detach(context, connection_info, instance,
+                                mountpoint, encryption)
+
+    def extend_volume(self, context, connection_info, instance,
+                      requested_size):
+        self._volume_ops.extend(context, connection_info, instance,
+                                requested_size)
+
+    def swap_volume(self, context, old_connection_info, new_connection_info,
+                    instance, mountpoint, resize_to):
+        self._volume_ops.swap(context, old_connection_info,
+                              new_connection_info, instance, mountpoint,
+                              resize_to)
+
+    def default_root_device_name(self, instance, image_meta, root_bdm):
+        return self._volume_ops.default_root_device_name(
+            instance, image_meta, root_bdm)
+
+    def default_device_names_for_instance(self, instance, root_device_name,
+                                          *block_device_lists):
+        self._volume_ops.default_device_names(instance, root_device_name,
+                                              *block_device_lists)
+
+    def get_device_name_for_instance(self, instance, bdms, block_device_obj):
+        return self._volume_ops.device_name_for(instance, bdms,
+                                                block_device_obj)
 
     # -- rescue ---------------------------------------------------------------
 
@@ -292,6 +415,10 @@ class KVMXDriver(driver.ComputeDriver):
             power_on, share_info)
 
     def check_instance_shared_storage_local(self, context, instance):
+        if self._storage.shared_disks:
+            # As Nova's libvirt driver with shared block storage: no
+            # check, the disks are shared (Nova keeps them).
+            return None
         return {'filename': self._storage.make_probe()}
 
     def check_instance_shared_storage_remote(self, context, data):
@@ -376,6 +503,11 @@ class KVMXDriver(driver.ComputeDriver):
     def live_migration_abort(self, instance):
         self._live_migrations.abort(instance)
 
+    def post_live_migration(self, context, instance, block_device_info,
+                            migrate_data=None):
+        self._live_migrations.post_live_migration(context, instance,
+                                                  block_device_info)
+
     def post_live_migration_at_source(self, context, instance, network_info):
         self._live_migrations.post_at_source(instance, network_info)
 
@@ -397,4 +529,4 @@ class KVMXDriver(driver.ComputeDriver):
                                                destroy_disks=True,
                                                migrate_data=None):
         self._live_migrations.rollback_at_destination(
-            instance, network_info, migrate_data)
+            instance, network_info, migrate_data, block_device_info, context)

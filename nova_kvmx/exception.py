@@ -66,10 +66,6 @@ class VIFPlugFailed(exception.VirtualInterfacePlugException):
     msg_fmt = ('Could not plug port %(port_id)s: %(reason)s')
 
 
-class UnsupportedDisks(exception.InternalError):
-    msg_fmt = ('nova-kvmx does not support %(what)s yet: %(detail)s')
-
-
 class LibvirtUnreachable(exception.HypervisorUnavailable,
                          exception.VirtDriverNotReady):
     # Also "driver not ready": Nova's periodic tasks (resource update,
@@ -113,3 +109,34 @@ class VIFPlugTimedOut(exception.VirtualInterfaceCreateException):
 class VIFPlugReportedFailed(exception.VirtualInterfaceCreateException):
     msg_fmt = ('Neutron reported that plugging port %(port_id)s failed '
                '(network-vif-plugged with status failed)')
+
+
+class UnsupportedVolumeType(exception.VolumeDriverNotFound):
+    msg_fmt = ('nova-kvmx does not attach %(driver_type)s volumes (volume '
+               '%(volume_id)s); it attaches %(supported)s volumes')
+
+
+class InvalidConnectionInfo(exception.VolumeAttachFailed):
+    msg_fmt = ('Volume %(volume_id)s cannot be given to the guest: its '
+               'connection info is invalid: %(reason)s')
+
+
+class UnsupportedVolumeDevice(exception.InvalidBDM):
+    msg_fmt = ('Volume %(volume_id)s cannot be given to the guest as '
+               '%(what)s: %(reason)s')
+
+
+class VolumeConnectFailed(exception.VolumeAttachFailed):
+    # Short: Nova keeps 255 characters of a fault's message.
+    msg_fmt = ('Cannot connect volume %(volume_id)s: %(reason)s')
+
+
+class RBDStorageError(exception.StorageError):
+    # Short, cause first: Nova keeps 255 characters of a fault's message.
+    msg_fmt = ('Ceph RBD pool %(pool)s ([libvirt] images_type=rbd): '
+               '%(reason)s')
+
+
+class RBDImageExists(exception.InstanceExists):
+    msg_fmt = ('RBD image %(name)s exists already: the disks of instance '
+               '%(instance_uuid)s are not this spawn\'s to make')

@@ -19,7 +19,9 @@ undone when a later one fails, graceful shutdowns wait with a deadline and
 fall back to a hard stop, and a hard reboot re-renders the domain from the
 instance so the guest always realises what Nova currently holds. A guest
 whose ports Neutron has yet to wire starts paused and runs once Neutron
-reports them plugged (:mod:`nova_kvmx.vif_events`).
+reports them plugged (:mod:`nova_kvmx.vif_events`). Volumes are connected
+on the host before the domain is created, every time it is (spawn, hard
+reboot, power on), and disconnected when it is removed for good.
 """
 
 import re
@@ -27,7 +29,6 @@ import time
 
 from nova.compute import power_state
 from nova import exception
-from nova.virt import driver
 from nova.virt.libvirt import guest as libvirt_guest
 from oslo_log import log as logging
 from oslo_utils import excutils
@@ -36,8 +37,11 @@ from nova_kvmx import exception as kvmx_exception
 from nova_kvmx.guest import devices
 from nova_kvmx.guest import planner
 from nova_kvmx.guest import render
+from nova_kvmx.guest import spec
+from nova_kvmx.guest import volumes as guest_volumes
 from nova_kvmx import vif
 from nova_kvmx import vif_events
+from nova_kvmx import volumes as host_volumes
 
 LOG = logging.getLogger(__name__)
 
@@ -51,12 +55,13 @@ except ImportError:  # pragma: no cover - libvirt-python is a requirement
 
 class GuestLifecycle(object):
     def __init__(self, host, storage, settings_source, start_timeout,
-                 network, virtapi):
+                 network, virtapi, volumes=None):
         """:param settings_source: callable returning the DriverSettings
         (known once init_host has looked at the host).
         :param network: the vif.GuestNetwork plugging the guests' ports
         :param virtapi: Nova's ComputeVirtAPI, which delivers Neutron's
             events to the driver
+        :param volumes: the volumes.HostVolumes connecting volumes here
         """
         self.host = host
         self.storage = storage
@@ -64,27 +69,56 @@ class GuestLifecycle(object):
         self.start_timeout = start_timeout
         self.network = network
         self.virtapi = virtapi
+        self.volumes = volumes
 
     # -- creation -----------------------------------------------------------
 
     def spawn(self, context, instance, image_meta, injected_files,
               admin_password, network_info, block_device_info=None):
-        reject_volumes(block_device_info)
+        bdms = host_volumes.mapping(block_device_info)
+        volume_backed = host_volumes.root_volume(block_device_info) \
+            is not None
+        for bdm in bdms:
+            guest_volumes.check_supported(bdm['connection_info'])
         self.host.get_connection()
         self.check_devices(instance, network_info)
         files = self.storage.prepare(context, instance, image_meta,
                                      injected_files, admin_password,
-                                     network_info)
+                                     network_info, volume_backed)
         try:
-            xml = self.domain_xml(context, instance, image_meta, files,
-                                  network_info)
-            self.start_with_network(
-                instance, xml, network_info, vif_events.for_plug(
-                    network_info, self.settings().virt_type))
+            self.check_rbd_disks(files, instance)
+            self.volumes.connect_all(context, instance, bdms)
+            try:
+                xml = self.domain_xml(context, instance, image_meta, files,
+                                      network_info, bdms)
+                self.start_with_network(
+                    instance, xml, network_info, vif_events.for_plug(
+                        network_info, self.settings().virt_type))
+            except Exception:
+                with excutils.save_and_reraise_exception():
+                    self.volumes.disconnect_all(context, instance, bdms)
         except Exception:
             with excutils.save_and_reraise_exception():
-                self.storage.destroy(instance)
+                self.storage.discard(instance)
         LOG.info('Guest started', instance=instance)
+
+    def check_rbd_disks(self, files, instance):
+        """QEMU opens the instance's disks on RBD with the key in the
+        libvirt secret, not with this host's keyring: checked as for an
+        RBD volume, so that a wrong key or a cluster QEMU cannot reach
+        fails the spawn naming the cause, instead of blocking the guest
+        for Ceph's client_mount_timeout (300 s)."""
+        disk = next((d for d in (files.root_disk, files.ephemeral, files.swap)
+                     if isinstance(d, spec.RBDImage)), None)
+        if disk is None:
+            return
+
+        def failure(reason):
+            return kvmx_exception.RBDStorageError(
+                pool=disk.name.split('/')[0], reason='QEMU cannot open %s: '
+                '%s' % (disk.name, reason))
+
+        self.volumes.check_rbd(disk, instance, failure)
 
     def check_devices(self, instance, network_info):
         """Fail, naming the device, before anything is created or removed
@@ -94,11 +128,14 @@ class GuestLifecycle(object):
             instance, network_info))
 
     def domain_xml(self, context, instance, image_meta, files,
-                   network_info=None):
+                   network_info=None, bdms=()):
+        """The domain of the instance, with ``bdms`` (connected driver
+        BDMs of its volumes)."""
         vif.load_claims(instance)
         guest = planner.plan_guest(context, instance, image_meta, files,
                                    self.settings(), network_info,
-                                   vif.vf_netdevs(network_info))
+                                   vif.vf_netdevs(network_info),
+                                   self.volumes.disks(instance, bdms))
         return render.render_domain(guest)
 
     def start_with_network(self, instance, xml, network_info, events=()):
@@ -171,9 +208,16 @@ class GuestLifecycle(object):
 
     # -- removal ------------------------------------------------------------
 
-    def destroy(self, instance, network_info=None, destroy_disks=True):
+    def destroy(self, instance, network_info=None, destroy_disks=True,
+                block_device_info=None, context=None, shared_disks=True):
         """Remove the domain, then unplug its ports (libvirt has let go of
-        their devices by then) and, if asked, its files."""
+        their devices by then), disconnect its volumes from this host and,
+        if asked, remove its files (and, unless ``shared_disks`` is False,
+        its disks on RBD, which other hosts reach too).
+
+        :raises: RBDStorageError when its RBD disks cannot be removed
+            (deleting the server again retries)
+        """
         guest = self.find_guest(instance)
         if guest is not None:
             try:
@@ -183,7 +227,11 @@ class GuestLifecycle(object):
                 raise exception.InstanceTerminationFailure(
                     reason=ex.get_error_message()) from ex
         self.network.unplug_all(instance, network_info)
-        if destroy_disks and not self.storage.destroy(instance):
+        self.volumes.disconnect_all(
+            context, instance, host_volumes.mapping(block_device_info),
+            force=True)
+        if destroy_disks and not self.storage.destroy(instance,
+                                                      shared_disks):
             # The delete goes on: Nova's _run_pending_deletes task calls
             # delete_instance_files again for deleted instances not cleaned.
             LOG.warning('Could not remove the files of the instance in %s; '
@@ -265,11 +313,13 @@ class GuestLifecycle(object):
                     instance=instance)
         return False
 
-    def power_on(self, context, instance, network_info=None):
-        self.hard_reboot(context, instance, network_info)
+    def power_on(self, context, instance, network_info=None,
+                 block_device_info=None):
+        self.hard_reboot(context, instance, network_info,
+                         block_device_info=block_device_info)
 
     def reboot(self, context, instance, reboot_type, soft_timeout,
-               network_info=None):
+               network_info=None, block_device_info=None):
         if reboot_type == 'SOFT':
             guest = self.host.get_guest(instance)
             if (guest.get_power_state(self.host) == power_state.RUNNING and
@@ -281,13 +331,16 @@ class GuestLifecycle(object):
                 return
             LOG.warning('Soft reboot failed, rebooting hard',
                         instance=instance)
-        self.hard_reboot(context, instance, network_info)
+        self.hard_reboot(context, instance, network_info,
+                         block_device_info=block_device_info)
 
     def hard_reboot(self, context, instance, network_info=None,
-                    wait_for_plug=True):
+                    wait_for_plug=True, block_device_info=None):
         """Stop, re-render and start: the new domain realises what Nova
         holds for the instance now (flavor, image properties, claim,
-        ports).
+        ports, volumes: connected again, as Nova's libvirt driver does,
+        which after a host reboot they need; without
+        ``block_device_info`` the instance's mappings in Nova's database).
 
         As Nova's libvirt driver does, every port is unplugged and
         plugged again (after a host reboot their host side is gone
@@ -297,23 +350,34 @@ class GuestLifecycle(object):
         ``wait_for_plug`` is False.
         """
         self.check_devices(instance, network_info)
+        if block_device_info is None:
+            block_device_info = host_volumes.instance_block_device_info(
+                context, instance)
+        bdms = host_volumes.mapping(block_device_info)
+        # Before the guest is stopped: a volume that cannot be reached
+        # leaves a running guest running (and connected).
+        self.volumes.connect_all(context, instance, bdms, rollback=False)
         guest = self.find_guest(instance)
         if guest is not None:
             self.undefine(guest, instance)
-        xml = self.domain_xml(context, instance, instance.image_meta,
-                              self.storage.files_of(instance), network_info)
+        xml = self.domain_xml(
+            context, instance, instance.image_meta, self.storage.files_of(
+                instance, host_volumes.root_volume(block_device_info)
+                is not None), network_info, bdms)
         self.network.unplug_all(instance, network_info)
         events = vif_events.for_hard_reboot(
             network_info, self.settings().virt_type) if wait_for_plug else []
         self.start_with_network(instance, xml, network_info, events)
         LOG.info('Guest hard rebooted', instance=instance)
 
-    def resume_state_on_host_boot(self, context, instance, network_info=None):
+    def resume_state_on_host_boot(self, context, instance, network_info=None,
+                                  block_device_info=None):
         guest = self.find_guest(instance)
         if (guest is not None and
                 guest.get_power_state(self.host) == power_state.RUNNING):
             return
-        self.hard_reboot(context, instance, network_info)
+        self.hard_reboot(context, instance, network_info,
+                         block_device_info=block_device_info)
 
     def pause(self, instance):
         self.host.get_guest(instance).pause()
@@ -334,9 +398,13 @@ class GuestLifecycle(object):
             with excutils.save_and_reraise_exception():
                 self.network.attach_live(guest, assigned)
 
-    def resume(self, instance):
-        """Start from the managed save image written by suspend."""
+    def resume(self, instance, context=None, block_device_info=None):
+        """Start from the managed save image written by suspend (its
+        volumes connected again first: after a host reboot they are not)."""
         guest = self.host.get_guest(instance)
+        self.volumes.connect_all(context, instance,
+                                 host_volumes.mapping(block_device_info),
+                                 rollback=False)
         guest.launch()
         self.wait_for_power_state(guest, power_state.RUNNING,
                                   self.start_timeout)
@@ -376,13 +444,3 @@ def name_pattern(template):
     return re.compile(''.join(
         conversions[part] if i % 2 else re.escape(part)
         for i, part in enumerate(parts)))
-
-
-def reject_volumes(block_device_info):
-    """Refuse, before anything is created, the disks this driver cannot
-    give a guest yet (volumes), rather than boot it without them."""
-    volumes = driver.block_device_info_get_mapping(block_device_info)
-    if volumes:
-        raise kvmx_exception.UnsupportedDisks(
-            what='volumes',
-            detail='%d attached at boot' % len(volumes))

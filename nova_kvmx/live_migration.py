@@ -16,12 +16,16 @@ Nova's protocol, host by host::
 
     destination  check_destination -> (Nova's claim) post_claim
     source       check_source
-    destination  pre_live_migration: disks (block migration), ports
+    destination  pre_live_migration: disks (block migration), volumes
+                 (connected with the destination's connection info),
+                 ports
     source       live_migration: SR-IOV ports out, destination XML,
                  libvirt peer-to-peer migration, watched until it ends
     destination  post_at_destination: SR-IOV ports back in
-    source       post_at_source: ports unplugged (Nova then cleans up)
-    on failure   rollback_at_source, rollback_at_destination
+    source       post_live_migration: volumes disconnected;
+                 post_at_source: ports unplugged (Nova then cleans up)
+    on failure   rollback_at_source, rollback_at_destination (volumes
+                 disconnected there)
 
 The migrate data is Nova's ``LibvirtLiveMigrateData``: the compute manager
 decides clean-up and claims from its fields, as for Nova's libvirt driver.
@@ -52,9 +56,11 @@ from oslo_utils import units
 from nova_kvmx.guest import devices
 from nova_kvmx.guest import migration_xml
 from nova_kvmx.guest import numa
+from nova_kvmx.guest import volumes as guest_volumes
 from nova_kvmx import live_migration_job
-from nova_kvmx import lifecycle
+from nova_kvmx import storage as instance_storage
 from nova_kvmx import vif
+from nova_kvmx import volumes as host_volumes
 
 CONF = nova.conf.CONF
 LOG = logging.getLogger(__name__)
@@ -66,6 +72,7 @@ LOG = logging.getLogger(__name__)
 # source cannot know.
 PASSTHROUGH_VNIC_TYPES = (network_model.VNIC_TYPES_DIRECT_PASSTHROUGH +
                           (network_model.VNIC_TYPE_MACVTAP,))
+_DISKS_WHERE = {True: 'on RBD', False: 'in files'}
 
 
 class LiveMigrations(object):
@@ -86,7 +93,7 @@ class LiveMigrations(object):
             self._compare_cpu(src_info['cpu_info'])
         data = objects.LibvirtLiveMigrateData()
         data.filename = self.storage.make_probe()
-        data.image_type = 'qcow2'
+        data.image_type = 'rbd' if self.storage.shared_disks else 'qcow2'
         data.graphics_listen_addr_vnc = self.settings().vnc_listen
         data.serial_listen_addr = None
         if block_migration is not None:
@@ -156,23 +163,32 @@ class LiveMigrations(object):
     # -- source: checks -----------------------------------------------------
 
     def check_source(self, context, instance, data, block_device_info):
-        lifecycle.reject_volumes(block_device_info)
         if CONF.libvirt.live_migration_tunnelled:
             raise exception.MigrationPreCheckError(
                 reason='[libvirt] live_migration_tunnelled is not supported '
                        'by nova-kvmx: use live_migration_with_native_tls')
+        for bdm in host_volumes.mapping(block_device_info):
+            guest_volumes.check_supported(bdm['connection_info'])
+        self._check_image_type(data)
         shared = self.storage.sees_probe(data.filename)
         data.is_shared_instance_path = shared
-        # Every disk of a guest lives in its instance directory.
-        data.is_shared_block_storage = shared
+        volume_backed = host_volumes.root_volume(block_device_info) \
+            is not None
+        # Every local disk of a guest lives in its instance directory; a
+        # guest whose disks are all volumes or RBD images has nothing to
+        # copy (Nova's rule: shared block storage).
+        data.is_shared_block_storage = shared or (
+            (volume_backed or self.storage.shared_disks) and
+            not self._local_disks(instance, volume_backed))
+        on_shared = shared or data.is_shared_block_storage
         if 'block_migration' not in data:
-            data.block_migration = not shared
-        if data.block_migration and shared:
+            data.block_migration = not on_shared
+        if data.block_migration and on_shared:
             raise exception.InvalidLocalStorage(
                 path=self.storage.instances_path,
                 reason='block migration cannot be used with shared '
-                       'instance storage')
-        if not data.block_migration and not shared:
+                       'storage (shared instance storage, or only volumes)')
+        if not data.block_migration and not on_shared:
             raise exception.InvalidSharedStorage(
                 path=self.storage.instances_path,
                 reason='the instances directory is not shared with the '
@@ -184,6 +200,17 @@ class LiveMigrations(object):
             data.src_supports_numa_live_migration = True
         return data
 
+    def _check_image_type(self, data):
+        """Both hosts keep instance disks alike: on RBD, or in files."""
+        mine = 'rbd' if self.storage.shared_disks else 'qcow2'
+        theirs = data.image_type if 'image_type' in data else 'qcow2'
+        if (mine == 'rbd') != (theirs == 'rbd'):
+            raise exception.MigrationPreCheckError(
+                reason='this host keeps instance disks %s, the destination '
+                       '%s ([libvirt] images_type)' % (
+                           _DISKS_WHERE[mine == 'rbd'],
+                           _DISKS_WHERE[theirs == 'rbd']))
+
     def _check_disk_space(self, instance, data):
         key = 'disk_size' if data.disk_over_commit else 'virt_disk_size'
         needed = sum(d[key] for d in self.disk_info(instance))
@@ -194,13 +221,20 @@ class LiveMigrations(object):
                        'has %d MiB' % (instance.uuid, needed // units.Mi,
                                        available // units.Mi))
 
+    def _local_disks(self, instance, volume_backed):
+        """The instance's writable local disks (what a block migration
+        copies), by path."""
+        files = self.storage.files_of(instance, volume_backed)
+        return [path for path in instance_storage.local_disks(files)
+                if os.path.exists(path)]
+
     def disk_info(self, instance):
         """The instance's local disks, as Nova's get_instance_disk_info
         describes them (a list of dicts)."""
         files = self.storage.files_of(instance)
         result = []
-        for path in (files.root_disk, files.ephemeral, files.swap,
-                     files.config_drive):
+        for path in instance_storage.local_disks(files) + [
+                files.config_drive]:
             if not path or not os.path.exists(path):
                 continue
             info = images.qemu_img_info(path)
@@ -219,10 +253,14 @@ class LiveMigrations(object):
                            network_info, data):
         """Make this host ready to receive the guest: the devices Nova
         claimed here must exist, the guest's disks (for a block
-        migration: overlays on the same images, filled by the copy) and
-        its ports (as bound here). Nothing stays behind on failure."""
-        lifecycle.reject_volumes(block_device_info)
+        migration: overlays on the same images, filled by the copy), its
+        volumes (connected with this host's connection info, which the
+        source's domain XML is rewritten to) and its ports (as bound
+        here). Nothing stays behind on failure."""
         self._check_claimed_devices(context, instance, data)
+        bdms = host_volumes.mapping(block_device_info)
+        for bdm in bdms:
+            guest_volumes.check_supported(bdm['connection_info'])
         created = not data.is_shared_instance_path
         if created:
             inst_dir = self.storage.instance_dir(instance)
@@ -230,20 +268,47 @@ class LiveMigrations(object):
                 raise exception.DestinationDiskExists(path=inst_dir)
             # The config drive is rebuilt from the instance's metadata
             # (read-only disks are not copied by the migration).
-            self.storage.prepare(context, instance, instance.image_meta,
-                                 network_info=network_info)
+            self.storage.prepare(
+                context, instance, instance.image_meta,
+                network_info=network_info, volume_backed=(
+                    host_volumes.root_volume(block_device_info)
+                    is not None),
+                disks=not data.is_shared_block_storage)
+        volumes = self.lifecycle.volumes
+        connected = False
         try:
+            volumes.connect_all(context, instance, bdms)
+            connected = True
+            data.bdms = [self._bdm_info(instance, bdm) for bdm in bdms]
             self.network.plug_all(instance, dest_network_info(
                 data, network_info))
         except Exception:
             with excutils.save_and_reraise_exception():
+                if connected:
+                    volumes.disconnect_all(context, instance, bdms)
                 if created:
-                    self.storage.destroy(instance)
+                    self.storage.discard(instance, shared_disks=False)
         data.target_connect_addr = CONF.libvirt.live_migration_inbound_addr
-        data.bdms = []
         data.serial_listen_ports = []
         data.supported_perf_events = []
         return data
+
+    @staticmethod
+    def _bdm_info(instance, bdm):
+        """Nova's description of a volume as connected here, which the
+        source turns into the disk of the domain it sends."""
+        info = host_volumes.disk_info(bdm, instance)
+        bdmi = objects.LibvirtLiveMigrateBDMInfo()
+        bdmi.serial = guest_volumes.volume_id(bdm['connection_info'])
+        bdmi.connection_info = bdm['connection_info']
+        bdmi.bus = info.bus
+        bdmi.dev = info.dev
+        bdmi.type = info.device_type
+        bdmi.format = None
+        if info.boot_index is not None and info.boot_index >= 0:
+            # As Nova's blockinfo records it: libvirt counts from 1.
+            bdmi.boot_index = info.boot_index + 1
+        return bdmi
 
     def _check_claimed_devices(self, context, instance, data):
         """The PCI devices Nova claimed here (for the flavor and for the
@@ -279,17 +344,23 @@ class LiveMigrations(object):
                     self.settings().virt_type)
         self.jobs.log_completed(guest, instance)
 
-    def rollback_at_destination(self, instance, network_info, data):
+    def rollback_at_destination(self, instance, network_info, data,
+                                block_device_info=None, context=None):
         """Remove what pre_live_migration made (and an incoming domain
-        libvirt left behind); the files only when they are this host's
-        own, never the shared instance directory."""
+        libvirt left behind): ports, volume connections, and the files
+        only when they are this host's own, never the shared instance
+        directory."""
         guest = self.lifecycle.find_guest(instance)
         if guest is not None:
             self.lifecycle.undefine(guest, instance)
         self.network.unplug_all(instance, dest_network_info(
             data, network_info))
+        self.lifecycle.volumes.disconnect_all(
+            context, instance, host_volumes.mapping(block_device_info),
+            force=True)
         if data is not None and not data.is_shared_instance_path:
-            self.storage.destroy(instance)
+            # The source's guest keeps its disks on RBD.
+            self.storage.destroy(instance, shared_disks=False)
 
     # -- source: the migration ----------------------------------------------
 
@@ -353,6 +424,12 @@ class LiveMigrations(object):
                               self.settings().virt_type)
             for port in dest_bound_ports(data)
             if port['vnic_type'] not in PASSTHROUGH_VNIC_TYPES)
+        fields['volumes'] = tuple(
+            self.lifecycle.volumes.disk(bdmi.connection_info,
+                                        _disk_info(bdmi))
+            for bdmi in (data.bdms if 'bdms' in data else [])
+            if bdmi.obj_attr_is_set('connection_info_json') and
+            bdmi.connection_info)
         return migration_xml.DestinationHost(**fields)
 
     def _claimed_pages(self, instance):
@@ -383,6 +460,15 @@ class LiveMigrations(object):
 
     # -- source: after ------------------------------------------------------
 
+    def post_live_migration(self, context, instance, block_device_info):
+        """Let go of the volumes here: the guest uses the destination's
+        connections now (``block_device_info`` still has this host's)."""
+        for bdm in host_volumes.mapping(block_device_info):
+            # As Nova: a failure must not leave the instance in ERROR
+            # and still on this host.
+            self.lifecycle.volumes.disconnect_quietly(
+                context, bdm['connection_info'], instance)
+
     def post_at_source(self, instance, network_info):
         self.network.unplug_all(instance, network_info)
 
@@ -396,6 +482,14 @@ class LiveMigrations(object):
                 self.network.attach_interface(
                     instance, instance.image_meta, port,
                     self.settings().virt_type)
+
+
+def _disk_info(bdmi):
+    """guest.volumes.DiskInfo of a LibvirtLiveMigrateBDMInfo."""
+    boot = bdmi.boot_index if bdmi.obj_attr_is_set('boot_index') else None
+    return guest_volumes.DiskInfo(
+        dev=bdmi.dev, bus=bdmi.bus, device_type=bdmi.type or 'disk',
+        boot_index=boot - 1 if boot else None)
 
 
 def interface_macs(domain_xml):

@@ -178,7 +178,7 @@ class Jobs(object):
         if instance.uuid not in self.aborted:
             LOG.info('Live migration to %s starting (%s)', dest,
                      'block migration' if data.block_migration else
-                     'shared instance storage', instance=instance)
+                     'no disk to copy', instance=instance)
             future = thread_pool_factory.spawn(
                 guest.migrate, libvirt_uri(target or dest),
                 migrate_uri=('tcp://%s' % netutils.escape_ipv6(target)

@@ -26,6 +26,17 @@ with the compute hosts' SSH trust set up as for Nova's libvirt driver).
 Swap is not copied: the destination makes a fresh one. The disks are
 qcow2 overlays; the destination fetches or recreates the cached bases
 they need. A copy that fails leaves the guest running where it was.
+
+Volumes are not copied: the source disconnects them once the guest is
+stopped, the destination connects them with the connection info Cinder
+gave it (Nova's compute manager moves the attachments), and a revert
+connects them at the source again.
+
+Disks on RBD (``[libvirt] images_type = rbd``) are not copied either:
+every host reaches them. As Nova's libvirt driver does, the destination
+takes an RBD snapshot (``nova-resize``) of the root and ephemeral disks
+before it grows them; a revert rolls them back to it (their size too), a
+confirmation removes it; the swap disk is made afresh at each end.
 """
 
 import os
@@ -44,9 +55,10 @@ from oslo_utils import excutils
 from oslo_utils import units
 from oslo_utils import uuidutils
 
-from nova_kvmx import lifecycle as guest_lifecycle
 from nova_kvmx import storage as instance_storage
+from nova_kvmx.storage import rbd as rbd_storage
 from nova_kvmx import vif_events
+from nova_kvmx import volumes as host_volumes
 
 CONF = nova.conf.CONF
 LOG = logging.getLogger(__name__)
@@ -78,8 +90,9 @@ class ColdMigration(object):
         """
         inst_dir = self.storage.instance_dir(instance)
         try:
-            guest_lifecycle.reject_volumes(block_device_info)
-            check_no_shrink(instance.flavor, flavor)
+            check_no_shrink(instance.flavor, flavor,
+                            host_volumes.root_volume(block_device_info)
+                            is not None)
             remote = None if self.shares_storage_with(dest) else dest
             if remote:
                 self.remote_mkdir(remote, inst_dir)
@@ -91,6 +104,8 @@ class ColdMigration(object):
         if guest is not None:
             self.lifecycle.undefine(guest, instance)
         self.lifecycle.network.unplug_all(instance, network_info)
+        self.lifecycle.volumes.disconnect_all(
+            context, instance, host_volumes.mapping(block_device_info))
         shutil.rmtree(self.resize_dir(instance), ignore_errors=True)
         os.rename(inst_dir, self.resize_dir(instance))
         try:
@@ -170,10 +185,15 @@ class ColdMigration(object):
         else:
             shutil.rmtree(inst_dir, ignore_errors=True)
         os.rename(self.resize_dir(instance), inst_dir)
-        self.start_or_define(context, instance, network_info, was_running)
+        # Nova's database still has the source's connections.
+        self.start_or_define(context, instance, network_info, was_running,
+                             host_volumes.instance_block_device_info(
+                                 context, instance))
 
     def confirm_migration(self, context, migration, instance, network_info):
         shutil.rmtree(self.resize_dir(instance), ignore_errors=True)
+        if self.storage.rbd is not None:
+            self.storage.rbd.drop_resize_snapshot(instance)
         LOG.info('Move confirmed: the old files are gone', instance=instance)
 
     # -- destination ----------------------------------------------------------
@@ -192,7 +212,8 @@ class ColdMigration(object):
                     reason='the guest\'s files never arrived in %s' %
                            inst_dir)
             self.adopt_files(context, instance, inst_dir)
-            self.start_or_define(context, instance, network_info, power_on)
+            self.start_or_define(context, instance, network_info, power_on,
+                                 block_device_info)
         except Exception:
             with excutils.save_and_reraise_exception():
                 shutil.rmtree(inst_dir, ignore_errors=True)
@@ -201,24 +222,53 @@ class ColdMigration(object):
     def adopt_files(self, context, instance, inst_dir):
         """Make the copied files this host's: their bases in the image
         cache, sizes of the new flavor, a fresh swap, private modes."""
+        if self.storage.rbd is not None:
+            self.resize_rbd_disks(instance)
+            instance_storage.seal(inst_dir)
+            return
         flavor = instance.flavor
         for name in ('disk', 'disk.eph0'):
             path = os.path.join(inst_dir, name)
             if os.path.exists(path):
                 self.rebase_onto_local_cache(context, instance, path)
-        grow(os.path.join(inst_dir, 'disk'), flavor.root_gb)
+        if os.path.exists(os.path.join(inst_dir, 'disk')):
+            grow(os.path.join(inst_dir, 'disk'), flavor.root_gb)
         ephemeral = os.path.join(inst_dir, 'disk.eph0')
         if flavor.ephemeral_gb and os.path.exists(ephemeral):
             grow(ephemeral, flavor.ephemeral_gb)
         elif flavor.ephemeral_gb:
-            self.storage.create_ephemeral(inst_dir, flavor.ephemeral_gb)
+            self.storage.create_ephemeral(instance, flavor.ephemeral_gb)
         swap = os.path.join(inst_dir, 'disk.swap')
         if os.path.exists(swap):
             os.unlink(swap)
         if flavor.swap:
             # Swap holds nothing to keep: a fresh one of the new size.
-            self.storage.create_swap(inst_dir, flavor.swap)
+            self.storage.create_swap(instance, flavor.swap)
         instance_storage.seal(inst_dir)
+
+    def resize_rbd_disks(self, instance):
+        """The disks on RBD at the new flavor's sizes, after a snapshot
+        for a revert: root and ephemeral grown (or a new ephemeral
+        disk), a fresh swap disk."""
+        rbd = self.storage.rbd
+        flavor = instance.flavor
+        rbd.snapshot_for_resize(instance)
+        on_rbd = rbd.disks_of(instance)
+        if rbd_storage.ROOT in on_rbd and flavor.root_gb:
+            rbd.grow(instance, rbd_storage.ROOT, flavor.root_gb * units.Gi)
+        if rbd_storage.EPHEMERAL in on_rbd and flavor.ephemeral_gb:
+            rbd.grow(instance, rbd_storage.EPHEMERAL,
+                     flavor.ephemeral_gb * units.Gi)
+        elif flavor.ephemeral_gb:
+            self.storage.create_ephemeral(instance, flavor.ephemeral_gb)
+        self.fresh_rbd_swap(instance, on_rbd)
+
+    def fresh_rbd_swap(self, instance, on_rbd):
+        """Swap holds nothing to keep: one of the flavor's size."""
+        if rbd_storage.SWAP in on_rbd:
+            self.storage.rbd.remove(instance, [rbd_storage.SWAP])
+        if instance.flavor.swap:
+            self.storage.create_swap(instance, instance.flavor.swap)
 
     def rebase_onto_local_cache(self, context, instance, overlay):
         """An overlay from another host needs its base in this host's
@@ -238,17 +288,27 @@ class ColdMigration(object):
                                  '-F', 'raw', '-b', base, overlay)
 
     def start_or_define(self, context, instance, network_info, power_on,
-                        events=()):
-        """Start the guest (after Neutron's ``events``, see
-        lifecycle.start_with_network), or only define it."""
-        xml = self.lifecycle.domain_xml(
-            context, instance, instance.image_meta,
-            self.storage.files_of(instance), network_info)
-        if power_on:
-            self.lifecycle.start_with_network(instance, xml, network_info,
-                                              events)
-        else:
-            self.lifecycle.host.write_instance_config(xml)
+                        block_device_info, events=()):
+        """Connect the volumes here, then start the guest (after Neutron's
+        ``events``, see lifecycle.start_with_network), or only define it;
+        a failure leaves the volumes disconnected."""
+        bdms = host_volumes.mapping(block_device_info)
+        volumes = self.lifecycle.volumes
+        volumes.connect_all(context, instance, bdms)
+        try:
+            xml = self.lifecycle.domain_xml(
+                context, instance, instance.image_meta,
+                self.storage.files_of(
+                    instance, host_volumes.root_volume(block_device_info)
+                    is not None), network_info, bdms)
+            if power_on:
+                self.lifecycle.start_with_network(instance, xml,
+                                                  network_info, events)
+            else:
+                self.lifecycle.host.write_instance_config(xml)
+        except Exception:
+            with excutils.save_and_reraise_exception():
+                volumes.disconnect_all(context, instance, bdms)
 
     # -- revert (source) ------------------------------------------------
 
@@ -270,10 +330,16 @@ class ColdMigration(object):
         if os.path.exists(self.resize_dir(instance)):
             shutil.rmtree(inst_dir, ignore_errors=True)
             os.rename(self.resize_dir(instance), inst_dir)
+        if self.storage.rbd is not None:
+            # Nova restored the old flavor: the disks as they were.
+            self.storage.rbd.revert_resize(instance)
+            self.fresh_rbd_swap(instance,
+                                self.storage.rbd.disks_of(instance))
         self.start_or_define(
-            context, instance, network_info, power_on, vif_events.for_plug(
-                network_info, self.lifecycle.settings().virt_type,
-                power_on))
+            context, instance, network_info, power_on, block_device_info,
+            vif_events.for_plug(network_info,
+                                self.lifecycle.settings().virt_type,
+                                power_on))
         LOG.info('Move reverted', instance=instance)
 
 
@@ -284,11 +350,14 @@ def command_error(ex):
     return str(ex)
 
 
-def check_no_shrink(old, new):
-    """Disks only grow (as with Nova's libvirt driver)."""
+def check_no_shrink(old, new, volume_backed=False):
+    """Disks only grow (as with Nova's libvirt driver); the flavor's root
+    disk size means nothing to a guest whose root disk is a volume."""
     for what, before, after in (('root', old.root_gb, new.root_gb),
                                 ('ephemeral', old.ephemeral_gb,
                                  new.ephemeral_gb)):
+        if what == 'root' and volume_backed:
+            continue
         if after < before:
             raise exception.ResizeError(
                 reason='Unable to resize the %s disk down from %d GB to '

@@ -10,10 +10,20 @@
 # License for the specific language governing permissions and limitations
 # under the License.
 
-"""Rescue: boot the instance from a rescue image, its own root disk
-attached second, with the same claim (pins, cells, pages, ports), so an
-operator can repair a guest that no longer boots; unrescue renders the
-instance again from what Nova holds.
+"""Rescue: boot the instance from a rescue image with the same claim
+(pins, cells, pages, ports), so an operator can repair a guest that no
+longer boots; unrescue renders the instance again from what Nova holds.
+
+Two layouts, as Nova's libvirt driver has them:
+
+* stable device rescue, when the rescue image has ``hw_rescue_device``
+  or ``hw_rescue_bus``: every disk of the instance where it always is
+  (root disk or root volume, ephemeral, swap, volumes, config drive) and
+  the rescue disk after them, booted first. A volume-backed instance can
+  only be rescued this way (``supports_bfv_rescue``);
+* otherwise the legacy layout: the rescue disk first, the instance's own
+  root disk second, the config drive; the volumes stay connected but are
+  not given to the rescue guest.
 
 Like Nova's libvirt driver, the rescue guest uses the instance's own
 kernel and ramdisk when it has them, and neither rescue nor unrescue waits
@@ -21,10 +31,14 @@ for Neutron's ``network-vif-plugged`` events (Nova's libvirt driver keeps
 the ports plugged through both, so Neutron sends none).
 """
 
+from nova import exception
+from nova.virt import hardware
 from oslo_log import log as logging
 from oslo_utils import excutils
 
-from nova_kvmx import lifecycle as guest_lifecycle
+from nova_kvmx.guest import disk_names
+from nova_kvmx.guest import spec
+from nova_kvmx import volumes as host_volumes
 
 LOG = logging.getLogger(__name__)
 
@@ -36,12 +50,24 @@ class Rescuer(object):
 
     def rescue(self, context, instance, network_info, image_meta,
                rescue_password, block_device_info, share_info=None):
-        guest_lifecycle.reject_volumes(block_device_info)
+        stable = hardware.check_hw_rescue_props(image_meta)
+        volume_backed = host_volumes.root_volume(block_device_info) \
+            is not None
+        if volume_backed and not stable:
+            raise exception.InstanceNotRescuable(
+                instance_id=instance.uuid, reason='it boots from a volume: '
+                'rescue it with an image that has hw_rescue_device or '
+                'hw_rescue_bus (stable device rescue)')
+        bdms = host_volumes.mapping(block_device_info) if stable else []
+        rescue_disk = rescue_device(image_meta) if stable else None
         files = self.storage.rescue_files(context, instance, image_meta,
+                                          volume_backed, rescue_disk,
                                           network_info, rescue_password)
         try:
+            self.lifecycle.volumes.connect_all(context, instance, bdms,
+                                               rollback=False)
             xml = self.lifecycle.domain_xml(context, instance, image_meta,
-                                            files, network_info)
+                                            files, network_info, bdms)
             self.stop(instance)
             self.lifecycle.start_with_network(instance, xml, network_info)
         except Exception:
@@ -49,9 +75,11 @@ class Rescuer(object):
                 LOG.warning('Rescue failed: starting the guest again from '
                             'its own disk', instance=instance)
                 self.storage.remove_rescue_files(instance)
-                self.lifecycle.hard_reboot(context, instance, network_info,
-                                           wait_for_plug=False)
-        LOG.info('Guest rescued', instance=instance)
+                self.lifecycle.hard_reboot(
+                    context, instance, network_info, wait_for_plug=False,
+                    block_device_info=block_device_info)
+        LOG.info('Guest rescued (%s)', 'stable device rescue' if stable
+                 else 'rescue disk first', instance=instance)
 
     def unrescue(self, context, instance):
         self.stop(instance)
@@ -65,3 +93,23 @@ class Rescuer(object):
         guest = self.lifecycle.find_guest(instance)
         if guest is not None:
             self.lifecycle.undefine(guest, instance)
+
+
+def rescue_device(image_meta):
+    """The rescue disk's bus and device type of a stable device rescue:
+    the rescue image's ``hw_rescue_device`` (a disk by default) on its
+    ``hw_rescue_bus`` (else the image's bus for that device), as Nova's
+    blockinfo chooses them; a path is filled in by storage.
+
+    :raises: UnsupportedRescueDevice, UnsupportedRescueBus
+    """
+    props = image_meta.properties
+    device = props.get('hw_rescue_device', 'disk')
+    if device not in ('disk', 'cdrom'):
+        raise exception.UnsupportedRescueDevice(device=device)
+    bus = props.get('hw_rescue_bus')
+    if bus is None:
+        bus = disk_names.image_bus(image_meta, device)
+    elif bus not in disk_names.BUS_PREFIX:
+        raise exception.UnsupportedRescueBus(bus=bus, virt='kvmx')
+    return spec.RescueDisk(path='', bus=bus, device=device)

@@ -21,11 +21,21 @@ running on its own disk. Cold otherwise: the overlay is read directly.
 Either way the copy and its base are flattened into one image of the
 source image's format (raw or qcow2) and uploaded.
 
+A root disk on RBD (``[libvirt] images_type = rbd``) is cut by an RBD
+snapshot, the guest running on. As Nova's libvirt driver's direct
+snapshot, it is cloned into the pool Glance keeps the instance's image
+in (same cluster), flattened, and Glance is given its location, no byte
+passing through this host; where Glance keeps the image elsewhere, or
+this host's cephx user may not write Glance's pool, the snapshot is
+exported and uploaded (raw, as Nova's libvirt driver makes snapshots of
+RBD disks).
+
 A live guest with the QEMU guest agent (``hw_qemu_guest_agent``) is
 quiesced for the cut: its filesystems are frozen once the copy is in sync,
-just before the job is cancelled, and thawed right after, as Nova's
-libvirt driver does (see :mod:`nova_kvmx.quiesce` for when a failure to
-quiesce fails the snapshot).
+just before the job is cancelled (on RBD: while the RBD snapshot is
+taken), and thawed right after, as Nova's libvirt driver does (see
+:mod:`nova_kvmx.quiesce` for when a failure to quiesce fails the
+snapshot).
 """
 
 import contextlib
@@ -74,6 +84,12 @@ class Snapshotter(object):
         live = guest.is_active()
         freeze = live and quiesce.check_snapshot(instance, image_meta)
         name = self.image_api.get(context, image_id)['name']
+        if self.storage.rbd is not None:
+            self.rbd_snapshot(context, instance, image_id, update_task_state,
+                              guest, freeze, name)
+            LOG.info('Snapshot uploaded as image %s', image_id,
+                     instance=instance)
+            return
         disk_format = image_meta.disk_format \
             if 'disk_format' in image_meta and \
             image_meta.disk_format in UPLOAD_FORMATS else 'qcow2'
@@ -97,6 +113,52 @@ class Snapshotter(object):
                     snapshot_metadata(instance, name, disk_format),
                     data=data, purge_props=False)
         LOG.info('Snapshot uploaded as image %s', image_id, instance=instance)
+
+    def rbd_snapshot(self, context, instance, image_id, update_task_state,
+                     guest, freeze, name):
+        """An RBD snapshot of the root disk, given to Glance as a clone in
+        its pool, else uploaded."""
+        rbd = self.storage.rbd
+        metadata = snapshot_metadata(instance, name, 'raw')
+        if freeze:
+            def cut():
+                return quiesce.frozen_for_snapshot(guest, instance,
+                                                   instance.image_meta)
+        else:
+            cut = contextlib.nullcontext
+        update_task_state(task_state=task_states.IMAGE_PENDING_UPLOAD)
+        with rbd.root_snapshot(instance, cut) as (disk, snap):
+            try:
+                location = rbd.clone_into_glance_pool(
+                    context, instance, disk, snap, image_id)
+            except (exception.ImageUnacceptable, exception.Forbidden) as ex:
+                LOG.info('Snapshot not cloned in Ceph (%s): uploading it',
+                         ex, instance=instance)
+                location = None
+            update_task_state(task_state=task_states.IMAGE_UPLOADING,
+                              expected_state=task_states.IMAGE_PENDING_UPLOAD)
+            if location is not None:
+                self.give_location(context, image_id, metadata, location)
+                return
+            with self.workdir() as workdir:
+                out = os.path.join(workdir, 'snapshot')
+                rbd.export(disk, snap, out)
+                with open(out, 'rb') as data:
+                    self.image_api.update(context, image_id, metadata,
+                                          data=data, purge_props=False)
+
+    def give_location(self, context, image_id, metadata, location):
+        """The image is the clone at ``location``; removed again if Glance
+        does not take it."""
+        try:
+            self.image_api.update(context, image_id,
+                                  dict(metadata, location=location),
+                                  purge_props=False)
+        except Exception:
+            with excutils.save_and_reraise_exception():
+                _fsid, pool, image, _snap = location[len('rbd://'):].split(
+                    '/')
+                self.storage.rbd.remove_glance_image(image, pool)
 
     def extract(self, guest, live, freeze, root, workdir, out, disk_format,
                 instance):

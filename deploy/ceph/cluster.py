@@ -354,6 +354,10 @@ class Daemon:
                     self.name, timeout))
         else:
             raise Failure('%s (pid %d) survived SIGKILL' % (self.name, pid))
+        if self.proc is not None and self.proc.pid == pid:
+            # Started by this process (a test driving the cluster from
+            # Python): its zombie is ours to reap.
+            self.proc.wait()
         os.unlink(self.pidfile)
         return pid
 

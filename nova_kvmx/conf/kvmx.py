@@ -104,7 +104,8 @@ Seconds to wait for a started domain to report the running state.
         min=1,
         help="""
 Seconds a live snapshot waits for the copy of the root disk to get in sync
-before it gives up (the guest keeps running either way).
+before it gives up, and a volume swap for the copy of the volume (the guest
+keeps running on its own disk either way).
 """),
     cfg.IntOpt(
         'console_output_max_kb',

@@ -19,7 +19,8 @@ changed to what Nova claimed on the destination: where vCPUs, emulator
 threads, IOThreads and cell memory live (``<cputune>``, ``<numatune>``,
 the large page size per guest cell), the CPUs unpinned guests float over
 (their IOThreads with them), the PCI functions of passthrough devices, the
-host side of ports and the VNC listen address.
+host side of ports and volumes (the destination's block device or Ceph
+monitors and secret) and the VNC listen address.
 
 Pure: XML and a :class:`DestinationHost` in, XML out.
 """
@@ -32,6 +33,7 @@ from nova.pci import utils as pci_utils
 from nova.virt import hardware
 
 from nova_kvmx.guest import render_devices
+from nova_kvmx.guest import render_volumes
 from nova_kvmx import safe_xml
 
 
@@ -55,6 +57,8 @@ class DestinationHost:
         of the flavor's passthrough devices
     :param interfaces: InterfaceSpecs of the ports as bound on the
         destination; each replaces the interface with its MAC
+    :param volumes: guest.volumes.VolumeDisks of the volumes as connected
+        on the destination; each replaces the disk with its serial
     """
 
     vcpu_pins: tuple = ()
@@ -67,6 +71,7 @@ class DestinationHost:
     vnc_listen: str | None = None
     hostdevs: tuple = ()
     interfaces: tuple = ()
+    volumes: tuple = ()
 
 
 def destination_xml(xml, dest):
@@ -86,6 +91,8 @@ def destination_xml(xml, dest):
         _rewrite_hostdev(root, src, dst, name)
     for spec in dest.interfaces:
         _rewrite_interface(root, spec, name)
+    for disk in dest.volumes:
+        _rewrite_volume(root, disk)
     if dest.vnc_listen is not None:
         _rewrite_vnc(root, dest.vnc_listen)
     return etree.tostring(root, encoding='unicode')
@@ -207,6 +214,21 @@ def _rewrite_interface(root, spec, name):
         interface.extend(list(new) + kept)
         return
     _fail(name, 'it has no interface with MAC %s' % spec.mac)
+
+
+def _rewrite_volume(root, disk):
+    """Replace the host side of the volume's disk (found by its serial, the
+    volume id) with the destination's; its guest PCI address stays. A
+    volume the domain does not have is left alone (as Nova does)."""
+    for element in root.findall('./devices/disk'):
+        if element.findtext('serial') != disk.volume_id:
+            continue
+        kept = [child for child in element if child.tag == 'address']
+        new = render_volumes.build_volume_disk(disk).format_dom()
+        element.clear()
+        element.attrib.update(new.attrib)
+        element.extend(list(new) + kept)
+        return
 
 
 def _rewrite_vnc(root, listen):

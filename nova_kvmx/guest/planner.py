@@ -23,16 +23,14 @@ from nova import exception
 
 from nova_kvmx.guest import cpu_quota
 from nova_kvmx.guest import cpu_topology
-from nova_kvmx.guest import numa
 from nova_kvmx.guest import devices
+from nova_kvmx.guest import disk_names
+from nova_kvmx.guest import numa
 from nova_kvmx.guest import spec
 
 # The consoles Nova's libvirt driver puts on a direct kernel boot command
 # line (after root=<root disk>), so images built for Nova boot the same way.
 CONSOLE_CMDLINE = 'console=tty0 console=ttyS0'
-
-# Disk buses a root disk may use and their device name prefix.
-_DISK_PREFIX = {'virtio': 'vd', 'scsi': 'sd', 'sata': 'sd'}
 
 # A machine type as libvirt's domain schema spells it.
 _MACHINE_TYPE = re.compile(r'[a-zA-Z0-9_.-]+')
@@ -44,7 +42,7 @@ _NOT_XML = re.compile('[^\t\n\r\x20-\ud7ff\ue000-\ufffd'
 
 
 def plan_guest(context, instance, image_meta, files, settings,
-               network_info=None, vf_netdevs=None):
+               network_info=None, vf_netdevs=None, volumes=()):
     """Decide the guest that realises ``instance`` on this host.
 
     :param context: the request context (for the owner's names only)
@@ -54,10 +52,12 @@ def plan_guest(context, instance, image_meta, files, settings,
     :param settings: spec.DriverSettings of this host
     :param network_info: the instance's ports (nova.network.model)
     :param vf_netdevs: {VF PCI address: netdev} of its macvtap ports
+    :param volumes: guest.volumes.VolumeDisks of the connected volumes
+        (the root disk among them when the instance boots from a volume)
     """
     flavor = instance.flavor
-    props = image_meta.properties
-    disks = plan_disks(files, props, settings.disk_cache)
+    disks = plan_disks(files, image_meta, settings.disk_cache, volumes,
+                       settings.network_disk_cache)
     machine_type = plan_machine_type(image_meta, settings)
     nics_and_hostdevs = devices.plan_devices(
         instance, image_meta, settings.virt_type, network_info, vf_netdevs)
@@ -77,10 +77,11 @@ def plan_guest(context, instance, image_meta, files, settings,
         boot=plan_boot(files, image_meta, disks[0].target_dev),
         disks=disks,
         console_log=files.console_log,
-        owner=plan_owner(context, instance, image_meta),
+        owner=plan_owner(context, instance, image_meta, disks[0]),
         package_version=settings.package_version,
         vnc_listen=settings.vnc_listen,
-        guest_agent=props.get('hw_qemu_guest_agent', False),
+        guest_agent=image_meta.properties.get('hw_qemu_guest_agent',
+                                              False),
         devices=nics_and_hostdevs,
         cpu_quota=cpu_quota.plan_cpu_quota(flavor, settings),
         # A guest without a NUMA claim has no <iothreadpin>: libvirt runs
@@ -163,30 +164,65 @@ def plan_boot(files, image_meta, root_dev):
         cmdline=cmdline or 'root=/dev/%s %s' % (root_dev, CONSOLE_CMDLINE))
 
 
-def plan_disks(files, props, cache):
-    bus = props.get('hw_disk_bus', 'virtio')
-    if bus not in _DISK_PREFIX:
-        raise exception.UnsupportedHardware(model=bus, virt='kvmx')
-    prefix = _DISK_PREFIX[bus]
-    disks = [spec.DiskSpec(path=files.root_disk, target_dev=prefix + 'a',
-                           bus=bus, cache=cache)]
-    # The rescued root (rescue only), ephemeral then swap, on the root
-    # disk's bus, as Nova's libvirt driver orders them (vdb, vdc on virtio).
-    for path in (files.rescued_root, files.ephemeral, files.swap):
-        if path:
-            disks.append(spec.DiskSpec(
-                path=path, target_dev=prefix + 'abcdefgh'[len(disks)],
-                bus=bus, cache=cache))
+def plan_disks(files, image_meta, cache, volumes=(), network_cache='none'):
+    """The guest's disks, root disk first: the instance's own disks on the
+    image's disk bus (``hw_disk_bus``), each named as Nova's blockinfo
+    names it (the first name its bus has free once the volumes have
+    theirs), then the volumes with the names of their block device
+    mappings, then the config drive, then a stable rescue's disk.
+
+    An instance disk is a qcow2 file with the ``cache`` mode, or an RBD
+    image (raw) with the ``network_cache`` mode.
+
+    :raises: InvalidBDM when no disk is the root disk, or two disks have
+        one name
+    """
+    bus = disk_names.image_bus(image_meta)
+    local = [(kind, path) for kind, path in (
+        ('root', files.root_disk), ('rescued_root', files.rescued_root),
+        ('ephemeral', files.ephemeral), ('swap', files.swap)) if path]
+    names = disk_names.local_names(bus, [kind for kind, _ in local],
+                                   [v.target_dev for v in volumes])
+    own = [own_disk(path, names[kind], bus, cache, network_cache)
+           for kind, path in local]
+    roots = [v for v in volumes if v.is_root]
+    if files.root_disk is None and len(roots) != 1:
+        raise exception.InvalidBDMFormat(
+            details='the instance has no root disk: no local root disk and '
+                    '%d root volumes (boot index 0)' % len(roots))
+    disks = roots + own + sorted(
+        (v for v in volumes if not v.is_root),
+        key=lambda v: (len(v.target_dev), v.target_dev))
     if files.config_drive:
         # q35 has no IDE: the config drive is a CD-ROM on SATA.
         disks.append(spec.DiskSpec(
-            path=files.config_drive, target_dev='sdz', bus='sata',
-            device='cdrom', driver_format='raw', readonly=True,
-            cache=cache))
+            path=files.config_drive, target_dev=disk_names.CONFIG_DRIVE_DEV,
+            bus=disk_names.CONFIG_DRIVE_BUS, device='cdrom',
+            driver_format='raw', readonly=True, cache=cache))
+    if files.rescue:
+        disks.append(spec.DiskSpec(
+            path=files.rescue.path, target_dev=disk_names.next_free(
+                files.rescue.bus, {d.target_dev for d in disks}),
+            bus=files.rescue.bus, device=files.rescue.device,
+            cache=cache, boot_order=1))
+    names = [d.target_dev for d in disks]
+    if len(set(names)) != len(names):
+        raise exception.InvalidBDMFormat(
+            details='two disks of the guest are named alike: %s' %
+                    ', '.join(sorted(names)))
     return tuple(disks)
 
 
-def plan_owner(context, instance, image_meta):
+def own_disk(path, target_dev, bus, cache, network_cache):
+    """A disk of the instance's own: a qcow2 file, or an RBD image."""
+    if isinstance(path, spec.RBDImage):
+        return spec.DiskSpec(path=path, target_dev=target_dev, bus=bus,
+                             driver_format='raw', cache=network_cache)
+    return spec.DiskSpec(path=path, target_dev=target_dev, bus=bus,
+                         cache=cache)
+
+
+def plan_owner(context, instance, image_meta, root=None):
     flavor = instance.flavor
     return spec.OwnerInfo(
         display_name=instance.display_name or '',
@@ -202,4 +238,5 @@ def plan_owner(context, instance, image_meta):
         project_id=instance.project_id,
         project_name=getattr(context, 'project_name', None),
         image_id=image_meta.id if 'id' in image_meta else None,
+        root_volume_id=getattr(root, 'volume_id', None),
     )

@@ -23,6 +23,8 @@ from nova.virt.libvirt import config as vconfig
 
 from nova_kvmx.guest import render_devices
 from nova_kvmx.guest import render_numa
+from nova_kvmx.guest import render_volumes
+from nova_kvmx.guest import spec
 
 # SMBIOS values cloud-init and other guest tools use to recognise a Nova
 # guest; the same as Nova's libvirt driver sets.
@@ -54,14 +56,16 @@ def build_domain(guest):
     conf.os_smbios = vconfig.LibvirtConfigGuestSMBIOS()
     conf.os_type = 'hvm'
     conf.os_mach_type = guest.machine_type
-    set_boot(conf, guest.boot)
+    set_boot(conf, guest.boot, any(getattr(disk, 'boot_order', None)
+                                   for disk in guest.disks))
     conf.features = [vconfig.LibvirtConfigGuestFeatureACPI(),
                      vconfig.LibvirtConfigGuestFeatureAPIC()]
     conf.cpu = build_cpu(guest.cpu)
     render_numa.apply_numa(conf, guest)
     conf.clock = build_clock()
     for disk in guest.disks:
-        conf.add_device(build_disk(disk))
+        conf.add_device(build_disk(disk) if isinstance(disk, spec.DiskSpec)
+                        else render_volumes.build_volume_disk(disk))
     for device in render_devices.build_devices(guest.devices):
         conf.add_device(device)
     for device in build_pcie_root_ports(guest.pcie_root_ports):
@@ -107,7 +111,10 @@ def build_metadata(guest):
     meta_owner.projectid = owner.project_id
     meta_owner.projectname = owner.project_name
     meta.owner = meta_owner
-    if owner.image_id:
+    if owner.root_volume_id:
+        meta.roottype = 'volume'
+        meta.rootid = owner.root_volume_id
+    elif owner.image_id:
         meta.roottype = 'image'
         meta.rootid = owner.image_id
     return meta
@@ -124,12 +131,15 @@ def build_sysinfo(guest):
     return sysinfo
 
 
-def set_boot(conf, boot):
+def set_boot(conf, boot, per_disk=False):
+    """Direct kernel boot, else boot from the disks: the first hard disk,
+    or the disk with ``<boot order>`` when one has it (libvirt takes
+    either, not both)."""
     if boot.kernel:
         conf.os_kernel = boot.kernel
         conf.os_initrd = boot.initrd
         conf.os_cmdline = boot.cmdline
-    else:
+    elif not per_disk:
         conf.os_boot_dev = ['hd']
 
 
@@ -159,16 +169,35 @@ def build_clock():
 
 def build_disk(disk):
     conf = vconfig.LibvirtConfigGuestDisk()
-    conf.source_type = 'file'
     conf.source_device = disk.device
-    conf.source_path = disk.path
+    if isinstance(disk.path, spec.RBDImage):
+        set_rbd_source(conf, disk.path)
+    else:
+        conf.source_type = 'file'
+        conf.source_path = disk.path
     conf.driver_name = 'qemu'
     conf.driver_format = disk.driver_format
     conf.driver_cache = disk.cache
     conf.target_dev = disk.target_dev
     conf.target_bus = disk.bus
     conf.readonly = disk.readonly
+    if disk.boot_order:
+        conf.boot_order = str(disk.boot_order)
     return conf
+
+
+def set_rbd_source(conf, image):
+    """An RBD image QEMU opens with librbd, as Nova's Rbd image backend
+    describes it: the monitors, and the cephx user's libvirt secret."""
+    conf.source_type = 'network'
+    conf.source_protocol = 'rbd'
+    conf.source_name = image.name
+    conf.source_hosts = [host for host, _ in image.hosts]
+    conf.source_ports = [port for _, port in image.hosts]
+    if image.auth_username:
+        conf.auth_username = image.auth_username
+        conf.auth_secret_type = 'ceph'
+        conf.auth_secret_uuid = image.auth_secret_uuid
 
 
 def build_console(log_path):

@@ -59,6 +59,8 @@ class DriverSettings:
     package_version: str = ''
     # 'none' (O_DIRECT) unless the instances directory cannot do it.
     disk_cache: str = 'none'
+    # Disks on RBD: [libvirt] disk_cachemodes' network mode, else 'none'.
+    network_disk_cache: str = 'none'
     host_cpus: HostCPUs = HostCPUs()
     # The host's base page size: memory not in large pages.
     small_page_kb: int = 4
@@ -69,29 +71,68 @@ class DriverSettings:
 
 
 @dataclasses.dataclass(frozen=True)
-class GuestFiles:
-    """Paths of the per-instance files a guest uses, prepared by storage."""
+class RescueDisk:
+    """The rescue image's disk of a stable device rescue, attached after
+    every disk of the instance and booted first (the image's
+    ``hw_rescue_bus`` and ``hw_rescue_device``)."""
 
-    root_disk: str
+    path: str
+    bus: str
+    device: str = 'disk'
+
+
+@dataclasses.dataclass(frozen=True)
+class RBDImage:
+    """A disk of the instance that is an RBD image (``[libvirt]
+    images_type=rbd``), which QEMU opens through its own librbd.
+
+    :param name: ``pool/image``
+    :param hosts: ((monitor host, port), ...)
+    :param auth_username: the cephx user (``[libvirt] rbd_user``), None
+        without cephx
+    :param auth_secret_uuid: the libvirt secret holding its key
+        (``[libvirt] rbd_secret_uuid``)
+    """
+
+    name: str
+    hosts: tuple = ()
+    auth_username: str | None = None
+    auth_secret_uuid: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class GuestFiles:
+    """The per-instance files and disks a guest uses, prepared by storage:
+    paths, and for disks on RBD (root, ephemeral, swap) :class:`RBDImage`.
+
+    ``root_disk`` is None when the root disk is a volume.
+    """
+
+    root_disk: 'str | RBDImage | None'
     console_log: str
     kernel: str | None = None
     ramdisk: str | None = None
     config_drive: str | None = None
-    ephemeral: str | None = None
-    swap: str | None = None
+    ephemeral: 'str | RBDImage | None' = None
+    swap: 'str | RBDImage | None' = None
     # Rescue: the instance's own root disk, attached after the rescue disk.
-    rescued_root: str | None = None
+    rescued_root: 'str | RBDImage | None' = None
+    # Stable device rescue: the rescue disk, after all the others.
+    rescue: RescueDisk | None = None
 
 
 @dataclasses.dataclass(frozen=True)
 class DiskSpec:
-    path: str
+    # A file, or an RBD image QEMU opens itself.
+    path: 'str | RBDImage'
     target_dev: str
     bus: str
     device: str = 'disk'
     driver_format: str = 'qcow2'
     readonly: bool = False
     cache: str = 'none'
+    # <boot order=...>: the disk the firmware boots first (stable rescue).
+    boot_order: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,6 +217,8 @@ class OwnerInfo:
     project_id: str
     project_name: str | None
     image_id: str | None
+    # The volume the guest boots from, None for a local root disk.
+    root_volume_id: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,7 +232,8 @@ class GuestSpec:
     vcpus: int
     cpu: CPUSpec
     boot: BootSpec
-    disks: tuple[DiskSpec, ...]
+    # DiskSpecs and guest.volumes.VolumeDisks, root disk first.
+    disks: tuple
     console_log: str
     owner: OwnerInfo
     package_version: str

@@ -83,21 +83,30 @@ def _totals(cpus, memory_mb, local_gb):
             'memory_mb': memory_mb, 'local_gb': local_gb}
 
 
-def inventory_totals(host, instances_path):
+def inventory_totals(host, instances_path, disk=None):
     """The totals Placement inventory needs: none of the costly parts of
     the compute node record (PCI devices, NUMA topology), as
-    update_provider_tree runs right after get_available_resource."""
+    update_provider_tree runs right after get_available_resource.
+
+    :param disk: (total, used, free) GiB where instance disks go, when
+        not on the filesystem of ``instances_path`` (an RBD pool)
+    """
     return _totals(topology.cpu_sets(host.get_online_cpus()),
-                   host.get_memory_mb_total(), disk_gb(instances_path)[0])
+                   host.get_memory_mb_total(),
+                   (disk or disk_gb(instances_path))[0])
 
 
-def available_resources(host, instances_path, nodename, virt_type):
+def available_resources(host, instances_path, nodename, virt_type,
+                        disk=None):
     """The compute node record; each host fact is read once, the PCI
-    devices come from the host's cache (:meth:`Host.pci_devices_json`)."""
+    devices come from the host's cache (:meth:`Host.pci_devices_json`).
+
+    :param disk: as for :func:`inventory_totals`
+    """
     caps = host.get_capabilities()
     cpus = topology.cpu_sets(host.get_online_cpus())
     numa = _numa_topology(caps, cpus)
-    total_gb, used_gb, free_gb = disk_gb(instances_path)
+    total_gb, used_gb, free_gb = disk or disk_gb(instances_path)
     arch = caps.host.cpu.arch
     return {
         **_totals(cpus, host.get_memory_mb_total(), total_gb),

@@ -25,7 +25,6 @@ snapshot was quiesced.
 """
 
 import os
-import threading
 
 from oslo_concurrency import processutils
 
@@ -122,20 +121,12 @@ def build_root_disk(dest_path, size_mb=16):
     return dest_path
 
 
-_cache = {}
-_cache_lock = threading.Lock()
-
-
 def get_artifacts():
     """Build (once per process) and return a ``GuestArtifacts`` tuple, in
     guest_image's cache directory."""
-    with _cache_lock:
-        if 'artifacts' not in _cache:
-            plain = guest_image.get_guest_artifacts()
-            tmpdir = os.path.dirname(plain.initramfs)
-            _cache['artifacts'] = plain._replace(
-                initramfs=build_initramfs(
-                    os.path.join(tmpdir, 'agent-initramfs.cpio.gz')),
-                root_disk=build_root_disk(
-                    os.path.join(tmpdir, 'agent-root.qcow2')))
-        return _cache['artifacts']
+    return guest_image.variant(
+        'agent',
+        initramfs=lambda tmpdir: build_initramfs(
+            os.path.join(tmpdir, 'agent-initramfs.cpio.gz')),
+        root_disk=lambda tmpdir: build_root_disk(
+            os.path.join(tmpdir, 'agent-root.qcow2')))

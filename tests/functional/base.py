@@ -23,6 +23,7 @@ Glance and Neutron fakes, databases -- is Nova's test harness unchanged
 """
 
 import fcntl
+import json
 import os
 import shutil
 import tempfile
@@ -31,6 +32,7 @@ from unittest import mock
 
 import fixtures
 import libvirt
+import libvirt_qemu
 from oslo_utils import uuidutils
 from nova import test
 from nova.tests import fixtures as nova_fixtures
@@ -242,6 +244,25 @@ class RealLibvirtTestCase(services.NovaServicesMixin, test.TestCase):
             if os.path.isdir(cache) else []
         self.assertEqual([], leftovers)
         return server['fault']['message']
+
+    def wait_for_task_done(self, server, timeout=STATE_TIMEOUT):
+        """Until the server has no task (a snapshot uploaded, ...); the
+        server."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            server = self.api.get_server(server['id'])
+            if server['OS-EXT-STS:task_state'] is None:
+                return server
+            time.sleep(0.5)
+        self.fail('server %s still busy after %ds' % (server['id'], timeout))
+
+    def freeze_status(self, server):
+        """What the guest agent says of its filesystems, through
+        libvirt."""
+        reply = libvirt_qemu.qemuAgentCommand(
+            self.domain(server),
+            json.dumps({'execute': 'guest-fsfreeze-status'}), 30, 0)
+        return json.loads(reply)['return']
 
     def console_output(self, server):
         """The serial console output, as a user reads it from the API."""

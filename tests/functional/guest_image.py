@@ -365,6 +365,24 @@ def get_guest_artifacts():
         return _cache['artifacts']
 
 
+_variants = {}
+_variants_lock = threading.Lock()
+
+
+def variant(name, **builders):
+    """The default guest's artifacts with some replaced, built once per
+    process: ``builders`` maps a ``GuestArtifacts`` field to a function
+    that builds it in guest_image's cache directory (given), in files
+    named after ``name``, and returns it."""
+    with _variants_lock:
+        if name not in _variants:
+            plain = get_guest_artifacts()
+            tmpdir = os.path.dirname(plain.initramfs)
+            _variants[name] = plain._replace(**{
+                field: build(tmpdir) for field, build in builders.items()})
+        return _variants[name]
+
+
 def get_pvh_kernel():
     """Return (building once per process) a fast-booting ``vmlinux`` path.
 

@@ -86,7 +86,6 @@ import argparse
 import os
 import shutil
 import sys
-import threading
 
 from oslo_concurrency import processutils
 
@@ -537,22 +536,14 @@ def build(outdir, pvh=True):
         marker=guest_image.DEFAULT_MARKER, cmdline=KERNEL_CMDLINE)
 
 
-_cache = {}
-_cache_lock = threading.Lock()
-
-
 def get_artifacts():
     """Build (once per process) and return a ``GuestArtifacts`` tuple, in
     guest_image's cache directory, with its PVH kernel."""
-    with _cache_lock:
-        if 'artifacts' not in _cache:
-            plain = guest_image.get_guest_artifacts()
-            tmpdir = os.path.dirname(plain.initramfs)
-            _cache['artifacts'] = plain._replace(
-                kernel=guest_image.get_pvh_kernel(),
-                initramfs=build_initramfs(
-                    os.path.join(tmpdir, 'net-initramfs.cpio.gz')))
-        return _cache['artifacts']
+    return guest_image.variant(
+        'net',
+        kernel=lambda tmpdir: guest_image.get_pvh_kernel(),
+        initramfs=lambda tmpdir: build_initramfs(
+            os.path.join(tmpdir, 'net-initramfs.cpio.gz')))
 
 
 def main(argv=None):

@@ -18,12 +18,10 @@ so a snapshot -- only if the agent's freeze syncs the filesystem. A server
 booted from the snapshot prints the token it finds.
 """
 
-import json
 import re
 import time
 
 import libvirt
-import libvirt_qemu
 from lxml import etree
 from nova.compute import rpcapi as compute_rpcapi
 from nova import exception
@@ -77,13 +75,6 @@ class QuiescedSnapshotTest(test_snapshot.SnapshotTestBase):
                 self.fail('the guest agent of %s is still %s after %ds'
                           % (server['id'], target.get('state'), timeout))
             time.sleep(0.5)
-
-    def freeze_status(self, server):
-        """What the guest agent says, through libvirt."""
-        reply = libvirt_qemu.qemuAgentCommand(
-            self.domain(server),
-            json.dumps({'execute': 'guest-fsfreeze-status'}), 30, 0)
-        return json.loads(reply)['return']
 
     def wait_for_freeze_status(self, server, status,
                                timeout=base.STATE_TIMEOUT):

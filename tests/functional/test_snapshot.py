@@ -14,7 +14,6 @@
 them."""
 
 import os
-import time
 
 import fixtures
 
@@ -44,15 +43,6 @@ class SnapshotTestBase(base.RealLibvirtTestCase):
             server['id'], {'createImage': {'name': 'snap'}})['image_id']
         server = self.wait_for_task_done(server)
         return server, self.glance.show(self.ctxt, image_id)
-
-    def wait_for_task_done(self, server, timeout=base.STATE_TIMEOUT):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            server = self.api.get_server(server['id'])
-            if server['OS-EXT-STS:task_state'] is None:
-                return server
-            time.sleep(0.5)
-        self.fail('server %s still busy after %ds' % (server['id'], timeout))
 
     def snapshot_dir(self):
         path = os.path.join(self.instances_path, 'snapshots')

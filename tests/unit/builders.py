@@ -73,6 +73,28 @@ def files(kernel=False, ramdisk=False, config_drive=False, ephemeral=False,
         swap=INST_DIR + '/disk.swap' if swap else None)
 
 
+RBD_SECRET = '5f0ad6c6-6c2b-4a1e-9d3e-2b0d8f1c9e11'
+
+
+def rbd_image(disk, user='nova', secret=RBD_SECRET):
+    """An instance disk on RBD, as storage gives it with [libvirt]
+    images_type=rbd."""
+    return spec.RBDImage(
+        name='vms/%s_%s' % (INSTANCE_UUID, disk),
+        hosts=(('192.0.2.10', '6789'), ('192.0.2.11', '6789')),
+        auth_username=user, auth_secret_uuid=secret if user else None)
+
+
+def rbd_files(ephemeral=False, swap=False, config_drive=False, **kw):
+    """GuestFiles of an instance whose disks are RBD images."""
+    return spec.GuestFiles(
+        root_disk=rbd_image('disk', **kw),
+        console_log=INST_DIR + '/console.log',
+        config_drive=INST_DIR + '/disk.config' if config_drive else None,
+        ephemeral=rbd_image('disk.eph0', **kw) if ephemeral else None,
+        swap=rbd_image('disk.swap', **kw) if swap else None)
+
+
 def settings(**kw):
     values = dict(virt_type='kvm', machine_type='q35', arch='x86_64',
                   package_version='1.0.0')

@@ -15,6 +15,7 @@ data Nova's downtime steps and timeout count, and how the source tells
 shared instance storage from a block migration (real directories)."""
 
 import os
+from unittest import mock
 
 import ddt
 import fixtures
@@ -27,10 +28,12 @@ from oslo_config import fixture as config_fixture
 from oslo_utils import units
 import testtools
 
+from nova_kvmx import exception as kvmx_exception
 from nova_kvmx import live_migration
 from nova_kvmx import live_migration_job as job
 from nova_kvmx import storage
 from tests.unit import builders as b
+from tests.unit import volume_data as vd
 
 CONF = nova.conf.CONF
 BASE = (libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PEER2PEER |
@@ -102,7 +105,7 @@ class SourceCheckTest(testtools.TestCase):
         self.dest_dir = self.useFixture(fixtures.TempDir()).path
         self.instance = b.instance()
 
-    def check(self, dest_dir, block_migration=None, **data):
+    def check(self, dest_dir, block_migration=None, bdi=None, **data):
         dest = live_migration.LiveMigrations(
             None, storage.InstanceStorage(dest_dir, '_base'), None, None,
             None)
@@ -115,7 +118,7 @@ class SourceCheckTest(testtools.TestCase):
             migrate_data.block_migration = block_migration
         try:
             return source.check_source(None, self.instance, migrate_data,
-                                       None)
+                                       bdi)
         finally:
             dest.cleanup_destination_check(migrate_data)
             self.assertEqual([], os.listdir(dest_dir))
@@ -160,3 +163,65 @@ class SourceCheckTest(testtools.TestCase):
         data = self.check(self.dest_dir, disk_over_commit=True,
                           disk_available_mb=1000)
         self.assertTrue(data.block_migration)
+
+    def volume_backed(self):
+        return {'block_device_mapping': [
+            {'connection_info': vd.RBD, 'boot_index': 0,
+             'mount_device': '/dev/vda'}]}
+
+    def test_only_volumes_need_no_copy(self):
+        """Nova's rule: a volume-backed guest without local disks is on
+        shared block storage, whatever the instances directory."""
+        data = self.check(self.dest_dir, bdi=self.volume_backed())
+        self.assertFalse(data.is_shared_instance_path)
+        self.assertTrue(data.is_shared_block_storage)
+        self.assertFalse(data.block_migration)
+        self.assertRaises(exception.InvalidLocalStorage, self.check,
+                          self.dest_dir, block_migration=True,
+                          bdi=self.volume_backed())
+
+    def test_volume_backed_with_an_ephemeral_disk_is_copied(self):
+        inst_dir = os.path.join(self.source_dir, self.instance.uuid)
+        os.mkdir(inst_dir)
+        processutils.execute('qemu-img', 'create', '-f', 'qcow2',
+                             os.path.join(inst_dir, 'disk.eph0'), '1G')
+        data = self.check(self.dest_dir, bdi=self.volume_backed())
+        self.assertFalse(data.is_shared_block_storage)
+        self.assertTrue(data.block_migration)
+
+    def test_unsupported_volume_refused_before_anything(self):
+        bdi = {'block_device_mapping': [{
+            'connection_info': {'driver_volume_type': 'nfs',
+                                'serial': vd.VOLUME_ID, 'data': {}},
+            'boot_index': None, 'mount_device': '/dev/vdb'}]}
+        self.assertRaises(kvmx_exception.UnsupportedVolumeType, self.check,
+                          self.dest_dir, bdi=bdi)
+
+
+class RollbackTest(testtools.TestCase):
+    def test_destination_lets_go_of_the_volumes(self):
+        lifecycle = mock.Mock()
+        lifecycle.find_guest.return_value = None
+        migrations = live_migration.LiveMigrations(
+            None, mock.Mock(), lifecycle, mock.Mock(), None)
+        bdms = [{'connection_info': vd.ISCSI, 'boot_index': 0}]
+        migrations.rollback_at_destination(
+            b.instance(), [], objects.LibvirtLiveMigrateData(
+                is_shared_instance_path=False),
+            {'block_device_mapping': bdms}, 'ctxt')
+        lifecycle.volumes.disconnect_all.assert_called_once_with(
+            'ctxt', mock.ANY, bdms, force=True)
+        migrations.storage.destroy.assert_called_once_with(
+            mock.ANY, shared_disks=False)
+
+    def test_source_lets_go_of_the_volumes(self):
+        lifecycle = mock.Mock()
+        migrations = live_migration.LiveMigrations(
+            None, None, lifecycle, None, None)
+        bdms = [{'connection_info': vd.ISCSI}, {'connection_info': vd.RBD}]
+        migrations.post_live_migration('ctxt', b.instance(),
+                                       {'block_device_mapping': bdms})
+        self.assertEqual(
+            [mock.call('ctxt', vd.ISCSI, mock.ANY),
+             mock.call('ctxt', vd.RBD, mock.ANY)],
+            lifecycle.volumes.disconnect_quietly.call_args_list)

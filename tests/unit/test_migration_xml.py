@@ -24,6 +24,7 @@ domain, and pass libvirt's schema.
 """
 
 import copy
+import dataclasses
 import types
 
 import ddt
@@ -37,9 +38,11 @@ import testtools
 from nova_kvmx.guest import devices
 from nova_kvmx.guest import migration_xml
 from nova_kvmx.guest import render
+from nova_kvmx.guest import volumes
 from nova_kvmx import live_migration
 from tests.unit import builders as b
 from tests.unit import nfv
+from tests.unit import volume_data as vd
 from tests.unit import xml_schema
 
 NUMA_PARTS = ('cputune', 'numatune', 'memoryBacking')
@@ -289,3 +292,61 @@ class RewriteTest(testtools.TestCase):
             migration_xml.destination_xml, self.source(),
             migration_xml.DestinationHost(
                 hostdevs=(('0000:81:00.2', '0000:82:10.5'),)))
+
+
+class VolumeRewriteTest(testtools.TestCase):
+    """Each volume's disk gets the destination's host side (its block
+    device there, or the RBD source and secret of its connection info);
+    the guest's PCI address stays, other disks stay as they are."""
+
+    def domain(self, vols):
+        guest = b.plan(guest_files=b.files(config_drive=True))
+        guest = dataclasses.replace(guest, disks=guest.disks + vols)
+        root = xml_schema.parse(render.render_domain(guest))
+        for i, disk in enumerate(root.findall('devices/disk')):
+            etree.SubElement(disk, 'address', type='pci', domain='0x0000',
+                             bus='0x0%d' % (i + 3), slot='0x00',
+                             function='0x0')
+        return etree.tostring(root, encoding='unicode')
+
+    def test_destination_connections(self):
+        settings = volumes.VolumeSettings()
+        iscsi = dict(vd.ISCSI, serial=vd.OTHER_VOLUME_ID)
+        source = self.domain((
+            volumes.plan_volume(vd.RBD, volumes.DiskInfo('vdb', 'virtio'),
+                                settings),
+            volumes.plan_volume(iscsi, volumes.DiskInfo('vdc', 'virtio'),
+                                settings)))
+        dest_rbd = vd.connection(vd.RBD, hosts=['10.40.0.1'],
+                                 ports=['6789'])
+        dest_iscsi = vd.connection(iscsi, device_path='/dev/sdq')
+        moved = migration_xml.destination_xml(
+            source, migration_xml.DestinationHost(volumes=(
+                volumes.plan_volume(dest_rbd, volumes.DiskInfo(
+                    'vdb', 'virtio'), settings),
+                volumes.plan_volume(dest_iscsi, volumes.DiskInfo(
+                    'vdc', 'virtio'), settings))))
+        xml_schema.assert_valid_domain(self, moved)
+        disks = xml_schema.parse(moved).findall('devices/disk')
+        self.assertEqual(
+            [('vda', 'file', '0x03'), ('sdz', 'file', '0x04'),
+             ('vdb', 'network', '0x05'), ('vdc', 'block', '0x06')],
+            [(d.find('target').get('dev'), d.get('type'),
+              d.find('address').get('bus')) for d in disks])
+        self.assertEqual(['10.40.0.1'], [
+            h.get('name') for h in disks[2].findall('source/host')])
+        self.assertEqual(vd.SECRET_UUID,
+                         disks[2].find('auth/secret').get('uuid'))
+        self.assertEqual('/dev/sdq', disks[3].find('source').get('dev'))
+        self.assertEqual(1, len(disks[3].findall('address')))
+        self.assertEqual('ua-' + vd.OTHER_VOLUME_ID,
+                         disks[3].find('alias').get('name'))
+
+    def test_volume_the_domain_lacks_is_left_alone(self):
+        source = self.domain(())
+        disk = volumes.plan_volume(vd.RBD, volumes.DiskInfo('vdb', 'virtio'),
+                                   volumes.VolumeSettings())
+        self.assertEqual(
+            canon(xml_schema.parse(source)),
+            canon(xml_schema.parse(migration_xml.destination_xml(
+                source, migration_xml.DestinationHost(volumes=(disk,))))))

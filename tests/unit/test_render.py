@@ -17,6 +17,8 @@ test reads back the elements its row is about. Whole-string comparisons
 would break on harmless reordering and hide what a test means.
 """
 
+import dataclasses
+
 import ddt
 import testtools
 
@@ -165,6 +167,58 @@ class DiskTest(DomainTestCase):
         self.assertEqual(
             [b.INST_DIR + '/disk', b.INST_DIR + '/disk.config'][:len(disks)],
             [d.find('source').get('file') for d in disks])
+
+
+@ddt.ddt
+class RBDDiskTest(DomainTestCase):
+    """[libvirt] images_type=rbd: the instance's disks are network disks
+    QEMU opens through librbd, as Nova's Rbd image backend renders them;
+    the config drive stays a local file."""
+
+    def test_root_ephemeral_swap_on_rbd(self):
+        root = self.domain(
+            inst=b.instance(flavor_obj=b.flavor(ephemeral_gb=1, swap=64)),
+            guest_files=b.rbd_files(ephemeral=True, swap=True,
+                                    config_drive=True),
+            driver_settings=b.settings(disk_cache='none',
+                                       network_disk_cache='writeback'))
+        disks = xml_schema.findall(root, 'devices/disk')
+        self.assertEqual(
+            [('network', 'vda', 'raw', 'writeback'),
+             ('network', 'vdb', 'raw', 'writeback'),
+             ('network', 'vdc', 'raw', 'writeback'),
+             ('file', 'sdz', 'raw', 'none')],
+            [(d.get('type'), d.find('target').get('dev'),
+              d.find('driver').get('type'), d.find('driver').get('cache'))
+             for d in disks])
+        for disk, name in zip(disks, ('disk', 'disk.eph0', 'disk.swap')):
+            source = disk.find('source')
+            self.assertEqual(('rbd', 'vms/%s_%s' % (b.INSTANCE_UUID, name)),
+                             (source.get('protocol'), source.get('name')))
+            self.assertEqual(
+                [('192.0.2.10', '6789'), ('192.0.2.11', '6789')],
+                [(h.get('name'), h.get('port'))
+                 for h in source.findall('host')])
+            auth = disk.find('auth')
+            self.assertEqual('nova', auth.get('username'))
+            secret = auth.find('secret')
+            self.assertEqual(('ceph', '5f0ad6c6-6c2b-4a1e-9d3e-2b0d8f1c9e11'),
+                             (secret.get('type'), secret.get('uuid')))
+
+    def test_without_cephx_no_auth(self):
+        root = self.domain(guest_files=b.rbd_files(user=None))
+        disk = xml_schema.find(root, 'devices/disk')
+        self.assertEqual('network', disk.get('type'))
+        self.assertIsNone(disk.find('auth'))
+
+    def test_rescue_disk_local_rescued_root_on_rbd(self):
+        files = dataclasses.replace(
+            b.files(), rescued_root=b.rbd_image('disk'))
+        root = self.domain(guest_files=files)
+        disks = xml_schema.findall(root, 'devices/disk')
+        self.assertEqual([('file', 'vda'), ('network', 'vdb')],
+                         [(d.get('type'), d.find('target').get('dev'))
+                          for d in disks])
 
 
 @ddt.ddt

@@ -10,7 +10,8 @@
 # License for the specific language governing permissions and limitations
 # under the License.
 
-"""The files behind a guest: image cache, per-instance disks, config drive.
+"""The files and disks behind a guest: image cache, per-instance disks,
+config drive.
 
 Layout, the same as Nova's libvirt driver so operators find their way::
 
@@ -24,12 +25,17 @@ Layout, the same as Nova's libvirt driver so operators find their way::
     <instances_path>/<instance uuid>/disk.config.rescue  ... config drive
     <instances_path>/<instance uuid>/console.log   serial console (virtlogd)
 
+With ``[libvirt] images_type = rbd`` the root, ephemeral and swap disks
+are RBD images instead (:mod:`nova_kvmx.storage.rbd`); the rest stays in
+the instance directory.
+
 Only UUIDs and hashes name files: no user-controlled string ever chooses a
 path. Images go through :func:`nova.virt.images.fetch_to_raw`, which runs
 Nova's format inspector and refuses backing files, data files and images
 whose content does not match their declared format.
 """
 
+import dataclasses
 import hashlib
 import os
 import re
@@ -51,6 +57,7 @@ from oslo_utils import uuidutils
 
 from nova_kvmx import exception
 from nova_kvmx.guest import spec
+from nova_kvmx.storage import rbd
 
 LOG = logging.getLogger(__name__)
 
@@ -70,10 +77,21 @@ RESCUE_FILES = ('disk.rescue', 'disk.config.rescue')
 
 
 class InstanceStorage(object):
-    def __init__(self, instances_path, cache_subdir, ephemeral_format='ext4'):
+    def __init__(self, instances_path, cache_subdir, ephemeral_format='ext4',
+                 rbd=None):
+        """:param rbd: the storage.rbd.RBDDisks keeping root, ephemeral
+            and swap disks ([libvirt] images_type = rbd), None for qcow2
+            overlays in the instance directory
+        """
         self.instances_path = instances_path
         self.cache_dir = os.path.join(instances_path, cache_subdir)
         self.ephemeral_format = ephemeral_format
+        self.rbd = rbd
+
+    @property
+    def shared_disks(self):
+        """Whether the disks are on storage every host reaches (RBD)."""
+        return self.rbd is not None
 
     def instance_dir(self, instance):
         if not uuidutils.is_uuid_like(instance.uuid):
@@ -84,51 +102,89 @@ class InstanceStorage(object):
         return os.path.join(self.instance_dir(instance), 'console.log')
 
     def prepare(self, context, instance, image_meta, injected_files=None,
-                admin_password=None, network_info=None):
-        """Create every file the guest needs; on any failure remove them all.
+                admin_password=None, network_info=None, volume_backed=False,
+                disks=True):
+        """Create every file and disk the guest needs; on any failure
+        remove them all.
 
+        :param volume_backed: the root disk is a volume (no local one)
+        :param disks: False to make no disk (they exist already, on RBD,
+            for a live migration's destination)
         :returns: spec.GuestFiles
         """
         inst_dir = self.instance_dir(instance)
         if os.path.exists(inst_dir):
             raise nova_exception.InstanceExists(name=instance.name)
+        if self.rbd is not None and disks:
+            self.rbd.check_absent(instance)
         # Private while the files are written (tools create them with the
         # umask's mode), traversable once they are root's alone.
         os.makedirs(inst_dir, mode=0o700)
         try:
-            files = self._create_files(
-                context, instance, image_meta, inst_dir,
-                injected_files, admin_password, network_info)
+            self._create_files(
+                context, instance, image_meta, inst_dir, injected_files,
+                admin_password, network_info, volume_backed, disks)
             seal(inst_dir)
-            return files
+            return self.files_of(instance, volume_backed)
         except Exception:
             with excutils.save_and_reraise_exception():
                 LOG.warning('Removing %s after a failed spawn', inst_dir,
                             instance=instance)
-                shutil.rmtree(inst_dir, ignore_errors=True)
+                self.discard(instance, shared_disks=disks)
 
-    def files_of(self, instance):
-        """The GuestFiles of an instance whose files already exist."""
+    def discard(self, instance, shared_disks=True):
+        """destroy() after a failure, which stays the error to report: a
+        failure to remove is only logged."""
+        try:
+            self.destroy(instance, shared_disks)
+        except Exception:
+            LOG.exception('Could not remove the disks of the failed guest',
+                          instance=instance)
+            shutil.rmtree(self.instance_dir(instance), ignore_errors=True)
+
+    def files_of(self, instance, volume_backed=False):
+        """The GuestFiles of an instance whose files already exist (no
+        root disk for a volume-backed one)."""
         inst_dir = self.instance_dir(instance)
 
         def existing(name):
             path = os.path.join(inst_dir, name)
             return path if os.path.exists(path) else None
 
+        root_disk = None if volume_backed else os.path.join(inst_dir, 'disk')
+        ephemeral, swap = existing('disk.eph0'), existing('disk.swap')
+        if self.rbd is not None:
+            on_rbd = self.rbd.disks_of(instance)
+            monitors = self.rbd.monitors()
+
+            def image(name):
+                return self.rbd.source(instance, name, monitors) \
+                    if name in on_rbd else None
+
+            root_disk = None if volume_backed else self.rbd.source(
+                instance, rbd.ROOT, monitors)
+            ephemeral, swap = image(rbd.EPHEMERAL), image(rbd.SWAP)
         return spec.GuestFiles(
-            root_disk=os.path.join(inst_dir, 'disk'),
+            root_disk=root_disk,
             console_log=os.path.join(inst_dir, 'console.log'),
             kernel=existing('kernel'),
             ramdisk=existing('ramdisk'),
             config_drive=existing('disk.config'),
-            ephemeral=existing('disk.eph0'),
-            swap=existing('disk.swap'))
+            ephemeral=ephemeral,
+            swap=swap)
 
     def exists(self, instance):
         return os.path.exists(self.instance_dir(instance))
 
-    def destroy(self, instance):
-        """Remove the instance directory; True if it is gone."""
+    def destroy(self, instance, shared_disks=True):
+        """Remove the instance directory, and with ``shared_disks`` its
+        RBD disks; True if the directory is gone.
+
+        :raises: RBDStorageError when the RBD disks cannot be removed
+            (the directory is kept then)
+        """
+        if self.rbd is not None and shared_disks:
+            self.rbd.remove(instance)
         inst_dir = self.instance_dir(instance)
         shutil.rmtree(inst_dir, ignore_errors=True)
         return not os.path.exists(inst_dir)
@@ -153,43 +209,56 @@ class InstanceStorage(object):
             os.path.join(self.instances_path, os.path.basename(name)))
 
     def _create_files(self, context, instance, image_meta, inst_dir,
-                      injected_files, admin_password, network_info):
-        base = self.cached_image(context, image_meta.id)
-        root_disk = os.path.join(inst_dir, 'disk')
-        create_overlay(base, root_disk, instance.flavor.root_gb)
-        kernel = ramdisk = config_drive = ephemeral = swap = None
+                      injected_files, admin_password, network_info,
+                      volume_backed=False, disks=True):
         flavor = instance.flavor
-        if flavor.ephemeral_gb:
-            ephemeral = self.create_ephemeral(inst_dir, flavor.ephemeral_gb)
-        if flavor.swap:
-            swap = self.create_swap(inst_dir, flavor.swap)
+        if disks and not volume_backed:
+            self.create_root(context, instance, image_meta.id)
+        if disks and flavor.ephemeral_gb:
+            self.create_ephemeral(instance, flavor.ephemeral_gb)
+        if disks and flavor.swap:
+            self.create_swap(instance, flavor.swap)
         if instance.kernel_id:
             # QEMU loads kernel and initrd as files (-kernel/-initrd), never
             # as a disk, so they are not subject to disk format inspection
             # (a bzImage even looks like an MBR); Nova does the same.
-            kernel = os.path.join(inst_dir, 'kernel')
-            fetch(images.fetch, context, instance.kernel_id, kernel)
+            fetch(images.fetch, context, instance.kernel_id,
+                  os.path.join(inst_dir, 'kernel'))
             if instance.ramdisk_id:
-                ramdisk = os.path.join(inst_dir, 'ramdisk')
-                fetch(images.fetch, context, instance.ramdisk_id, ramdisk)
+                fetch(images.fetch, context, instance.ramdisk_id,
+                      os.path.join(inst_dir, 'ramdisk'))
         if configdrive.required_by(instance):
-            config_drive = os.path.join(inst_dir, 'disk.config')
-            make_config_drive(context, instance, config_drive,
+            make_config_drive(context, instance,
+                              os.path.join(inst_dir, 'disk.config'),
                               injected_files, admin_password, network_info)
-        return spec.GuestFiles(
-            root_disk=root_disk,
-            console_log=os.path.join(inst_dir, 'console.log'),
-            kernel=kernel, ramdisk=ramdisk, config_drive=config_drive,
-            ephemeral=ephemeral, swap=swap)
 
-    def rescue_files(self, context, instance, image_meta, network_info=None,
+    def create_root(self, context, instance, image_id):
+        """The root disk of the flavor's size: an overlay on the cached
+        image, or on RBD a clone of the image (else the image imported)."""
+        if self.rbd is not None:
+            self.rbd.create_root(
+                context, instance, image_id,
+                instance.flavor.root_gb * units.Gi,
+                lambda: self.cached_image(context, image_id))
+            return
+        create_overlay(self.cached_image(context, image_id),
+                       os.path.join(self.instance_dir(instance), 'disk'),
+                       instance.flavor.root_gb)
+
+    def rescue_files(self, context, instance, image_meta,
+                     volume_backed=False, stable=None, network_info=None,
                      rescue_password=None):
         """The files of a rescue guest: a fresh overlay of the rescue image
-        (``disk.rescue``), the instance's root disk attached second, its
-        kernel, ramdisk and console log and, when it has a config drive, a
-        new one (``disk.config.rescue``) with the rescue password as its
-        admin password, as Nova's libvirt driver makes them."""
-        own = self.files_of(instance)
+        (``disk.rescue``), the instance's files and, when it has a config
+        drive, a new one (``disk.config.rescue``) with the rescue password
+        as its admin password, as Nova's libvirt driver makes them.
+
+        :param stable: the spec.RescueDisk of a stable device rescue (every
+            disk of the instance where it is, the rescue disk last), None
+            for the legacy layout: the rescue disk first, the instance's
+            root disk second, its kernel, ramdisk and console log
+        """
+        own = self.files_of(instance, volume_backed)
         inst_dir = self.instance_dir(instance)
         rescue_disk = os.path.join(inst_dir, RESCUE_FILES[0])
         config_drive = None
@@ -201,6 +270,10 @@ class InstanceStorage(object):
                 with fileutils.remove_path_on_error(config_drive):
                     make_config_drive(context, instance, config_drive, None,
                                       rescue_password, network_info)
+        if stable is not None:
+            return dataclasses.replace(
+                own, config_drive=config_drive,
+                rescue=dataclasses.replace(stable, path=rescue_disk))
         return spec.GuestFiles(
             root_disk=rescue_disk, console_log=own.console_log,
             kernel=own.kernel, ramdisk=own.ramdisk,
@@ -211,17 +284,22 @@ class InstanceStorage(object):
             fileutils.delete_if_exists(
                 os.path.join(self.instance_dir(instance), name))
 
-    def create_ephemeral(self, inst_dir, size_gb):
-        path = os.path.join(inst_dir, 'disk.eph0')
-        create_overlay(self.blank_disk(
-            self.ephemeral_format, size_gb * units.Gi, EPHEMERAL_LABEL),
-            path, size_gb)
-        return path
+    def create_ephemeral(self, instance, size_gb):
+        base = self.blank_disk(self.ephemeral_format, size_gb * units.Gi,
+                               EPHEMERAL_LABEL)
+        if self.rbd is not None:
+            self.rbd.import_blank(instance, rbd.EPHEMERAL, base)
+            return
+        create_overlay(base, os.path.join(self.instance_dir(instance),
+                                          'disk.eph0'), size_gb)
 
-    def create_swap(self, inst_dir, size_mb):
-        path = os.path.join(inst_dir, 'disk.swap')
-        create_overlay(self.blank_disk('swap', size_mb * units.Mi), path, 0)
-        return path
+    def create_swap(self, instance, size_mb):
+        base = self.blank_disk('swap', size_mb * units.Mi)
+        if self.rbd is not None:
+            self.rbd.import_blank(instance, rbd.SWAP, base)
+            return
+        create_overlay(base, os.path.join(self.instance_dir(instance),
+                                          'disk.swap'), 0)
 
     def base_for(self, context, instance, backing_file):
         """This host's cached base of the name of ``backing_file`` (the
@@ -293,6 +371,13 @@ def private_file(path):
         os.fchmod(fd, FILE_MODE)
     finally:
         os.close(fd)
+
+
+def local_disks(files):
+    """The paths of the instance's own writable disks that are files in
+    its directory (not RBD images)."""
+    return [path for path in (files.root_disk, files.ephemeral, files.swap)
+            if isinstance(path, str)]
 
 
 def seal(inst_dir):
