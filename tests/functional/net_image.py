@@ -182,7 +182,7 @@ while :; do
         rm -f "/run/kvmx-net/$n.nolease"
         # Checksums computed here, not left to the host (see ETHTOOL).
         /usr/sbin/ethtool -K "$n" tx off >/dev/null 2>&1 ||
-            echo "KVMX-GUEST-WARNING ethtool could not turn $n's checksum offload off"
+            echo "KVMX-GUEST-WARNING ethtool: $n's checksum offload stays on"
         ip link set dev "$n" up
         KVMX_DHCP_WAIT=$1 udhcpc -f -i "$n" -p "/run/udhcpc.$n.pid" \
             -s /usr/share/udhcpc/default.script -t "$tries" -T 2 -A 3 \
