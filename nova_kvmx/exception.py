@@ -113,3 +113,8 @@ class VIFPlugTimedOut(exception.VirtualInterfaceCreateException):
 class VIFPlugReportedFailed(exception.VirtualInterfaceCreateException):
     msg_fmt = ('Neutron reported that plugging port %(port_id)s failed '
                '(network-vif-plugged with status failed)')
+
+
+class UnsupportedKey(exception.Invalid):
+    msg_fmt = ('The %(kind)s %(key)s=%(value)s cannot be honoured by '
+               'nova-kvmx: %(reason)s')

@@ -34,6 +34,7 @@ from oslo_utils import excutils
 
 from nova_kvmx import exception as kvmx_exception
 from nova_kvmx.guest import devices
+from nova_kvmx.guest import keys
 from nova_kvmx.guest import planner
 from nova_kvmx.guest import render
 from nova_kvmx import vif
@@ -70,6 +71,8 @@ class GuestLifecycle(object):
     def spawn(self, context, instance, image_meta, injected_files,
               admin_password, network_info, block_device_info=None):
         reject_volumes(block_device_info)
+        # Before any file, port or domain exists.
+        keys.refuse_unsupported(instance.flavor, image_meta)
         self.host.get_connection()
         self.check_devices(instance, network_info)
         files = self.storage.prepare(context, instance, image_meta,

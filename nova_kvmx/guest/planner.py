@@ -25,6 +25,7 @@ from nova_kvmx.guest import cpu_quota
 from nova_kvmx.guest import cpu_topology
 from nova_kvmx.guest import numa
 from nova_kvmx.guest import devices
+from nova_kvmx.guest import keys
 from nova_kvmx.guest import spec
 
 # The consoles Nova's libvirt driver puts on a direct kernel boot command
@@ -56,6 +57,7 @@ def plan_guest(context, instance, image_meta, files, settings,
     :param vf_netdevs: {VF PCI address: netdev} of its macvtap ports
     """
     flavor = instance.flavor
+    keys.refuse_unsupported(flavor, image_meta)
     props = image_meta.properties
     disks = plan_disks(files, props, settings.disk_cache)
     machine_type = plan_machine_type(image_meta, settings)
