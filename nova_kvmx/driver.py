@@ -20,6 +20,7 @@ boundaries.
 import os
 
 from nova import context as nova_context
+from nova import exception
 import nova.conf
 from nova import objects  # noqa: F401 (named in a signature)
 import nova.conf.neutron
@@ -135,7 +136,11 @@ class KVMXDriver(driver.ComputeDriver):
                 numa, topology.cpu_sets(self._host.get_online_cpus())),
             small_page_kb=topology.small_page_kb(numa),
             realtime_priority=CONF.kvmx.realtime_scheduler_priority,
-            cpu_control=self._host.is_cpu_control_policy_capable())
+            cpu_control=self._host.is_cpu_control_policy_capable(),
+            rng_dev_path=rng_dev_path(),
+            pointer_model=CONF.pointer_model,
+            rx_queue_size=CONF.libvirt.rx_queue_size,
+            tx_queue_size=CONF.libvirt.tx_queue_size)
 
     def cleanup_host(self, host):
         self._host.close()
@@ -398,3 +403,12 @@ class KVMXDriver(driver.ComputeDriver):
                                                migrate_data=None):
         self._live_migrations.rollback_at_destination(
             instance, network_info, migrate_data)
+
+
+def rng_dev_path():
+    """``[libvirt] rng_dev_path``, which must exist (Nova's
+    RngDeviceNotExist otherwise: every guest gets an RNG from it)."""
+    path = CONF.libvirt.rng_dev_path
+    if path and not os.path.exists(path):
+        raise exception.RngDeviceNotExist(path=path)
+    return path

@@ -65,9 +65,23 @@ def _false(value):
     return not strutils.bool_from_string(str(value), default=True)
 
 
+_false.accepted = 'false'
+
+
 def _unset_or(*values):
     allowed = {str(v).lower() for v in values}
-    return lambda value: str(value).lower() in allowed
+
+    def accepts(value):
+        return str(value).lower() in allowed
+    accepts.accepted = ', '.join(str(v) for v in values)
+    return accepts
+
+
+def _not(refused_value):
+    def accepts(value):
+        return value != refused_value
+    accepts.accepted = 'anything but %s' % refused_value
+    return accepts
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +101,11 @@ _CLAIM = ('the guest cells, pinning and memory of the NUMA claim '
           '(<numatune>, <cputune>, <cpu><numa>)')
 _PAGES = '<memoryBacking><hugepages> of the NUMA claim'
 _REALTIME = '<cputune><vcpusched> realtime vCPUs, locked memory'
+
+_WATCHDOG = "<watchdog model='i6300esb' action>"
+_RNG = "<rng model='virtio'> (unless hw_rng:allowed=False)"
+_HIDDEN = '<features><kvm><hidden state=on>'
+_VIDEO = '<video><model>'
 
 # key -> what it becomes.
 HONOURED = {
@@ -123,33 +142,31 @@ HONOURED = {
     'os_require_quiesce': 'snapshots fail unless the guest agent '
                           'quiesces the file systems',
     'img_config_drive': 'a config drive (nova.virt.configdrive)',
+    'hw:watchdog_action': _WATCHDOG, 'hw_watchdog_action': _WATCHDOG,
+    'hw_rng:allowed': _RNG, 'hw_rng:rate_bytes': _RNG + ' <rate bytes>',
+    'hw_rng:rate_period': _RNG + ' <rate period>',
+    'hw:boot_menu': '<os><bootmenu>', 'hw_boot_menu': '<os><bootmenu>',
+    'hide_hypervisor_id': _HIDDEN, 'hw:hide_hypervisor_id': _HIDDEN,
+    'img_hide_hypervisor_id': _HIDDEN,
+    'hw_time_hpet': '<clock><timer name=hpet present>',
+    'hw_video_model': _VIDEO + ' model (a guest with VNC)',
+    'hw_video_ram': _VIDEO + ' vram (a guest with VNC)',
+    'hw_video:ram_max_mb': 'the largest hw_video_ram',
+    'hw_pointer_model': '<input type=tablet bus=usb> (a guest with VNC)',
+    'hw_scsi_model': "<controller type='scsi' model='virtio-scsi'>",
 }
 
 _NOT_YET = 'not supported by nova-kvmx yet'
+_SERIAL = ('more serial ports need the serial console '
+           '([serial_console]), which is ' + _NOT_YET)
 _CDROM = 'the config drive CD-ROM is on SATA; other buses are ' + _NOT_YET
 
 # key -> Refused.
 REFUSED = {
     'accel:device_profile': Refused('Cyborg accelerators are ' + _NOT_YET),
-    'hide_hypervisor_id': Refused(_NOT_YET, _false),
-    'hw:hide_hypervisor_id': Refused(_NOT_YET, _false),
-    'img_hide_hypervisor_id': Refused(_NOT_YET, _false),
-    'hw:boot_menu': Refused(_NOT_YET, _false),
-    'hw_boot_menu': Refused(_NOT_YET, _false),
-    'hw:watchdog_action': Refused(_NOT_YET, _unset_or('disabled')),
-    'hw_watchdog_action': Refused(_NOT_YET, _unset_or('disabled')),
-    'hw:serial_port_count': Refused(_NOT_YET, _unset_or(1)),
-    'hw_serial_port_count': Refused(_NOT_YET, _unset_or(1)),
-    'hw_rng:allowed': Refused('the virtio RNG is ' + _NOT_YET, _false),
-    'hw_rng:rate_bytes': Refused('the virtio RNG is ' + _NOT_YET),
-    'hw_rng:rate_period': Refused('the virtio RNG is ' + _NOT_YET),
-    'hw_video:ram_max_mb': Refused(_NOT_YET, _unset_or(0)),
-    'hw_video_model': Refused(_NOT_YET),
-    'hw_video_ram': Refused(_NOT_YET, _unset_or(0)),
-    'hw_pointer_model': Refused(_NOT_YET),
     'hw_input_bus': Refused(_NOT_YET),
-    'hw_time_hpet': Refused('the HPET is always off', _false),
-    'hw_scsi_model': Refused(_NOT_YET),
+    'hw:serial_port_count': Refused(_SERIAL, _unset_or(1)),
+    'hw_serial_port_count': Refused(_SERIAL, _unset_or(1)),
     'hw_cdrom_bus': Refused(_CDROM, _unset_or('sata')),
     'hw_rescue_bus': Refused('stable device rescue is ' + _NOT_YET),
     'hw_rescue_device': Refused('stable device rescue is ' + _NOT_YET),
@@ -195,16 +212,15 @@ REFUSED = {
     'hw_vm_mode': Refused('a KVM guest is a full virtual machine',
                           _unset_or('hvm')),
     'os_type': Refused('the Windows clock and Hyper-V enlightenments are '
-                       + _NOT_YET, lambda value: value != 'windows'),
+                       + _NOT_YET, _not('windows')),
 }
-for _kind in ('disk', 'vif'):
-    for _key in {'disk': ('read_bytes_sec', 'read_iops_sec',
-                          'total_bytes_sec', 'total_iops_sec',
-                          'write_bytes_sec', 'write_iops_sec'),
-                 'vif': ('inbound_average', 'inbound_burst',
-                         'inbound_peak', 'outbound_average',
-                         'outbound_burst', 'outbound_peak')}[_kind]:
-        REFUSED['quota:%s_%s' % (_kind, _key)] = Refused(
+for _kind, _names in (
+        ('disk', ('read_bytes_sec', 'read_iops_sec', 'total_bytes_sec',
+                  'total_iops_sec', 'write_bytes_sec', 'write_iops_sec')),
+        ('vif', ('inbound_average', 'inbound_burst', 'inbound_peak',
+                 'outbound_average', 'outbound_burst', 'outbound_peak'))):
+    for _name in _names:
+        REFUSED['quota:%s_%s' % (_kind, _name)] = Refused(
             'QoS is ' + _NOT_YET)
 
 _SCHEDULER = "the scheduler's; the driver has nothing to realise"

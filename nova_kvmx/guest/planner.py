@@ -25,6 +25,7 @@ from nova_kvmx.guest import cpu_quota
 from nova_kvmx.guest import cpu_topology
 from nova_kvmx.guest import numa
 from nova_kvmx.guest import devices
+from nova_kvmx.guest import extras
 from nova_kvmx.guest import keys
 from nova_kvmx.guest import spec
 
@@ -90,6 +91,8 @@ def plan_guest(context, instance, image_meta, files, settings,
         # float over (every CPU without one).
         iothreads=numa.IOTHREADS,
         pcie_root_ports=plan_pcie_root_ports(machine_type, settings),
+        extras=extras.plan_extras(flavor, image_meta, settings,
+                                  disks[0].bus),
         **memory,
     )
 

@@ -21,6 +21,7 @@ nothing else.
 from lxml import etree
 from nova.virt.libvirt import config as vconfig
 
+from nova_kvmx.guest import extras
 from nova_kvmx.guest import render_devices
 from nova_kvmx.guest import render_numa
 
@@ -74,6 +75,8 @@ def build_domain(guest):
         conf.add_device(build_vnc(guest.vnc_listen))
         conf.add_device(vconfig.LibvirtConfigGuestVideo())
     conf.add_device(build_memballoon(guest.memballoon))
+    if guest.extras is not None:
+        extras.apply_extras(conf, guest.extras)
     return conf
 
 
