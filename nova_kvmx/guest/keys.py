@@ -155,6 +155,13 @@ HONOURED = {
     'hw_pointer_model': '<input type=tablet bus=usb> (a guest with VNC)',
     'hw_scsi_model': "<controller type='scsi' model='virtio-scsi'>",
 }
+for _name in ('read_bytes_sec', 'read_iops_sec', 'write_bytes_sec',
+              'write_iops_sec', 'total_bytes_sec', 'total_iops_sec'):
+    HONOURED['quota:disk_' + _name] = '<disk><iotune><%s>' % _name
+for _name in ('inbound_average', 'inbound_burst', 'inbound_peak',
+              'outbound_average', 'outbound_burst', 'outbound_peak'):
+    HONOURED['quota:vif_' + _name] = '<interface><bandwidth><%s %s>' % (
+        tuple(_name.split('_')))
 
 _NOT_YET = 'not supported by nova-kvmx yet'
 _SERIAL = ('more serial ports need the serial console '
@@ -214,15 +221,6 @@ REFUSED = {
     'os_type': Refused('the Windows clock and Hyper-V enlightenments are '
                        + _NOT_YET, _not('windows')),
 }
-for _kind, _names in (
-        ('disk', ('read_bytes_sec', 'read_iops_sec', 'total_bytes_sec',
-                  'total_iops_sec', 'write_bytes_sec', 'write_iops_sec')),
-        ('vif', ('inbound_average', 'inbound_burst', 'inbound_peak',
-                 'outbound_average', 'outbound_burst', 'outbound_peak'))):
-    for _name in _names:
-        REFUSED['quota:%s_%s' % (_kind, _name)] = Refused(
-            'QoS is ' + _NOT_YET)
-
 _SCHEDULER = "the scheduler's; the driver has nothing to realise"
 _VMWARE = "the VMware driver's; Nova's libvirt driver ignores it too"
 _UNREAD = "Nova's libvirt driver does not read it"

@@ -24,6 +24,7 @@ from nova import exception
 from nova_kvmx.guest import cpu_quota
 from nova_kvmx.guest import cpu_topology
 from nova_kvmx.guest import numa
+from nova_kvmx.guest import qos
 from nova_kvmx.guest import devices
 from nova_kvmx.guest import extras
 from nova_kvmx.guest import keys
@@ -93,6 +94,7 @@ def plan_guest(context, instance, image_meta, files, settings,
         pcie_root_ports=plan_pcie_root_ports(machine_type, settings),
         extras=extras.plan_extras(flavor, image_meta, settings,
                                   disks[0].bus),
+        qos=qos.plan_qos(flavor, settings, nics_and_hostdevs),
         **memory,
     )
 

@@ -22,6 +22,7 @@ from lxml import etree
 from nova.virt.libvirt import config as vconfig
 
 from nova_kvmx.guest import extras
+from nova_kvmx.guest import qos
 from nova_kvmx.guest import render_devices
 from nova_kvmx.guest import render_numa
 
@@ -77,6 +78,8 @@ def build_domain(guest):
     conf.add_device(build_memballoon(guest.memballoon))
     if guest.extras is not None:
         extras.apply_extras(conf, guest.extras)
+    if guest.qos is not None:
+        qos.apply_qos(conf, guest.qos)
     return conf
 
 

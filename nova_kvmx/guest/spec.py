@@ -226,3 +226,5 @@ class GuestSpec:
     pcie_root_ports: int = 0
     # Watchdog, RNG, video, ... (guest.extras.Extras), None for none.
     extras: object = None
+    # Disk and NIC limits and NIC ring sizes (guest.qos.QoS), None: none.
+    qos: object = None

@@ -28,6 +28,7 @@ import testtools
 
 from nova_kvmx import exception
 from nova_kvmx.guest import keys
+from nova_kvmx.guest import qos
 from nova_kvmx.guest import render
 from tests.unit import builders as b
 from tests.unit import nfv
@@ -167,6 +168,8 @@ SAMPLES = {
         ({}, {'hw_disk_bus': 'scsi', 'hw_scsi_model': 'virtio-scsi'}),
         ({}, {'hw_disk_bus': 'scsi'})),
 }
+for _name in qos.DISK_KEYS:
+    SAMPLES['quota:' + _name] = (({'quota:' + _name: '1000'}, {}), ({}, {}))
 
 # Honoured keys whose effect needs more than a flavor and an image (a
 # port, a claimed PCI device, a kernel, a snapshot): where it is tested.
@@ -180,6 +183,7 @@ TESTED_ELSEWHERE = {
     'hw:cpu_thread_policy': 'tests/unit/test_render_numa.py',
     'hw_cpu_thread_policy': 'tests/unit/test_render_numa.py',
     'os_require_quiesce': 'tests/unit/test_quiesce.py',
+    **{'quota:' + name: 'tests/unit/test_qos.py' for name in qos.VIF_KEYS},
     # Nova's configdrive.required_by reads it; storage makes the drive.
     'img_config_drive': 'nova_kvmx/storage.py',
 }
@@ -276,8 +280,6 @@ class TestRefusedByName(testtools.TestCase):
     @ddt.data(*sorted(keys.REFUSED))
     def test_refused_key_names_itself(self, name):
         value = REFUSED_VALUES.get(name, 'true')
-        if name.startswith('quota:'):
-            value = '1000'
         flavor_key = name not in objects.ImageMetaProps.fields
         specs = {name: value} if flavor_key else {}
         props = {} if flavor_key else {name: value}
