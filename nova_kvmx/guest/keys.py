@@ -291,3 +291,23 @@ def refuse_unsupported(flavor, image_meta):
         if refused is not None and refused.refuses(value):
             raise exception.UnsupportedKey(kind=kind, key=key, value=value,
                                            reason=refused.reason)
+
+
+_ELEMENTS = re.compile(r'(<[^>]*>)+')
+
+
+def markdown_table():
+    """Every key of the three tables with its status, as the README's
+    Markdown table (elements in code spans)."""
+    rows = [(key, 'honoured', what) for key, what in HONOURED.items()]
+    rows += [(key, 'refused', refused.reason + (
+        ' (accepted: %s)' % refused.accepts.accepted
+        if refused.accepts else '')) for key, refused in REFUSED.items()]
+    rows += [(key, 'n/a', why) for key, why in NOT_APPLICABLE.items()]
+    lines = ['| Key | Status | Realised as, or why not |',
+             '| --- | --- | --- |']
+    for key, status, text in sorted(rows):
+        text = _ELEMENTS.sub(lambda m: '`%s`' % m.group(0), text)
+        text = text.replace('|', '\\|')
+        lines.append('| `%s` | %s | %s |' % (key, status, text))
+    return '\n'.join(lines) + '\n'
