@@ -78,7 +78,7 @@ class KVMXDriver(driver.ComputeDriver):
             pci_full_listing_interval=CONF.kvmx.pci_full_listing_interval)
         self._storage = storage.InstanceStorage(
             CONF.instances_path, CONF.image_cache.subdirectory_name,
-            CONF.default_ephemeral_format or 'ext4')
+            CONF.default_ephemeral_format)
         self._settings = None
         self._network = vif.GuestNetwork(
             self._host, CONF.libvirt.device_detach_timeout)

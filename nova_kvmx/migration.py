@@ -211,7 +211,8 @@ class ColdMigration(object):
         if flavor.ephemeral_gb and os.path.exists(ephemeral):
             grow(ephemeral, flavor.ephemeral_gb)
         elif flavor.ephemeral_gb:
-            self.storage.create_ephemeral(inst_dir, flavor.ephemeral_gb)
+            self.storage.create_ephemeral(inst_dir, flavor.ephemeral_gb,
+                                          instance.get('os_type'))
         swap = os.path.join(inst_dir, 'disk.swap')
         if os.path.exists(swap):
             os.unlink(swap)

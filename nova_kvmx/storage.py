@@ -63,6 +63,11 @@ DIR_MODE = 0o711
 FILE_MODE = 0o600
 # The label of ephemeral disks' filesystem (as Nova's libvirt driver).
 EPHEMERAL_LABEL = 'ephemeral0'
+# The filesystem of an ephemeral disk when [DEFAULT]
+# default_ephemeral_format is unset: by the instance's os_type, else vfat,
+# as Nova's mkfs (nova.privsep.fs.configurable_mkfs) chooses it.
+EPHEMERAL_FS_BY_OS_TYPE = {'linux': nova.privsep.fs.FS_FORMAT_EXT4,
+                           'windows': nova.privsep.fs.FS_FORMAT_NTFS}
 # Cached blank disks are named <filesystem>_<MiB> (blank_disk).
 _BLANK_NAME = re.compile(r'([a-z0-9]+)_(\d+)')
 # A rescue guest's own files (Nova's libvirt driver's names).
@@ -70,7 +75,7 @@ RESCUE_FILES = ('disk.rescue', 'disk.config.rescue')
 
 
 class InstanceStorage(object):
-    def __init__(self, instances_path, cache_subdir, ephemeral_format='ext4'):
+    def __init__(self, instances_path, cache_subdir, ephemeral_format=None):
         self.instances_path = instances_path
         self.cache_dir = os.path.join(instances_path, cache_subdir)
         self.ephemeral_format = ephemeral_format
@@ -160,7 +165,8 @@ class InstanceStorage(object):
         kernel = ramdisk = config_drive = ephemeral = swap = None
         flavor = instance.flavor
         if flavor.ephemeral_gb:
-            ephemeral = self.create_ephemeral(inst_dir, flavor.ephemeral_gb)
+            ephemeral = self.create_ephemeral(inst_dir, flavor.ephemeral_gb,
+                                              instance.get('os_type'))
         if flavor.swap:
             swap = self.create_swap(inst_dir, flavor.swap)
         if instance.kernel_id:
@@ -211,11 +217,17 @@ class InstanceStorage(object):
             fileutils.delete_if_exists(
                 os.path.join(self.instance_dir(instance), name))
 
-    def create_ephemeral(self, inst_dir, size_gb):
+    def ephemeral_fs(self, os_type):
+        """``[DEFAULT] default_ephemeral_format``, else Nova's choice for
+        the instance's ``os_type``."""
+        return self.ephemeral_format or EPHEMERAL_FS_BY_OS_TYPE.get(
+            os_type, nova.privsep.fs.FS_FORMAT_VFAT)
+
+    def create_ephemeral(self, inst_dir, size_gb, os_type=None):
         path = os.path.join(inst_dir, 'disk.eph0')
         create_overlay(self.blank_disk(
-            self.ephemeral_format, size_gb * units.Gi, EPHEMERAL_LABEL),
-            path, size_gb)
+            self.ephemeral_fs(os_type), size_gb * units.Gi,
+            EPHEMERAL_LABEL), path, size_gb)
         return path
 
     def create_swap(self, inst_dir, size_mb):
