@@ -81,7 +81,8 @@ class KVMXDriver(driver.ComputeDriver):
             CONF.default_ephemeral_format)
         self._settings = None
         self._network = vif.GuestNetwork(
-            self._host, CONF.libvirt.device_detach_timeout)
+            self._host, CONF.libvirt.device_detach_timeout,
+            self._get_settings)
         self._lifecycle = lifecycle.GuestLifecycle(
             self._host, self._storage, self._get_settings,
             CONF.kvmx.domain_start_timeout, self._network, self.virtapi)

@@ -32,6 +32,8 @@ import types
 from nova.virt.libvirt import config as vconfig
 
 from nova_kvmx import exception
+from nova_kvmx.guest import render_devices
+from nova_kvmx.guest import spec
 
 DISK_KEYS = ('disk_read_bytes_sec', 'disk_read_iops_sec',
              'disk_write_bytes_sec', 'disk_write_iops_sec',
@@ -89,15 +91,15 @@ def plan_qos(flavor, settings, devices):
                 'and quota:%s at once' % split[0])
     vif = _quota(specs, VIF_KEYS)
     if vif:
-        for spec in devices:
-            net_type = getattr(spec, 'net_type', 'hostdev')
-            if net_type not in BANDWIDTH_TYPES:
+        for device in devices:
+            port_id = getattr(device, 'port_id', None)
+            net_type = getattr(device, 'net_type', 'hostdev')
+            # A flavor's PCI device (no port) is no NIC of the flavor's.
+            if port_id and net_type not in BANDWIDTH_TYPES:
                 raise exception.UnsupportedKey(
                     kind='flavor extra spec', key='quota:' + vif[0][0],
                     value=vif[0][1], reason='libvirt cannot limit the '
-                    'bandwidth of a %s port (%s)' % (
-                        net_type, getattr(spec, 'port_id', None) or
-                        spec.address))
+                    'bandwidth of port %s (%s)' % (port_id, net_type))
     return QoS(disk=disk, vif=vif, rx_queue_size=settings.rx_queue_size,
                tx_queue_size=settings.tx_queue_size)
 
@@ -139,3 +141,14 @@ def _format_iotune_bytes_first(disk, dev):
     vconfig.LibvirtConfigGuestDisk._format_iotune(disk, dev)
     for iotune in dev.findall('iotune'):
         iotune[:] = sorted(iotune, key=lambda e: 'iops' in e.tag)
+
+
+def device_config(device, flavor, settings=None):
+    """The config of one NIC or hostdev spec to hot-attach, with the
+    flavor's bandwidth and the host's ring sizes (``settings``, a
+    spec.DriverSettings; None for the defaults), as a new guest's;
+    UnsupportedKey as :func:`plan_qos`."""
+    conf = render_devices.build_device(device)
+    apply_qos(conf, plan_qos(flavor, settings or spec.DriverSettings(),
+                             [device]))
+    return conf

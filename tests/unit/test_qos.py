@@ -16,7 +16,9 @@ import ddt
 import testtools
 
 from nova_kvmx import exception
+from nova_kvmx.guest import devices
 from nova_kvmx.guest import planner
+from nova_kvmx.guest import qos
 from nova_kvmx.guest import render
 from tests.unit import builders as b
 from tests.unit import test_guest_devices as devs
@@ -128,6 +130,14 @@ class VifQoSTest(testtools.TestCase):
         self.assertIn('quota:vif_inbound_average', str(ex))
         self.assertIn(devs.PORT, str(ex))
 
+    def test_flavor_pci_device_is_no_port(self):
+        gpu = devs.pci_device('0000:3b:00.0', dev_type='type-PCI')
+        root = domain(self, VIF_BANDWIDTH,
+                      [devs.port('bridge', bridge='brq1')], claimed=[gpu])
+        self.assertEqual(1, len(xml_schema.findall(
+            root, './devices/interface/bandwidth')))
+        self.assertEqual(1, len(xml_schema.findall(root, './devices/hostdev')))
+
 
 class QueueSizeTest(testtools.TestCase):
 
@@ -157,3 +167,27 @@ class QueueSizeTest(testtools.TestCase):
             claimed=[devs.pci_device(devs.VF)], rx_queue_size=1024),
             './devices/interface')
         self.assertEqual([], xml_schema.findall(nic, 'driver'))
+
+
+class HotAttachTest(testtools.TestCase):
+    """A port attached to a running guest gets what a boot gives it."""
+
+    def test_attached_port_gets_bandwidth_and_ring_size(self):
+        port = devices.plan_port(devs.port('bridge', bridge='brq1'),
+                                 b.flavor(), b.image(), 'kvm')
+        conf = qos.device_config(
+            port, b.flavor(extra_specs=VIF_BANDWIDTH),
+            b.settings(rx_queue_size=512))
+        nic = xml_schema.parse(conf.to_xml())
+        self.assertEqual({'average': '768', 'peak': '1536', 'burst': '256'},
+                         attrs(xml_schema.find(nic, 'bandwidth/outbound')))
+        self.assertEqual({'name': 'vhost', 'rx_queue_size': '512'},
+                         attrs(xml_schema.find(nic, 'driver')))
+
+    def test_attached_vf_with_bandwidth_is_refused_by_name(self):
+        port = devices.plan_port(devs.sriov_port(), b.flavor(), b.image(),
+                                 'kvm')
+        ex = self.assertRaises(
+            exception.UnsupportedKey, qos.device_config, port,
+            b.flavor(extra_specs={'quota:vif_inbound_average': '1'}))
+        self.assertIn('quota:vif_inbound_average', str(ex))
