@@ -11,7 +11,7 @@
 # under the License.
 
 """The small devices and features of a guest: watchdog, RNG, boot menu,
-hidden hypervisor, HPET, video, pointer and SCSI controller.
+hidden hypervisor, HPET, video, pointer and keyboard, SCSI controller.
 
 Each is decided as Nova's libvirt driver decides it (``LibvirtDriver.
 _guest_add_watchdog_action``, ``_add_rng_device``, ``_set_clock``,
@@ -52,6 +52,8 @@ class Extras:
     video_vram_kb: int | None = None
     # (type, bus) of the pointer device, None for none.
     pointer: tuple[str, str] | None = None
+    # bus of an explicit keyboard, None for QEMU's PS/2 one.
+    keyboard_bus: str | None = None
     # model of the SCSI controller (index 0), None leaves it to libvirt.
     scsi_model: str | None = None
 
@@ -83,6 +85,7 @@ def plan_extras(flavor, image_meta, settings, disk_bus):
         hpet=props.get('hw_time_hpet', False),
         **plan_video(specs, props, graphics),
         pointer=plan_pointer(props, settings.pointer_model, graphics),
+        keyboard_bus=props.get('hw_input_bus') if graphics else None,
         scsi_model=plan_scsi_model(props, disk_bus),
     )
 
@@ -148,20 +151,24 @@ def plan_video(specs, props, graphics):
 
 
 def plan_pointer(props, default_model, graphics):
-    """A USB tablet when the image asks (``hw_pointer_model``) or
-    ``[DEFAULT] pointer_model=usbtablet``, with a graphical console only
-    (Nova's libvirt driver adds it for VNC)."""
+    """A tablet on the image's ``hw_input_bus`` (which also gets the
+    keyboard), else a USB tablet when the image asks
+    (``hw_pointer_model``) or ``[DEFAULT] pointer_model=usbtablet``; with
+    a graphical console only (Nova's libvirt driver adds them for VNC)."""
+    bus = props.get('hw_input_bus')
     asked = props.get('hw_pointer_model')
-    if not (asked or default_model == 'usbtablet'):
+    if not (bus or asked or default_model == 'usbtablet'):
         return None
     if not graphics:
-        if asked:
-            raise exception.UnsupportedKey(
-                kind='image property', key='hw_pointer_model', value=asked,
-                reason='guests on this host have no graphical console '
-                '([vnc] enabled is False) to point in')
+        for key, value in (('hw_input_bus', bus),
+                           ('hw_pointer_model', asked)):
+            if value:
+                raise exception.UnsupportedKey(
+                    kind='image property', key=key, value=value,
+                    reason='guests on this host have no graphical console '
+                    '([vnc] enabled is False) to point or type in')
         return None
-    return ('tablet', 'usb')
+    return ('tablet', bus or 'usb')
 
 
 def plan_scsi_model(props, disk_bus):
@@ -216,4 +223,8 @@ def build_devices(extras):
         pointer = vconfig.LibvirtConfigGuestInput()
         pointer.type, pointer.bus = extras.pointer
         result.append(pointer)
+    if extras.keyboard_bus:
+        keyboard = vconfig.LibvirtConfigGuestInput()
+        keyboard.type, keyboard.bus = 'keyboard', extras.keyboard_bus
+        result.append(keyboard)
     return result

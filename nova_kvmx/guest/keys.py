@@ -153,6 +153,8 @@ HONOURED = {
     'hw_video_ram': _VIDEO + ' vram (a guest with VNC)',
     'hw_video:ram_max_mb': 'the largest hw_video_ram',
     'hw_pointer_model': '<input type=tablet bus=usb> (a guest with VNC)',
+    'hw_input_bus': '<input type=tablet> and <input type=keyboard> on '
+                    'that bus (a guest with VNC)',
     'hw_scsi_model': "<controller type='scsi' model='virtio-scsi'>",
 }
 for _name in ('read_bytes_sec', 'read_iops_sec', 'write_bytes_sec',
@@ -171,7 +173,6 @@ _CDROM = 'the config drive CD-ROM is on SATA; other buses are ' + _NOT_YET
 # key -> Refused.
 REFUSED = {
     'accel:device_profile': Refused('Cyborg accelerators are ' + _NOT_YET),
-    'hw_input_bus': Refused(_NOT_YET),
     'hw:serial_port_count': Refused(_SERIAL, _unset_or(1)),
     'hw_serial_port_count': Refused(_SERIAL, _unset_or(1)),
     'hw_cdrom_bus': Refused(_CDROM, _unset_or('sata')),

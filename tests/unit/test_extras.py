@@ -164,6 +164,14 @@ class ExtrasTest(testtools.TestCase):
         self.assertEqual(1, len(xml_schema.findall(
             root, "./devices/input[@type='tablet']")))
 
+    @ddt.data('usb', 'virtio')
+    def test_input_bus_for_tablet_and_keyboard(self, bus):
+        root = self.domain(settings=self.VNC, hw_input_bus=bus)
+        self.assertEqual(
+            {'tablet': bus, 'keyboard': bus},
+            {e.get('type'): e.get('bus') for e in xml_schema.findall(
+                root, './devices/input') if e.get('bus') != 'ps2'})
+
     def test_video_model_and_ram(self):
         model = xml_schema.find(
             self.domain({'hw_video:ram_max_mb': '64'}, settings=self.VNC,
@@ -183,7 +191,8 @@ class ExtrasTest(testtools.TestCase):
         self.assertEqual([], xml_schema.findall(
             root, "./devices/input[@type='tablet']"))
 
-    @ddt.data({'hw_video_model': 'vga'}, {'hw_pointer_model': 'usbtablet'})
+    @ddt.data({'hw_video_model': 'vga'}, {'hw_pointer_model': 'usbtablet'},
+              {'hw_input_bus': 'virtio'})
     def test_console_devices_without_a_console_are_refused(self, props):
         ex = self.refused(exception.UnsupportedKey, **props)
         self.assertIn(list(props)[0], str(ex))

@@ -164,6 +164,7 @@ SAMPLES = {
         ({'hw_video:ram_max_mb': '64'}, {'hw_video_ram': 32}),
         ({}, {'hw_video_ram': 32})),
     'hw_pointer_model': (({}, {'hw_pointer_model': 'usbtablet'}), ({}, {})),
+    'hw_input_bus': (({}, {'hw_input_bus': 'virtio'}), ({}, {})),
     'hw_scsi_model': (
         ({}, {'hw_disk_bus': 'scsi', 'hw_scsi_model': 'virtio-scsi'}),
         ({}, {'hw_disk_bus': 'scsi'})),
@@ -251,7 +252,7 @@ class TestEveryKeyIsListed(testtools.TestCase):
 # A value each refused key is refused for (as Nova's API accepts it).
 REFUSED_VALUES = {
     'accel:device_profile': 'gpu',
-    'hw_input_bus': 'usb', 'hw_cdrom_bus': 'ide',
+    'hw_cdrom_bus': 'ide',
     'hw_rescue_bus': 'usb', 'hw_rescue_device': 'disk',
     'hw_firmware_type': 'uefi', 'os:secure_boot': 'required',
     'os_secure_boot': 'required', 'hw:tpm_model': 'tpm-crb',
