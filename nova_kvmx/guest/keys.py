@@ -37,6 +37,7 @@ import re
 from oslo_utils import strutils
 
 from nova_kvmx import exception
+from nova_kvmx.guest import qos
 
 # The scheduler's namespaces, each with its request group suffix (Nova's
 # validators spell it ``{group}``): every name in them (one per trait, per
@@ -157,13 +158,11 @@ HONOURED = {
                     'that bus (a guest with VNC)',
     'hw_scsi_model': "<controller type='scsi' model='virtio-scsi'>",
 }
-for _name in ('read_bytes_sec', 'read_iops_sec', 'write_bytes_sec',
-              'write_iops_sec', 'total_bytes_sec', 'total_iops_sec'):
-    HONOURED['quota:disk_' + _name] = '<disk><iotune><%s>' % _name
-for _name in ('inbound_average', 'inbound_burst', 'inbound_peak',
-              'outbound_average', 'outbound_burst', 'outbound_peak'):
-    HONOURED['quota:vif_' + _name] = '<interface><bandwidth><%s %s>' % (
-        tuple(_name.split('_')))
+for _name in qos.DISK_KEYS:
+    HONOURED['quota:' + _name] = '<disk><iotune><%s>' % _name[5:]
+for _name in qos.VIF_KEYS:
+    HONOURED['quota:' + _name] = '<interface><bandwidth><%s %s>' % (
+        tuple(_name[4:].split('_')))
 
 _NOT_YET = 'not supported by nova-kvmx yet'
 _SERIAL = ('more serial ports need the serial console '
@@ -222,6 +221,7 @@ REFUSED = {
     'os_type': Refused('the Windows clock and Hyper-V enlightenments are '
                        + _NOT_YET, _not('windows')),
 }
+
 _SCHEDULER = "the scheduler's; the driver has nothing to realise"
 _VMWARE = "the VMware driver's; Nova's libvirt driver ignores it too"
 _UNREAD = "Nova's libvirt driver does not read it"
