@@ -141,7 +141,8 @@ class KVMXDriver(driver.ComputeDriver):
             rng_dev_path=rng_dev_path(),
             pointer_model=CONF.pointer_model,
             rx_queue_size=CONF.libvirt.rx_queue_size,
-            tx_queue_size=CONF.libvirt.tx_queue_size)
+            tx_queue_size=CONF.libvirt.tx_queue_size,
+            disk_discard=CONF.libvirt.hw_disk_discard)
 
     def cleanup_host(self, host):
         self._host.close()

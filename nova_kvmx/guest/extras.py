@@ -11,7 +11,8 @@
 # under the License.
 
 """The small devices and features of a guest: watchdog, RNG, boot menu,
-hidden hypervisor, HPET, video, pointer and keyboard, SCSI controller.
+hidden hypervisor, HPET, video, pointer and keyboard, SCSI controller,
+disk discard.
 
 Each is decided as Nova's libvirt driver decides it (``LibvirtDriver.
 _guest_add_watchdog_action``, ``_add_rng_device``, ``_set_clock``,
@@ -56,6 +57,8 @@ class Extras:
     keyboard_bus: str | None = None
     # model of the SCSI controller (index 0), None leaves it to libvirt.
     scsi_model: str | None = None
+    # <driver discard> of the disks ([libvirt] hw_disk_discard).
+    disk_discard: str | None = None
 
 
 def _bool(value):
@@ -87,6 +90,7 @@ def plan_extras(flavor, image_meta, settings, disk_bus):
         pointer=plan_pointer(props, settings.pointer_model, graphics),
         keyboard_bus=props.get('hw_input_bus') if graphics else None,
         scsi_model=plan_scsi_model(props, disk_bus),
+        disk_discard=settings.disk_discard,
     )
 
 
@@ -197,6 +201,10 @@ def apply_extras(conf, extras):
         if isinstance(device, vconfig.LibvirtConfigGuestVideo):
             device.type = extras.video_model or device.type
             device.vram = extras.video_vram_kb
+        elif (isinstance(device, vconfig.LibvirtConfigGuestDisk) and
+                device.source_device == 'disk'):
+            # Nova's image backend sets it on the disks it makes.
+            device.driver_discard = extras.disk_discard
     for device in build_devices(extras):
         conf.add_device(device)
 

@@ -73,6 +73,8 @@ class DriverSettings:
     # [libvirt] rx_queue_size and tx_queue_size of virtio NICs.
     rx_queue_size: int | None = None
     tx_queue_size: int | None = None
+    # [libvirt] hw_disk_discard: 'unmap' or 'ignore' on every disk.
+    disk_discard: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -197,6 +197,19 @@ class ExtrasTest(testtools.TestCase):
         ex = self.refused(exception.UnsupportedKey, **props)
         self.assertIn(list(props)[0], str(ex))
 
+    # -- disks ---------------------------------------------------------
+
+    @ddt.data('unmap', 'ignore')
+    def test_disk_discard(self, mode):
+        root = self.domain(settings={'disk_discard': mode})
+        self.assertEqual([mode], [d.get('discard') for d in xml_schema.findall(
+            root, "./devices/disk[@device='disk']/driver")])
+
+    def test_no_discard_unless_configured(self):
+        root = self.domain()
+        self.assertEqual([None], [d.get('discard') for d in xml_schema.findall(
+            root, './devices/disk/driver')])
+
     # -- SCSI controller -----------------------------------------------
 
     def test_virtio_scsi_controller(self):
