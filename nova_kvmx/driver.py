@@ -21,6 +21,7 @@ import os
 
 from nova.compute import task_states
 from nova import context as nova_context
+from nova import exception
 import nova.conf
 from nova import objects  # noqa: F401 (named in a signature)
 import nova.conf.neutron
@@ -92,10 +93,11 @@ class KVMXDriver(driver.ComputeDriver):
             pci_full_listing_interval=CONF.kvmx.pci_full_listing_interval)
         self._storage = storage.InstanceStorage(
             CONF.instances_path, CONF.image_cache.subdirectory_name,
-            CONF.default_ephemeral_format or 'ext4')
+            CONF.default_ephemeral_format)
         self._settings = None
         self._network = vif.GuestNetwork(
-            self._host, CONF.libvirt.device_detach_timeout)
+            self._host, CONF.libvirt.device_detach_timeout,
+            self._get_settings)
         self._volumes = volumes.HostVolumes(self._host)
         self._device_events = device_events.DeviceEvents()
         self._volume_ops = volume_ops.VolumeOperations(
@@ -161,7 +163,12 @@ class KVMXDriver(driver.ComputeDriver):
                 numa, topology.cpu_sets(self._host.get_online_cpus())),
             small_page_kb=topology.small_page_kb(numa),
             realtime_priority=CONF.kvmx.realtime_scheduler_priority,
-            cpu_control=self._host.is_cpu_control_policy_capable())
+            cpu_control=self._host.is_cpu_control_policy_capable(),
+            rng_dev_path=rng_dev_path(),
+            pointer_model=CONF.pointer_model,
+            rx_queue_size=CONF.libvirt.rx_queue_size,
+            tx_queue_size=CONF.libvirt.tx_queue_size,
+            disk_discard=CONF.libvirt.hw_disk_discard)
 
     def _rbd_disks(self, cache):
         """The RBD disks of ``[libvirt] images_type = rbd`` (None for
@@ -530,3 +537,12 @@ class KVMXDriver(driver.ComputeDriver):
                                                migrate_data=None):
         self._live_migrations.rollback_at_destination(
             instance, network_info, migrate_data, block_device_info, context)
+
+
+def rng_dev_path():
+    """``[libvirt] rng_dev_path``, which must exist (Nova's
+    RngDeviceNotExist otherwise: every guest gets an RNG from it)."""
+    path = CONF.libvirt.rng_dev_path
+    if path and not os.path.exists(path):
+        raise exception.RngDeviceNotExist(path=path)
+    return path

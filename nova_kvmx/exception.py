@@ -140,3 +140,8 @@ class RBDStorageError(exception.StorageError):
 class RBDImageExists(exception.InstanceExists):
     msg_fmt = ('RBD image %(name)s exists already: the disks of instance '
                '%(instance_uuid)s are not this spawn\'s to make')
+
+
+class UnsupportedKey(exception.Invalid):
+    msg_fmt = ('The %(kind)s %(key)s=%(value)s cannot be honoured by '
+               'nova-kvmx: %(reason)s')

@@ -35,6 +35,7 @@ from oslo_utils import excutils
 
 from nova_kvmx import exception as kvmx_exception
 from nova_kvmx.guest import devices
+from nova_kvmx.guest import keys
 from nova_kvmx.guest import planner
 from nova_kvmx.guest import render
 from nova_kvmx.guest import spec
@@ -75,6 +76,8 @@ class GuestLifecycle(object):
 
     def spawn(self, context, instance, image_meta, injected_files,
               admin_password, network_info, block_device_info=None):
+        # Before any file, port or domain exists.
+        keys.refuse_unsupported(instance.flavor, image_meta)
         bdms = host_volumes.mapping(block_device_info)
         volume_backed = host_volumes.root_volume(block_device_info) \
             is not None

@@ -237,7 +237,8 @@ class ColdMigration(object):
         if flavor.ephemeral_gb and os.path.exists(ephemeral):
             grow(ephemeral, flavor.ephemeral_gb)
         elif flavor.ephemeral_gb:
-            self.storage.create_ephemeral(instance, flavor.ephemeral_gb)
+            self.storage.create_ephemeral(instance, flavor.ephemeral_gb,
+                                          instance.get('os_type', None))
         swap = os.path.join(inst_dir, 'disk.swap')
         if os.path.exists(swap):
             os.unlink(swap)
@@ -260,7 +261,8 @@ class ColdMigration(object):
             rbd.grow(instance, rbd_storage.EPHEMERAL,
                      flavor.ephemeral_gb * units.Gi)
         elif flavor.ephemeral_gb:
-            self.storage.create_ephemeral(instance, flavor.ephemeral_gb)
+            self.storage.create_ephemeral(instance, flavor.ephemeral_gb,
+                                          instance.get('os_type', None))
         self.fresh_rbd_swap(instance, on_rbd)
 
     def fresh_rbd_swap(self, instance, on_rbd):

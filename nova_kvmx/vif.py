@@ -42,6 +42,7 @@ from oslo_utils import strutils
 
 from nova_kvmx import exception
 from nova_kvmx.guest import devices
+from nova_kvmx.guest import qos
 from nova_kvmx.guest import render_devices
 from nova_kvmx.host import pci
 from nova_kvmx import safe_xml
@@ -116,9 +117,12 @@ def check_host_devices(host, passthrough):
 class GuestNetwork(object):
     """Plugs and unplugs a guest's ports; hot-attaches and detaches them."""
 
-    def __init__(self, host, detach_timeout):
+    def __init__(self, host, detach_timeout, settings=None):
+        """:param settings: returns the host's spec.DriverSettings (None:
+            the defaults)"""
         self.host = host
         self.detach_timeout = detach_timeout
+        self.settings = settings
 
     # -- plugging -----------------------------------------------------------
 
@@ -210,14 +214,16 @@ class GuestNetwork(object):
         runs, and to its definition); unplug it again if libvirt refuses."""
         guest = self.host.get_guest(instance)
         load_claims(instance)
-        spec = devices.plan_port(vif, instance.flavor, image_meta, virt_type,
+        port = devices.plan_port(vif, instance.flavor, image_meta, virt_type,
                                  vf_netdevs([vif]))
+        conf = qos.device_config(port, instance.flavor,
+                                 self.settings() if self.settings else None)
         check_host_devices(self.host,
                            devices.passthrough_devices(instance, [vif]))
         self.plug(instance, vif)
         try:
-            guest.attach_device(render_devices.build_device(spec),
-                                persistent=True, live=self._live(guest))
+            guest.attach_device(conf, persistent=True,
+                                live=self._live(guest))
         except libvirt.libvirtError as ex:
             LOG.error('Attaching port %s failed: %s', vif['id'], ex,
                       instance=instance)

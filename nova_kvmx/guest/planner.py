@@ -25,7 +25,10 @@ from nova_kvmx.guest import cpu_quota
 from nova_kvmx.guest import cpu_topology
 from nova_kvmx.guest import devices
 from nova_kvmx.guest import disk_names
+from nova_kvmx.guest import extras
+from nova_kvmx.guest import keys
 from nova_kvmx.guest import numa
+from nova_kvmx.guest import qos
 from nova_kvmx.guest import spec
 
 # The consoles Nova's libvirt driver puts on a direct kernel boot command
@@ -56,6 +59,7 @@ def plan_guest(context, instance, image_meta, files, settings,
         (the root disk among them when the instance boots from a volume)
     """
     flavor = instance.flavor
+    keys.refuse_unsupported(flavor, image_meta)
     disks = plan_disks(files, image_meta, settings.disk_cache, volumes,
                        settings.network_disk_cache)
     machine_type = plan_machine_type(image_meta, settings)
@@ -89,6 +93,9 @@ def plan_guest(context, instance, image_meta, files, settings,
         # float over (every CPU without one).
         iothreads=numa.IOTHREADS,
         pcie_root_ports=plan_pcie_root_ports(machine_type, settings),
+        extras=extras.plan_extras(flavor, image_meta, settings,
+                                  disks[0].bus),
+        qos=qos.plan_qos(flavor, settings, nics_and_hostdevs),
         **memory,
     )
 

@@ -21,6 +21,8 @@ nothing else.
 from lxml import etree
 from nova.virt.libvirt import config as vconfig
 
+from nova_kvmx.guest import extras
+from nova_kvmx.guest import qos
 from nova_kvmx.guest import render_devices
 from nova_kvmx.guest import render_numa
 from nova_kvmx.guest import render_volumes
@@ -78,6 +80,10 @@ def build_domain(guest):
         conf.add_device(build_vnc(guest.vnc_listen))
         conf.add_device(vconfig.LibvirtConfigGuestVideo())
     conf.add_device(build_memballoon(guest.memballoon))
+    if guest.extras is not None:
+        extras.apply_extras(conf, guest.extras)
+    if guest.qos is not None:
+        qos.apply_qos(conf, guest.qos)
     return conf
 
 

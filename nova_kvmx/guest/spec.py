@@ -68,6 +68,15 @@ class DriverSettings:
     # The host's cgroup CPU controller is usable (Nova's
     # Host.is_cpu_control_policy_capable): CPU shares and quotas need it.
     cpu_control: bool = True
+    # [libvirt] rng_dev_path: the RNG's entropy source (None: libvirt's).
+    rng_dev_path: str | None = None
+    # [DEFAULT] pointer_model (Nova's default: a USB tablet).
+    pointer_model: str | None = 'usbtablet'
+    # [libvirt] rx_queue_size and tx_queue_size of virtio NICs.
+    rx_queue_size: int | None = None
+    tx_queue_size: int | None = None
+    # [libvirt] hw_disk_discard: 'unmap' or 'ignore' on every disk.
+    disk_discard: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -261,3 +270,7 @@ class GuestSpec:
     # pcie-root-port controllers of a PCI Express machine, one slot each;
     # 0 leaves their number to libvirt (one or two free for hotplug).
     pcie_root_ports: int = 0
+    # Watchdog, RNG, video, ... (guest.extras.Extras), None for none.
+    extras: object = None
+    # Disk and NIC limits and NIC ring sizes (guest.qos.QoS), None: none.
+    qos: object = None

@@ -70,6 +70,11 @@ DIR_MODE = 0o711
 FILE_MODE = 0o600
 # The label of ephemeral disks' filesystem (as Nova's libvirt driver).
 EPHEMERAL_LABEL = 'ephemeral0'
+# The filesystem of an ephemeral disk when [DEFAULT]
+# default_ephemeral_format is unset: by the instance's os_type, else vfat,
+# as Nova's mkfs (nova.privsep.fs.configurable_mkfs) chooses it.
+EPHEMERAL_FS_BY_OS_TYPE = {'linux': nova.privsep.fs.FS_FORMAT_EXT4,
+                           'windows': nova.privsep.fs.FS_FORMAT_NTFS}
 # Cached blank disks are named <filesystem>_<MiB> (blank_disk).
 _BLANK_NAME = re.compile(r'([a-z0-9]+)_(\d+)')
 # A rescue guest's own files (Nova's libvirt driver's names).
@@ -77,9 +82,11 @@ RESCUE_FILES = ('disk.rescue', 'disk.config.rescue')
 
 
 class InstanceStorage(object):
-    def __init__(self, instances_path, cache_subdir, ephemeral_format='ext4',
+    def __init__(self, instances_path, cache_subdir, ephemeral_format=None,
                  rbd=None):
-        """:param rbd: the storage.rbd.RBDDisks keeping root, ephemeral
+        """:param ephemeral_format: ``[DEFAULT] default_ephemeral_format``
+            (None: Nova's choice for the instance's ``os_type``)
+        :param rbd: the storage.rbd.RBDDisks keeping root, ephemeral
             and swap disks ([libvirt] images_type = rbd), None for qcow2
             overlays in the instance directory
         """
@@ -215,7 +222,8 @@ class InstanceStorage(object):
         if disks and not volume_backed:
             self.create_root(context, instance, image_meta.id)
         if disks and flavor.ephemeral_gb:
-            self.create_ephemeral(instance, flavor.ephemeral_gb)
+            self.create_ephemeral(instance, flavor.ephemeral_gb,
+                                  instance.get('os_type', None))
         if disks and flavor.swap:
             self.create_swap(instance, flavor.swap)
         if instance.kernel_id:
@@ -284,9 +292,15 @@ class InstanceStorage(object):
             fileutils.delete_if_exists(
                 os.path.join(self.instance_dir(instance), name))
 
-    def create_ephemeral(self, instance, size_gb):
-        base = self.blank_disk(self.ephemeral_format, size_gb * units.Gi,
-                               EPHEMERAL_LABEL)
+    def ephemeral_fs(self, os_type):
+        """``[DEFAULT] default_ephemeral_format``, else Nova's choice for
+        the instance's ``os_type``."""
+        return self.ephemeral_format or EPHEMERAL_FS_BY_OS_TYPE.get(
+            os_type, nova.privsep.fs.FS_FORMAT_VFAT)
+
+    def create_ephemeral(self, instance, size_gb, os_type=None):
+        base = self.blank_disk(self.ephemeral_fs(os_type),
+                               size_gb * units.Gi, EPHEMERAL_LABEL)
         if self.rbd is not None:
             self.rbd.import_blank(instance, rbd.EPHEMERAL, base)
             return

@@ -183,6 +183,13 @@ class VirtualPortTest(DevicesTestCase):
         self.assertEqual({'name': 'vhost', 'queues': '4'},
                          attrs(xml_schema.find(nic, 'driver')))
 
+    def test_flavor_multiqueue_on_kvm(self):
+        nic = self.interface(
+            [port('bridge', bridge='brq1')], vcpus=4,
+            extra_specs={'hw:vif_multiqueue_enabled': 'true'})
+        self.assertEqual({'name': 'vhost', 'queues': '4'},
+                         attrs(xml_schema.find(nic, 'driver')))
+
     def test_no_multiqueue_unless_asked(self):
         nic = self.interface([port('bridge', bridge='brq1')], vcpus=4)
         self.assertEqual([], xml_schema.findall(nic, 'driver'))

@@ -363,7 +363,8 @@ class InstanceStorageTest(testtools.TestCase):
     def test_disks_on_rbd_the_rest_in_the_directory(self):
         files = self.storage.prepare(None, self.instance, self.image_meta)
         self.assertEqual(
-            [('root', 2 * units.Gi), ('blank', rbd.EPHEMERAL, 'ext4_1024'),
+            # vfat: Nova's ephemeral file system without an os_type.
+            [('root', 2 * units.Gi), ('blank', rbd.EPHEMERAL, 'vfat_1024'),
              ('blank', rbd.SWAP, 'swap_64')], self.rbd.calls)
         self.assertEqual('vms/%s_disk' % b.INSTANCE_UUID,
                          files.root_disk.name)
@@ -432,7 +433,8 @@ class MovesTest(testtools.TestCase):
             [c[0] for c in self.rbd.method_calls])
         self.rbd.grow.assert_called_once_with(inst, rbd.ROOT, 3 * units.Gi)
         self.rbd.remove.assert_called_once_with(inst, [rbd.SWAP])
-        self.storage.create_ephemeral.assert_called_once_with(inst, 1)
+        self.storage.create_ephemeral.assert_called_once_with(
+            inst, 1, None)
         self.storage.create_swap.assert_called_once_with(inst, 32)
 
     def check_source(self, image_type):

@@ -152,3 +152,17 @@ class InstanceDirTest(testtools.TestCase):
         self.assertRaises(exception.InvalidUUID, self.storage.destroy,
                           instance_with_uuid('../victim'))
         self.assertTrue(os.path.isdir(self.victim))
+
+
+@ddt.ddt
+class EphemeralFilesystemTest(testtools.TestCase):
+    """The filesystem of a new ephemeral disk, as Nova's mkfs chooses it
+    (nova.privsep.fs.configurable_mkfs)."""
+
+    @ddt.data((None, 'linux', 'ext4'), (None, 'windows', 'ntfs'),
+              (None, None, 'vfat'), (None, 'freebsd', 'vfat'),
+              ('xfs', None, 'xfs'), ('ext3', 'linux', 'ext3'))
+    @ddt.unpack
+    def test_by_option_then_os_type(self, option, os_type, expected):
+        store = storage.InstanceStorage('/nonexistent', '_base', option)
+        self.assertEqual(expected, store.ephemeral_fs(os_type))
