@@ -157,6 +157,9 @@ HONOURED = {
     'hw_input_bus': '<input type=tablet> and <input type=keyboard> on '
                     'that bus (a guest with VNC)',
     'hw_scsi_model': "<controller type='scsi' model='virtio-scsi'>",
+    # Of the rescue image (nova_kvmx.rescue).
+    'hw_rescue_device': 'stable device rescue: the rescue disk\'s device',
+    'hw_rescue_bus': 'stable device rescue: the rescue disk\'s bus',
 }
 for _name in qos.DISK_KEYS:
     HONOURED['quota:' + _name] = '<disk><iotune><%s>' % _name[5:]
@@ -175,8 +178,6 @@ REFUSED = {
     'hw:serial_port_count': Refused(_SERIAL, _unset_or(1)),
     'hw_serial_port_count': Refused(_SERIAL, _unset_or(1)),
     'hw_cdrom_bus': Refused(_CDROM, _unset_or('sata')),
-    'hw_rescue_bus': Refused('stable device rescue is ' + _NOT_YET),
-    'hw_rescue_device': Refused('stable device rescue is ' + _NOT_YET),
     'hw_firmware_type': Refused('UEFI is ' + _NOT_YET, _unset_or('bios')),
     'hw_firmware_stateless': Refused('UEFI is ' + _NOT_YET, _false),
     'os:secure_boot': Refused('UEFI is ' + _NOT_YET,

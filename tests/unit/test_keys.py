@@ -184,6 +184,9 @@ TESTED_ELSEWHERE = {
     'hw:cpu_thread_policy': 'tests/unit/test_render_numa.py',
     'hw_cpu_thread_policy': 'tests/unit/test_render_numa.py',
     'os_require_quiesce': 'tests/unit/test_quiesce.py',
+    # Properties of the rescue image, not of the guest's own.
+    'hw_rescue_device': 'tests/unit/test_rescue_device.py',
+    'hw_rescue_bus': 'tests/unit/test_rescue_device.py',
     **{'quota:' + name: 'tests/unit/test_qos.py' for name in qos.VIF_KEYS},
     # Nova's configdrive.required_by reads it; storage makes the drive.
     'img_config_drive': 'nova_kvmx/storage/__init__.py',
@@ -253,7 +256,6 @@ class TestEveryKeyIsListed(testtools.TestCase):
 REFUSED_VALUES = {
     'accel:device_profile': 'gpu',
     'hw_cdrom_bus': 'ide',
-    'hw_rescue_bus': 'usb', 'hw_rescue_device': 'disk',
     'hw_firmware_type': 'uefi', 'os:secure_boot': 'required',
     'os_secure_boot': 'required', 'hw:tpm_model': 'tpm-crb',
     'hw:tpm_version': '2.0', 'hw:tpm_secret_security': 'user',
