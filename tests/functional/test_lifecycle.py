@@ -14,6 +14,7 @@
 
 import os
 import signal
+import subprocess
 
 import libvirt
 from lxml import etree
@@ -157,12 +158,14 @@ class HostRebootTest(base.RealLibvirtTestCase):
         self.assertEqual(
             [('vda', 'disk'), ('vdb', 'disk.eph0'), ('vdc', 'disk.swap'),
              ('sdz', 'disk.config')], self.disks(server))
-        # The ephemeral disk is formatted (ext4) and the swap disk is swap,
-        # as the guest will find them.
+        # The ephemeral disk is formatted (vfat: Nova's file system for an
+        # image without os_type) and the swap disk is swap, as the guest
+        # will find them.
         base_dir = os.path.join(self.instances_path, '_base')
-        with open(os.path.join(base_dir, 'ext4_1024'), 'rb') as f:
-            f.seek(1080)
-            self.assertEqual(b'\x53\xef', f.read(2))  # ext4 magic
+        self.assertEqual('vfat', subprocess.run(
+            ['blkid', '-o', 'value', '-s', 'TYPE',
+             os.path.join(base_dir, 'vfat_1024')], stdout=subprocess.PIPE,
+            text=True, check=True).stdout.strip())
         with open(os.path.join(base_dir, 'swap_64'), 'rb') as f:
             f.seek(4086)
             self.assertEqual(b'SWAPSPACE2', f.read(10))
