@@ -91,6 +91,13 @@ class NovaServicesMixin(integrated_helpers.InstanceHelperMixin):
         # would keep its worker thread, and so the test process, alive for
         # long_rpc_timeout (30 minutes by default).
         self.flags(long_rpc_timeout=120, rpc_response_timeout=60)
+        # A stopping nova-compute runs its manager's graceful shutdown (our
+        # cleanup_host, then shutdown_all_executors) in a thread. Nova's
+        # tests wait 0 s for it, so under load it may end after the
+        # ServiceFixture's patch of shutdown_all_executors is gone and shut
+        # the process's thread pools for every later test of the worker:
+        # wait for it instead.
+        self.flags(manager_shutdown_timeout=60, graceful_shutdown_timeout=90)
         # The scheduler filters an NFV deployment enables.
         self.flags(enabled_filters=CONF.filter_scheduler.enabled_filters +
                    ['NUMATopologyFilter', 'PciPassthroughFilter'],
