@@ -38,6 +38,8 @@ class ColdMigrationTest(test_live_migration.TwoHostsTestCase):
 
     def setUp(self):
         super().setUp()
+        # Its guests use 2 MiB pages another test may be counting.
+        self.hold_hugepages()
         # Every kind of disk moves: root, ephemeral, swap, config drive.
         self.flavor_id = self._create_flavor(
             name='kvmx.pinned.2m.disks', vcpu=1, memory_mb=256, disk=1,
