@@ -92,31 +92,37 @@ def read_pid(name):
         pid = int(pid)
     except (OSError, ValueError):
         return None
-    return pid if alive(pid) and _start_time(pid) == started else None
+    fields = _stat(pid)
+    return pid if alive(pid, fields) and fields[_START_TIME] == started \
+        else None
 
 
 def _write_pid(name, pid):
+    fields = _stat(pid)
     with open(pidfile(name), 'w') as f:
-        f.write('%d %s\n' % (pid, _start_time(pid)))
+        f.write('%d %s\n' % (pid, fields[_START_TIME] if fields else None))
 
 
-def _start_time(pid):
-    """When ``pid`` started, in clock ticks after boot (/proc/PID/stat's
-    22nd field)."""
+# In /proc/PID/stat after the command's ')': the state is field 3, the
+# session 6, the start time (clock ticks after boot) 22.
+_STATE, _SESSION, _START_TIME = 0, 3, 19
+
+
+def _stat(pid):
+    """The fields of /proc/PID/stat after the command name; None once the
+    process is gone."""
     try:
-        with open('/proc/%d/stat' % pid) as f:
-            return f.read().rsplit(')', 1)[1].split()[19]
-    except (OSError, IndexError):
+        with open('/proc/%s/stat' % pid) as f:
+            return f.read().rsplit(')', 1)[1].split()
+    except OSError:
         return None
 
 
-def alive(pid):
-    try:
-        with open('/proc/%d/stat' % pid) as f:
-            state = f.read().rsplit(')', 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != 'Z'
+def alive(pid, fields=None):
+    """Whether ``pid`` runs (not gone, not a zombie); ``fields``: its
+    /proc/PID/stat fields if already read."""
+    fields = fields or _stat(pid)
+    return fields is not None and fields[_STATE] != 'Z'
 
 
 def start(name, argv, env=None, cwd=None, ready=None, timeout=120):
@@ -200,12 +206,8 @@ def session_members(sid):
     for entry in os.listdir('/proc'):
         if not entry.isdigit():
             continue
-        try:
-            with open('/proc/%s/stat' % entry) as f:
-                fields = f.read().rsplit(')', 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[3]) == sid:
+        fields = _stat(entry)
+        if fields is not None and int(fields[_SESSION]) == sid:
             members.append(int(entry))
     return members
 

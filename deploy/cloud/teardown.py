@@ -21,7 +21,8 @@ def down(purge=False):
     # This machine's Open vSwitch runtime is ours to remove if we ran it,
     # or if what is left of it is stale.
     ran_ovs = procs.read_pid('compute1-ovsdb-server') is not None or \
-        not procs.unix_socket_listens('/run/openvswitch/db.sock')
+        not procs.unix_socket_listens(os.path.join(
+            hosts.ovs_rundir(layout.COMPUTE1), 'db.sock'))
     names = procs.running()
     procs.say('stopping %d daemons' % len(names))
     # The OpenStack services first, so that none of them acts on the
@@ -136,4 +137,4 @@ def _remove_ovs_runtime():
     for bridge in ('br-int', 'br-phys'):
         if os.path.exists('/sys/class/net/%s/tun_flags' % bridge):
             procs.run(['ip', 'link', 'delete', bridge], check=False)
-    hosts.forget_ovs_runtime('/run/openvswitch')
+    hosts.forget_ovs_runtime(hosts.ovs_rundir(layout.COMPUTE1))
