@@ -66,13 +66,29 @@ class _Unpoisoned(fixtures.Fixture):
         super().__init__()
 
 
+HUGEPAGES_2M = '/sys/kernel/mm/hugepages/hugepages-2048kB'
+# The most 2 MiB pages a test's guests hold at once: two 256 MiB guests
+# (a server and a blocker on the destination of a move).
+PAGES_2M_NEEDED = 256
+
+
+def available_2m_pages():
+    """Free 2 MiB pages not yet promised to a mapping."""
+    def read(name):
+        with open(os.path.join(HUGEPAGES_2M, name)) as f:
+            return int(f.read())
+    return read('free_hugepages') - read('resv_hugepages')
+
+
 class HostHugepages(fixtures.Fixture):
     """Exclusive use of the host's huge pages for one test at a time.
 
     Test workers run in parallel against one host; a test that measures
     the free 2 MiB pages must not see another test's guest take some.
     A lock file held (flock) for the test's duration, waited for with a
-    deadline."""
+    deadline. Once held, the pages the test needs must be free: a guest
+    of the previous holder may still be exiting, and a host with too few
+    pages fails here, by name, rather than as QEMU's ENOMEM mid-test."""
 
     def __init__(self, timeout=STATE_TIMEOUT * 3):
         super().__init__()
@@ -95,6 +111,15 @@ class HostHugepages(fixtures.Fixture):
                         '%ds' % self.timeout)
                 time.sleep(0.5)
         self.addCleanup(fcntl.flock, lock, fcntl.LOCK_UN)
+        while available_2m_pages() < PAGES_2M_NEEDED:
+            if time.monotonic() > deadline:
+                with open(os.path.join(HUGEPAGES_2M, 'nr_hugepages')) as f:
+                    total = int(f.read())
+                raise AssertionError(
+                    'only %d of the host\'s %d 2 MiB pages are free; the '
+                    'test needs %d' % (
+                        available_2m_pages(), total, PAGES_2M_NEEDED))
+            time.sleep(0.5)
 
 
 class RealLibvirtTestCase(services.NovaServicesMixin, test.TestCase):

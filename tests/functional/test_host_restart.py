@@ -41,7 +41,6 @@ from tests.functional import base
 from tests.functional import guest_image
 from tests.functional import second_libvirtd
 from tests.functional import test_faults
-from tests.functional import test_nfv_guests
 
 # The guest's memory (256 MiB) in 2 MiB pages.
 GUEST_PAGES = 128
@@ -97,7 +96,7 @@ class HostRestartTestCase(test_faults.FaultTestCase):
         self.start_compute()
         self.flavor_id = self.create_pinned_flavor(
             name='kvmx.pinned.2m', ram=256, page_size='2MB')
-        self.free_pages = test_nfv_guests.available_2m_pages()
+        self.free_pages = base.available_2m_pages()
 
     def libvirt(self):
         """The test's own connection to the libvirtd under test: the
@@ -150,7 +149,7 @@ class HostRestartTestCase(test_faults.FaultTestCase):
             [page.get('size')
              for page in xml.findall('memoryBacking/hugepages/page')])
         self.assertEqual(self.free_pages - GUEST_PAGES,
-                         test_nfv_guests.available_2m_pages())
+                         base.available_2m_pages())
 
     def nfv_settings(self, server):
         """The domain's CPU, NUMA and memory settings, as XML text."""
@@ -163,7 +162,7 @@ class HostRestartTestCase(test_faults.FaultTestCase):
         self._delete_server(server)
         self.assert_nothing_left(server)
         self.assertEqual(self.free_pages,
-                         test_nfv_guests.available_2m_pages())
+                         base.available_2m_pages())
 
 
 class SuspendAcrossLibvirtdRestartTest(HostRestartTestCase):
@@ -186,7 +185,7 @@ class SuspendAcrossLibvirtdRestartTest(HostRestartTestCase):
         self.assertEqual(1, len(self.libvirtd.managed_save_images(server)))
         # No QEMU process: its huge pages are free.
         self.assertEqual(self.free_pages,
-                         test_nfv_guests.available_2m_pages())
+                         base.available_2m_pages())
 
         self.restart_libvirtd()
         # The new libvirtd found the domain and its saved memory.
@@ -231,7 +230,7 @@ class HostRebootTest(HostRestartTestCase):
         self.compute.stop()
         self.domain(server).destroy()
         self.assertEqual(self.free_pages,
-                         test_nfv_guests.available_2m_pages())
+                         base.available_2m_pages())
         self.restart_libvirtd()
         self.assertFalse(self.domain(server).isActive())
         self.compute = self.restart_compute_service(

@@ -44,16 +44,6 @@ from tests.unit import builders as b
 from tests.unit import nfv
 from tests.unit import test_topology
 
-HUGEPAGES = '/sys/kernel/mm/hugepages/hugepages-2048kB'
-
-
-def available_2m_pages():
-    """Free 2 MiB pages not yet promised to a mapping."""
-    def read(name):
-        with open(os.path.join(HUGEPAGES, name)) as f:
-            return int(f.read())
-    return read('free_hugepages') - read('resv_hugepages')
-
 
 def guest_numa_nodes(console):
     """{guest node: its CPUs} from the guest's console lines."""
@@ -71,7 +61,7 @@ class PinnedHugepageGuestTest(base.RealLibvirtTestCase):
             name='kvmx.pinned.2m', vcpus=1, ram=256, page_size='2MB',
             extra_specs={'quota:cpu_shares': '2048',
                          'quota:cpu_period': '200000'})
-        before = available_2m_pages()
+        before = base.available_2m_pages()
         server = self._create_server(
             image_uuid=self.create_bootable_image(), flavor_id=flavor_id,
             networks='none', expected_state='BUILD')
@@ -101,7 +91,7 @@ class PinnedHugepageGuestTest(base.RealLibvirtTestCase):
             'memoryBacking/hugepages/page').get('size'))
 
         # The guest's memory is the host's huge pages: 256 MiB = 128 pages.
-        self.assertEqual(before - 128, available_2m_pages())
+        self.assertEqual(before - 128, base.available_2m_pages())
         # The guest sees its one NUMA node, with its one vCPU.
         self.assertEqual({0: {0}}, guest_numa_nodes(console))
         # The vCPU thread really runs on CPU 1 only.
@@ -119,7 +109,7 @@ class PinnedHugepageGuestTest(base.RealLibvirtTestCase):
 
         self._delete_server(server)
         self.assertFalse(self.domain_exists(server))
-        self.assertEqual(before, available_2m_pages())
+        self.assertEqual(before, base.available_2m_pages())
 
     def test_floating_guest_iothread_and_cpu_quota(self):
         """A guest without a NUMA claim has no <iothreadpin>: libvirt runs
@@ -181,7 +171,7 @@ class TwoCellGuestTest(base.RealLibvirtTestCase):
         guest = dataclasses.replace(
             guest, virt_type='qemu', numa_cells=cells,
             cpu=dataclasses.replace(guest.cpu, mode=None))
-        before = available_2m_pages()
+        before = base.available_2m_pages()
         dom = self.libvirt().defineXML(render.render_domain(guest))
         self.addCleanup(dom.undefine)
         dom.create()
@@ -196,7 +186,7 @@ class TwoCellGuestTest(base.RealLibvirtTestCase):
         for vcpu, cpu in pins.items():
             self.assertEqual(tuple(c == cpu for c in range(2)),
                              cpumaps[vcpu][:2])
-        self.assertEqual(before - 128, available_2m_pages())
+        self.assertEqual(before - 128, base.available_2m_pages())
 
     def guest_files(self, artifacts):
         """Copies of the test guest's files in the test's work directory
