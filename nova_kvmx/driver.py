@@ -33,6 +33,7 @@ from oslo_serialization import jsonutils
 
 from nova_kvmx import conf as kvmx_conf  # noqa: F401 (registers [kvmx])
 from nova_kvmx import console
+from nova_kvmx import evacuation
 from nova_kvmx.guest import planner
 from nova_kvmx.guest import spec
 from nova_kvmx.host import availability
@@ -73,7 +74,11 @@ class KVMXDriver(driver.ComputeDriver):
         supports_extend_volume=True,
         supports_multiattach=True,
         supports_bfv_rescue=True,
+        supports_evacuate=True,
     )
+    # The compute service's host (init_host): an evacuated instance is one
+    # of another host's.
+    _compute_host = None
 
     def __init__(self, virtapi, read_only=False):
         super().__init__(virtapi)
@@ -118,6 +123,7 @@ class KVMXDriver(driver.ComputeDriver):
     # -- host ---------------------------------------------------------------
 
     def init_host(self, host):
+        self._compute_host = host
         self._host.initialize()
         try:
             self._settings = self._check_host_and_read_settings()
@@ -257,18 +263,21 @@ class KVMXDriver(driver.ComputeDriver):
     def spawn(self, context, instance, image_meta, injected_files,
               admin_password, allocations, network_info=None,
               block_device_info=None, power_on=True, accel_info=None):
-        self._lifecycle.spawn(context, instance, image_meta, injected_files,
-                              admin_password, network_info, block_device_info)
+        self._lifecycle.spawn(
+            context, instance, image_meta, injected_files, admin_password,
+            network_info, block_device_info,
+            evacuation.arriving(instance, self._compute_host))
 
     def destroy(self, context, instance, network_info, block_device_info=None,
                 destroy_disks=True, destroy_secrets=True):
         shared_disks = True
-        if (not destroy_disks and self._storage.shared_disks and
-                instance.task_state == task_states.RESIZE_REVERTING):
-            # The destination of a reverted resize: Nova keeps the disks
-            # (on RBD they are the source's, see
-            # check_instance_shared_storage_local), the copies of the
-            # other files made here go.
+        if (not destroy_disks and self._storage.shared_disks and (
+                instance.task_state == task_states.RESIZE_REVERTING or
+                evacuation.departed(instance, self._compute_host))):
+            # The destination of a reverted resize, or the failed host of
+            # an evacuation: Nova keeps the disks (on RBD they are the
+            # instance's now, see check_instance_shared_storage_local),
+            # the other files made here go.
             destroy_disks, shared_disks = True, False
         self._lifecycle.destroy(instance, network_info, destroy_disks,
                                 block_device_info, context, shared_disks)
@@ -296,7 +305,10 @@ class KVMXDriver(driver.ComputeDriver):
         return self._storage.destroy(instance, shared_disks=False)
 
     def instance_on_disk(self, instance):
-        return self._storage.exists(instance)
+        # As Nova's libvirt driver: an evacuation finds the instance's
+        # disks where it is rebuilt when they are on RBD or its directory
+        # is shared.
+        return self._storage.exists(instance) or self._storage.shared_disks
 
     def reboot(self, context, instance, network_info, reboot_type,
                block_device_info=None, bad_volumes_callback=None,

@@ -75,7 +75,16 @@ class GuestLifecycle(object):
     # -- creation -----------------------------------------------------------
 
     def spawn(self, context, instance, image_meta, injected_files,
-              admin_password, network_info, block_device_info=None):
+              admin_password, network_info, block_device_info=None,
+              evacuated=False):
+        """Create the guest's files, connect its volumes, plug its ports
+        and start its domain; a failure at any step undoes the others.
+
+        :param evacuated: the instance is rebuilt here after its host
+            failed (:mod:`nova_kvmx.evacuation`): its disks on RBD, or
+            its whole directory when the instances path is shared with
+            that host, are used as they are, and kept if the spawn fails
+        """
         # Before any file, port or domain exists.
         keys.refuse_unsupported(instance.flavor, image_meta)
         bdms = host_volumes.mapping(block_device_info)
@@ -85,9 +94,17 @@ class GuestLifecycle(object):
             guest_volumes.check_supported(bdm['connection_info'])
         self.host.get_connection()
         self.check_devices(instance, network_info)
-        files = self.storage.prepare(context, instance, image_meta,
-                                     injected_files, admin_password,
-                                     network_info, volume_backed)
+        shared_dir = evacuated and self.storage.exists(instance)
+        keep_disks = evacuated and (shared_dir or self.storage.shared_disks)
+        if shared_dir:
+            LOG.info('Using the files of the evacuated instance in %s',
+                     self.storage.instance_dir(instance), instance=instance)
+            files = self.storage.files_of(instance, volume_backed)
+        else:
+            files = self.storage.prepare(context, instance, image_meta,
+                                         injected_files, admin_password,
+                                         network_info, volume_backed,
+                                         disks=not keep_disks)
         try:
             self.check_rbd_disks(files, instance)
             self.volumes.connect_all(context, instance, bdms)
@@ -102,7 +119,9 @@ class GuestLifecycle(object):
                     self.volumes.disconnect_all(context, instance, bdms)
         except Exception:
             with excutils.save_and_reraise_exception():
-                self.storage.discard(instance)
+                if not shared_dir:
+                    self.storage.discard(instance,
+                                         shared_disks=not keep_disks)
         LOG.info('Guest started', instance=instance)
 
     def check_rbd_disks(self, files, instance):
