@@ -33,6 +33,7 @@ from oslo_serialization import jsonutils
 
 from nova_kvmx import conf as kvmx_conf  # noqa: F401 (registers [kvmx])
 from nova_kvmx import console
+from nova_kvmx import diagnostics
 from nova_kvmx.guest import planner
 from nova_kvmx.guest import spec
 from nova_kvmx.host import availability
@@ -212,6 +213,13 @@ class KVMXDriver(driver.ComputeDriver):
     def get_host_ip_addr(self):
         return CONF.my_ip
 
+    def get_host_cpu_stats(self):
+        # Nova's cpu.virt_driver compute monitor reads these.
+        return self._host.get_cpu_stats()
+
+    def get_host_uptime(self):
+        return diagnostics.host_uptime()
+
     def get_available_resource(self, nodename):
         # With the node UUID of get_nodenames_by_uuid (see there).
         return dict(resources.available_resources(
@@ -253,6 +261,17 @@ class KVMXDriver(driver.ComputeDriver):
 
     def get_info(self, instance, use_cache=True):
         return self._host.get_guest(instance).get_info(self._host)
+
+    def get_diagnostics(self, instance):
+        return diagnostics.legacy_diagnostics(
+            self._host.get_guest(instance))
+
+    def get_instance_diagnostics(self, instance):
+        return diagnostics.instance_diagnostics(
+            self._host.get_guest(instance), instance, CONF.kvmx.virt_type)
+
+    def block_stats(self, instance, disk_id):
+        return diagnostics.block_stats(self._host, instance, disk_id)
 
     def spawn(self, context, instance, image_meta, injected_files,
               admin_password, allocations, network_info=None,
