@@ -43,12 +43,13 @@ class DiagnosticsTest(suite.FakeLibvirtDriverMixin,
               d.write_bytes, d.errors_count) for d in diags.disk_details])
 
     def test_legacy_diagnostics_name_each_disk_and_port(self):
-        instance, network_info = self._get_running_instance()
+        instance, _ = self._get_running_instance()
         output = self.connection.get_diagnostics(instance)
         # Nova's fake libvirt's counters for each disk and port.
         self.assertEqual(10000242400, output['vda_read'])
         self.assertEqual(34, output['vdc_errors'])
-        tap = ('tap' + network_info[0]['id'])[:14]
+        [tap] = diagnostics.io_devices(self.connection._host.get_guest(
+            instance).get_xml_desc())['ifaces']
         self.assertEqual(1234, output[tap + '_rx_packets'])
         self.assertEqual(2097152, output['memory'])
         self.assertIn('cpu0_time', output)
