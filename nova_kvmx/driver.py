@@ -35,6 +35,7 @@ from nova_kvmx import conf as kvmx_conf  # noqa: F401 (registers [kvmx])
 from nova_kvmx import console
 from nova_kvmx import diagnostics
 from nova_kvmx.guest import planner
+from nova_kvmx import guest_actions
 from nova_kvmx.guest import spec
 from nova_kvmx.host import availability
 from nova_kvmx.host import connection
@@ -261,6 +262,19 @@ class KVMXDriver(driver.ComputeDriver):
 
     def get_info(self, instance, use_cache=True):
         return self._host.get_guest(instance).get_info(self._host)
+
+    def trigger_crash_dump(self, instance):
+        guest_actions.inject_nmi(self._host.get_guest(instance), instance)
+
+    def set_admin_password(self, instance, new_pass):
+        # Nova's order: the image is checked for the agent first.
+        guest_actions.set_admin_password(
+            self._host.get_guest(instance), instance, new_pass)
+
+    def poll_rebooting_instances(self, timeout, instances):
+        # As Nova's libvirt driver: a reboot here finishes (or fails)
+        # within reboot(), so no instance is left rebooting to poll.
+        pass
 
     def get_diagnostics(self, instance):
         return diagnostics.legacy_diagnostics(

@@ -34,6 +34,7 @@ from nova_kvmx.host import iommu
 # Our modules that catch libvirt's errors, as LibvirtFixture points
 # Nova's libvirt modules at the fake.
 LIBVIRT_USERS = ('nova_kvmx.lifecycle', 'nova_kvmx.diagnostics',
+                 'nova_kvmx.guest_actions',
                  'nova_kvmx.vif',
                  'nova_kvmx.host.devices')
 
@@ -57,8 +58,6 @@ NOT_IN_NOVAS_LIBVIRT_DRIVER = {
 # the method arrives).
 NOT_YET = {
     'test_get_serial_console', 'test_get_spice_console',
-    'test_poll_rebooting_instances', 'test_set_admin_password',
-    'test_trigger_crash_dump',
     # The rescue image from [libvirt] rescue_image_id when the image
     # meta has no id.
     'test_rescue', 'test_unrescue_rescued_instance',
@@ -148,6 +147,14 @@ class FakeLibvirtDriverMixin(object):
 class KVMXDriverSuiteTest(FakeLibvirtDriverMixin,
                           test_virt_drivers._VirtDriverTestCase,
                           test.TestCase):
+
+    def test_set_admin_password(self):
+        # As Nova's LibvirtConnTestCase: an image with the guest agent.
+        self.useFixture(fixtures.MockPatch(
+            'nova.utils.get_image_from_system_metadata',
+            return_value={'properties': {'hw_qemu_guest_agent': 'yes'}}))
+        instance, _ = self._get_running_instance(obj=True)
+        self.connection.set_admin_password(instance, 'p4ssw0rd')
 
     def test_live_migration_force_complete(self):
         self.skipTest("Asserts Nova's libvirt driver's private "
