@@ -291,7 +291,8 @@ class KVMXDriver(driver.ComputeDriver):
               admin_password, allocations, network_info=None,
               block_device_info=None, power_on=True, accel_info=None):
         self._lifecycle.spawn(context, instance, image_meta, injected_files,
-                              admin_password, network_info, block_device_info)
+                              admin_password, network_info, block_device_info,
+                              power_on)
 
     def destroy(self, context, instance, network_info, block_device_info=None,
                 destroy_disks=True, destroy_secrets=True):
@@ -366,6 +367,12 @@ class KVMXDriver(driver.ComputeDriver):
                                                   block_device_info)
 
     # -- ports ----------------------------------------------------------------
+
+    def plug_vifs(self, instance, network_info):
+        # nova-compute's start plugs every instance's ports again (after a
+        # host reboot the bridges and OVS ports are gone), as for Nova's
+        # libvirt driver.
+        self._network.plug_all(instance, network_info)
 
     def attach_interface(self, context, instance, image_meta, vif):
         self._network.attach_interface(instance, image_meta, vif,

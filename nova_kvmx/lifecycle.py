@@ -75,7 +75,11 @@ class GuestLifecycle(object):
     # -- creation -----------------------------------------------------------
 
     def spawn(self, context, instance, image_meta, injected_files,
-              admin_password, network_info, block_device_info=None):
+              admin_password, network_info, block_device_info=None,
+              power_on=True):
+        """Create the instance's files, volumes, ports and domain and
+        start it; with ``power_on=False`` (a cross-cell resize of a
+        stopped server) the domain is only defined, its ports plugged."""
         # Before any file, port or domain exists.
         keys.refuse_unsupported(instance.flavor, image_meta)
         bdms = host_volumes.mapping(block_device_info)
@@ -94,16 +98,20 @@ class GuestLifecycle(object):
             try:
                 xml = self.domain_xml(context, instance, image_meta, files,
                                       network_info, bdms)
-                self.start_with_network(
-                    instance, xml, network_info, vif_events.for_plug(
-                        network_info, self.settings().virt_type))
+                if power_on:
+                    self.start_with_network(
+                        instance, xml, network_info, vif_events.for_plug(
+                            network_info, self.settings().virt_type))
+                else:
+                    self.define_with_network(instance, xml, network_info)
             except Exception:
                 with excutils.save_and_reraise_exception():
                     self.volumes.disconnect_all(context, instance, bdms)
         except Exception:
             with excutils.save_and_reraise_exception():
                 self.storage.discard(instance)
-        LOG.info('Guest started', instance=instance)
+        LOG.info('Guest started' if power_on else 'Guest defined, not started',
+                 instance=instance)
 
     def check_rbd_disks(self, files, instance):
         """QEMU opens the instance's disks on RBD with the key in the
@@ -167,6 +175,17 @@ class GuestLifecycle(object):
                 if plugged:
                     self.network.unplug_all(instance, network_info)
         return guest
+
+    def define_with_network(self, instance, xml, network_info):
+        """Plug the ports and define the domain without starting it (as
+        Nova's libvirt driver with power_on=False); a failure leaves no
+        port plugged."""
+        self.network.plug_all(instance, network_info)
+        try:
+            return self.host.write_instance_config(xml)
+        except Exception:
+            with excutils.save_and_reraise_exception():
+                self.network.unplug_all(instance, network_info)
 
     def start_new_domain(self, instance, xml, paused=False):
         """Define and start a domain (paused if asked); undefine it again

@@ -10,13 +10,16 @@
 # License for the specific language governing permissions and limitations
 # under the License.
 
-"""Crash dump and password change on Nova's fake libvirt."""
+"""Crash dump, password change, a spawn that does not start the guest and
+the ports plugged again at nova-compute's start, on Nova's fake libvirt."""
 
 import fixtures
+from nova.compute import power_state
 from nova import exception
 from nova import test
 from nova.tests.fixtures import libvirt as fakelibvirt
 from nova.tests.unit import fake_crypto
+from nova.tests.unit import utils as test_utils
 from nova.tests.unit.virt import test_virt_drivers
 
 from tests.unit import test_virt_driver_suite as suite
@@ -101,3 +104,28 @@ class GuestActionsTest(suite.FakeLibvirtDriverMixin,
             'nova.objects.Instance.save'))
         self.connection.set_admin_password(instance, 's3cret')
         self.assertIn('password_0', instance.system_metadata)
+
+    # -- spawn without starting, ports at start -----------------------------
+
+    def test_spawn_without_power_on_defines_a_stopped_guest(self):
+        instance = test_utils.get_test_instance(obj=True)
+        image_meta = test_utils.get_test_image_object(None, instance)
+        plugged = self.useFixture(fixtures.MockPatch('os_vif.plug')).mock
+        network_info = test_utils.get_test_network_info()
+        self.connection.spawn(self.ctxt, instance, image_meta, [], None, {},
+                              network_info=network_info, power_on=False)
+        self.assertEqual(power_state.SHUTDOWN,
+                         self.connection.get_info(instance).state)
+        self.assertIn(instance.uuid, self.connection.list_instance_uuids())
+        self.assertEqual(1, plugged.call_count)
+
+    def test_ports_plugged_again_at_start(self):
+        instance = test_utils.get_test_instance(obj=True)
+        plugged = self.useFixture(fixtures.MockPatch('os_vif.plug')).mock
+        network_info = test_utils.get_test_network_info(count=2)
+        self.connection.plug_vifs(instance, network_info)
+        self.assertEqual(
+            [vif['id'] for vif in network_info],
+            [call.args[0].id for call in plugged.call_args_list])
+        self.assertEqual({instance.uuid}, {
+            call.args[1].uuid for call in plugged.call_args_list})
