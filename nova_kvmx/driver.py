@@ -50,6 +50,7 @@ from nova_kvmx import quiesce
 from nova_kvmx import rescue
 from nova_kvmx import snapshot
 from nova_kvmx import storage
+from nova_kvmx.storage import image_cache
 from nova_kvmx.storage import rbd as rbd_storage
 from nova_kvmx import version
 from nova_kvmx import vif
@@ -75,6 +76,8 @@ class KVMXDriver(driver.ComputeDriver):
         supports_extend_volume=True,
         supports_multiattach=True,
         supports_bfv_rescue=True,
+        # Nova's image cache manager keeps _base (storage.image_cache).
+        has_imagecache=True,
     )
 
     def __init__(self, virtapi, read_only=False):
@@ -96,6 +99,7 @@ class KVMXDriver(driver.ComputeDriver):
         self._storage = storage.InstanceStorage(
             CONF.instances_path, CONF.image_cache.subdirectory_name,
             CONF.default_ephemeral_format)
+        self._image_cache = image_cache.manager()
         self._settings = None
         self._network = vif.GuestNetwork(
             self._host, CONF.libvirt.device_detach_timeout,
@@ -323,6 +327,12 @@ class KVMXDriver(driver.ComputeDriver):
         self._lifecycle.destroy(instance, network_info if destroy_vifs else
                                 None, destroy_disks, block_device_info,
                                 context, shared_disks)
+
+    def manage_image_cache(self, context, all_instances):
+        self._image_cache.update(context, all_instances)
+
+    def cache_image(self, context, image_id):
+        return image_cache.precache(self._storage, context, image_id)
 
     def delete_instance_files(self, instance):
         # The instance directory only (Nova calls it for instances that

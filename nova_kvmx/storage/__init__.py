@@ -57,6 +57,7 @@ from oslo_utils import uuidutils
 
 from nova_kvmx import exception
 from nova_kvmx.guest import spec
+from nova_kvmx.storage import image_cache
 from nova_kvmx.storage import rbd
 
 LOG = logging.getLogger(__name__)
@@ -356,7 +357,11 @@ class InstanceStorage(object):
         """
         name = cache_name(image_id)
         path = os.path.join(self.cache_dir, name)
-        with lockutils.lock('kvmx-image-cache-' + name):
+        # The lock Nova's image cache manager removes an unused base
+        # under.
+        with lockutils.lock(name, lock_file_prefix=image_cache.LOCK_PREFIX,
+                            external=True, lock_path=image_cache.lock_path(
+                                self.instances_path)):
             if not os.path.exists(path):
                 os.makedirs(self.cache_dir, mode=DIR_MODE, exist_ok=True)
                 LOG.info('Fetching image %s into the image cache', image_id)
