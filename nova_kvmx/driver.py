@@ -381,8 +381,10 @@ class KVMXDriver(driver.ComputeDriver):
     def plug_vifs(self, instance, network_info):
         # nova-compute's start plugs every instance's ports again (after a
         # host reboot the bridges and OVS ports are gone), as for Nova's
-        # libvirt driver.
-        self._network.plug_all(instance, network_info)
+        # libvirt driver. Each port on its own: a running guest keeps the
+        # ports already plugged when a later one fails (no rollback).
+        for port in network_info:
+            self._network.plug(instance, port)
 
     def attach_interface(self, context, instance, image_meta, vif):
         self._network.attach_interface(instance, image_meta, vif,

@@ -21,6 +21,7 @@ from nova.tests.fixtures import libvirt as fakelibvirt
 from nova.tests.unit import fake_crypto
 from nova.tests.unit import utils as test_utils
 from nova.tests.unit.virt import test_virt_drivers
+from os_vif import exception as osv_exception
 
 from tests.unit import test_virt_driver_suite as suite
 
@@ -129,3 +130,15 @@ class GuestActionsTest(suite.FakeLibvirtDriverMixin,
             [call.args[0].id for call in plugged.call_args_list])
         self.assertEqual({instance.uuid}, {
             call.args[1].uuid for call in plugged.call_args_list})
+
+    def test_a_port_failing_at_start_leaves_the_others_plugged(self):
+        # The guest runs: a port failing must not unplug the ones before.
+        instance = test_utils.get_test_instance(obj=True)
+        network_info = test_utils.get_test_network_info(count=2)
+        self.useFixture(fixtures.MockPatch(
+            'os_vif.plug',
+            side_effect=[None, osv_exception.ExceptionBase('OVS down')]))
+        unplugged = self.useFixture(fixtures.MockPatch('os_vif.unplug')).mock
+        self.assertRaises(exception.VirtualInterfacePlugException,
+                          self.connection.plug_vifs, instance, network_info)
+        unplugged.assert_not_called()
