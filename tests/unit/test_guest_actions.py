@@ -10,12 +10,14 @@
 # License for the specific language governing permissions and limitations
 # under the License.
 
-"""Crash dump, password change, a spawn that does not start the guest and
-the ports plugged again at nova-compute's start, on Nova's fake libvirt."""
+"""Crash dump, password change, the rescue image, a spawn that does not
+start the guest and the ports plugged again at nova-compute's start, on
+Nova's fake libvirt."""
 
 import fixtures
 from nova.compute import power_state
 from nova import exception
+from nova import objects
 from nova import test
 from nova.tests.fixtures import libvirt as fakelibvirt
 from nova.tests.unit import fake_crypto
@@ -23,6 +25,7 @@ from nova.tests.unit import utils as test_utils
 from nova.tests.unit.virt import test_virt_drivers
 from os_vif import exception as osv_exception
 
+from nova_kvmx import rescue
 from tests.unit import test_virt_driver_suite as suite
 
 
@@ -142,3 +145,28 @@ class GuestActionsTest(suite.FakeLibvirtDriverMixin,
         self.assertRaises(exception.VirtualInterfacePlugException,
                           self.connection.plug_vifs, instance, network_info)
         unplugged.assert_not_called()
+
+
+class RescueImageTest(test.NoDBTestCase):
+    """Which image a rescue guest boots, in Nova's libvirt driver's
+    order."""
+
+    def setUp(self):
+        super().setUp()
+        self.instance = objects.Instance(image_ref='own-image')
+
+    def test_the_image_asked_for(self):
+        self.flags(rescue_image_id='conf-image', group='libvirt')
+        asked = '6a3f2c1e-8b4d-4e7a-9c0f-1d2e3f4a5b6c'
+        meta = objects.ImageMeta.from_dict({'id': asked})
+        self.assertEqual(asked,
+                         rescue.rescue_image_id(meta, self.instance))
+
+    def test_else_the_configured_rescue_image(self):
+        self.flags(rescue_image_id='conf-image', group='libvirt')
+        self.assertEqual('conf-image', rescue.rescue_image_id(
+            objects.ImageMeta.from_dict({}), self.instance))
+
+    def test_else_the_instances_own_image(self):
+        self.assertEqual('own-image', rescue.rescue_image_id(
+            objects.ImageMeta.from_dict({}), self.instance))
