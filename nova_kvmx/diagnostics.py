@@ -105,8 +105,10 @@ def instance_diagnostics(guest, instance, virt_type):
         state=power_state.STATE_MAP[state], driver='libvirt',
         config_drive=configdrive.required_by(instance),
         hypervisor=virt_type, hypervisor_os='linux', uptime=uptime)
+    # MiB, as the API documents them: libvirt gives KiB (Nova's libvirt
+    # driver divides by Mi, so its 256 MiB guest shows 0).
     diags.memory_details = diagnostics_obj.MemoryDiagnostics(
-        maximum=max_mem / units.Mi, used=mem / units.Mi)
+        maximum=max_mem // units.Ki, used=mem // units.Ki)
     for vid, time in _vcpu_times(guest):
         diags.add_cpu(id=vid, time=time)
     for disk in io_devices(xml)['volumes']:

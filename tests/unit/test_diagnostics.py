@@ -36,7 +36,8 @@ class DiagnosticsTest(suite.FakeLibvirtDriverMixin,
         self.assertEqual([network_info[0]['address']],
                          [nic.mac_address for nic in diags.nic_details])
         self.assertTrue(diags.disk_details)
-        self.assertGreater(diags.memory_details.maximum, 0)
+        # MiB (the fake's guests have 2 GiB).
+        self.assertEqual(2048, diags.memory_details.maximum)
         self.assertEqual(
             [(2, 10000242400, 234, 2343424234, 34)] * 3,
             [(d.read_requests, d.read_bytes, d.write_requests,
