@@ -31,7 +31,8 @@ def console_output(log_path, max_bytes):
     helper, as Nova's libvirt driver does.
     """
     if not os.path.exists(log_path):
-        return b''
+        # As Nova's libvirt driver: no log yet, no output.
+        return ''
     data, _remaining = nova.privsep.path.last_bytes(log_path, max_bytes)
     return data
 

@@ -33,8 +33,10 @@ from oslo_serialization import jsonutils
 
 from nova_kvmx import conf as kvmx_conf  # noqa: F401 (registers [kvmx])
 from nova_kvmx import console
+from nova_kvmx import diagnostics
 from nova_kvmx import evacuation
 from nova_kvmx.guest import planner
+from nova_kvmx import guest_actions
 from nova_kvmx.guest import spec
 from nova_kvmx.host import availability
 from nova_kvmx.host import connection
@@ -49,6 +51,7 @@ from nova_kvmx import quiesce
 from nova_kvmx import rescue
 from nova_kvmx import snapshot
 from nova_kvmx import storage
+from nova_kvmx.storage import image_cache
 from nova_kvmx.storage import rbd as rbd_storage
 from nova_kvmx import version
 from nova_kvmx import vif
@@ -75,6 +78,8 @@ class KVMXDriver(driver.ComputeDriver):
         supports_multiattach=True,
         supports_bfv_rescue=True,
         supports_evacuate=True,
+        # Nova's image cache manager keeps _base (storage.image_cache).
+        has_imagecache=True,
     )
     # The compute service's host (init_host): an evacuated instance is one
     # of another host's.
@@ -99,6 +104,7 @@ class KVMXDriver(driver.ComputeDriver):
         self._storage = storage.InstanceStorage(
             CONF.instances_path, CONF.image_cache.subdirectory_name,
             CONF.default_ephemeral_format)
+        self._image_cache = image_cache.manager()
         self._settings = None
         self._network = vif.GuestNetwork(
             self._host, CONF.libvirt.device_detach_timeout,
@@ -218,6 +224,13 @@ class KVMXDriver(driver.ComputeDriver):
     def get_host_ip_addr(self):
         return CONF.my_ip
 
+    def get_host_cpu_stats(self):
+        # Nova's cpu.virt_driver compute monitor reads these.
+        return self._host.get_cpu_stats()
+
+    def get_host_uptime(self):
+        return diagnostics.host_uptime()
+
     def get_available_resource(self, nodename):
         # With the node UUID of get_nodenames_by_uuid (see there).
         return dict(resources.available_resources(
@@ -260,13 +273,37 @@ class KVMXDriver(driver.ComputeDriver):
     def get_info(self, instance, use_cache=True):
         return self._host.get_guest(instance).get_info(self._host)
 
+    def trigger_crash_dump(self, instance):
+        guest_actions.inject_nmi(self._host.get_guest(instance), instance)
+
+    def set_admin_password(self, instance, new_pass):
+        # Nova's order: the image is checked for the agent first.
+        guest_actions.set_admin_password(
+            self._host.get_guest(instance), instance, new_pass)
+
+    def poll_rebooting_instances(self, timeout, instances):
+        # As Nova's libvirt driver: a reboot here finishes (or fails)
+        # within reboot(), so no instance is left rebooting to poll.
+        pass
+
+    def get_diagnostics(self, instance):
+        return diagnostics.legacy_diagnostics(
+            self._host.get_guest(instance))
+
+    def get_instance_diagnostics(self, instance):
+        return diagnostics.instance_diagnostics(
+            self._host.get_guest(instance), instance, CONF.kvmx.virt_type)
+
+    def block_stats(self, instance, disk_id):
+        return diagnostics.block_stats(self._host, instance, disk_id)
+
     def spawn(self, context, instance, image_meta, injected_files,
               admin_password, allocations, network_info=None,
               block_device_info=None, power_on=True, accel_info=None):
         self._lifecycle.spawn(
             context, instance, image_meta, injected_files, admin_password,
             network_info, block_device_info,
-            evacuation.arriving(instance, self._compute_host))
+            evacuation.arriving(instance, self._compute_host), power_on)
 
     def destroy(self, context, instance, network_info, block_device_info=None,
                 destroy_disks=True, destroy_secrets=True):
@@ -298,6 +335,12 @@ class KVMXDriver(driver.ComputeDriver):
         self._lifecycle.destroy(instance, network_info if destroy_vifs else
                                 None, destroy_disks, block_device_info,
                                 context, shared_disks)
+
+    def manage_image_cache(self, context, all_instances):
+        self._image_cache.update(context, all_instances)
+
+    def cache_image(self, context, image_id):
+        return image_cache.precache(self._storage, context, image_id)
 
     def delete_instance_files(self, instance):
         # The instance directory only (Nova calls it for instances that
@@ -345,6 +388,14 @@ class KVMXDriver(driver.ComputeDriver):
                                                   block_device_info)
 
     # -- ports ----------------------------------------------------------------
+
+    def plug_vifs(self, instance, network_info):
+        # nova-compute's start plugs every instance's ports again (after a
+        # host reboot the bridges and OVS ports are gone), as for Nova's
+        # libvirt driver. Each port on its own: a running guest keeps the
+        # ports already plugged when a later one fails (no rollback).
+        for port in network_info:
+            self._network.plug(instance, port)
 
     def attach_interface(self, context, instance, image_meta, vif):
         self._network.attach_interface(instance, image_meta, vif,

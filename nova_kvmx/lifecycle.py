@@ -76,7 +76,7 @@ class GuestLifecycle(object):
 
     def spawn(self, context, instance, image_meta, injected_files,
               admin_password, network_info, block_device_info=None,
-              evacuated=False):
+              evacuated=False, power_on=True):
         """Create the guest's files, connect its volumes, plug its ports
         and start its domain; a failure at any step undoes the others.
 
@@ -84,6 +84,8 @@ class GuestLifecycle(object):
             failed (:mod:`nova_kvmx.evacuation`): its disks on RBD, or
             its whole directory when the instances path is shared with
             that host, are used as they are, and kept if the spawn fails
+        :param power_on: False (a cross-cell resize of a stopped server)
+            only defines the domain and plugs its ports
         """
         # Before any file, port or domain exists.
         keys.refuse_unsupported(instance.flavor, image_meta)
@@ -111,9 +113,12 @@ class GuestLifecycle(object):
             try:
                 xml = self.domain_xml(context, instance, image_meta, files,
                                       network_info, bdms)
-                self.start_with_network(
-                    instance, xml, network_info, vif_events.for_plug(
-                        network_info, self.settings().virt_type))
+                if power_on:
+                    self.start_with_network(
+                        instance, xml, network_info, vif_events.for_plug(
+                            network_info, self.settings().virt_type))
+                else:
+                    self.define_with_network(instance, xml, network_info)
             except Exception:
                 with excutils.save_and_reraise_exception():
                     self.volumes.disconnect_all(context, instance, bdms)
@@ -122,7 +127,8 @@ class GuestLifecycle(object):
                 if not shared_dir:
                     self.storage.discard(instance,
                                          shared_disks=not keep_disks)
-        LOG.info('Guest started', instance=instance)
+        LOG.info('Guest started' if power_on else 'Guest defined, not started',
+                 instance=instance)
 
     def check_rbd_disks(self, files, instance):
         """QEMU opens the instance's disks on RBD with the key in the
@@ -186,6 +192,17 @@ class GuestLifecycle(object):
                 if plugged:
                     self.network.unplug_all(instance, network_info)
         return guest
+
+    def define_with_network(self, instance, xml, network_info):
+        """Plug the ports and define the domain without starting it (as
+        Nova's libvirt driver with power_on=False); a failure leaves no
+        port plugged."""
+        self.network.plug_all(instance, network_info)
+        try:
+            return self.host.write_instance_config(xml)
+        except Exception:
+            with excutils.save_and_reraise_exception():
+                self.network.unplug_all(instance, network_info)
 
     def start_new_domain(self, instance, xml, paused=False):
         """Define and start a domain (paused if asked); undefine it again

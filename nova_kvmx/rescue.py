@@ -32,6 +32,7 @@ the ports plugged through both, so Neutron sends none).
 """
 
 from nova import exception
+import nova.conf
 from nova.virt import hardware
 from oslo_log import log as logging
 from oslo_utils import excutils
@@ -39,6 +40,8 @@ from oslo_utils import excutils
 from nova_kvmx.guest import disk_names
 from nova_kvmx.guest import spec
 from nova_kvmx import volumes as host_volumes
+
+CONF = nova.conf.CONF
 
 LOG = logging.getLogger(__name__)
 
@@ -60,9 +63,10 @@ class Rescuer(object):
                 'hw_rescue_bus (stable device rescue)')
         bdms = host_volumes.mapping(block_device_info) if stable else []
         rescue_disk = rescue_device(image_meta) if stable else None
-        files = self.storage.rescue_files(context, instance, image_meta,
-                                          volume_backed, rescue_disk,
-                                          network_info, rescue_password)
+        files = self.storage.rescue_files(
+            context, instance, image_meta, volume_backed, rescue_disk,
+            network_info, rescue_password,
+            image_id=rescue_image_id(image_meta, instance))
         try:
             self.lifecycle.volumes.connect_all(context, instance, bdms,
                                                rollback=False)
@@ -93,6 +97,15 @@ class Rescuer(object):
         guest = self.lifecycle.find_guest(instance)
         if guest is not None:
             self.lifecycle.undefine(guest, instance)
+
+
+def rescue_image_id(image_meta, instance):
+    """The image the rescue guest boots: the one asked for, else
+    ``[libvirt] rescue_image_id``, else the instance's own (Nova's libvirt
+    driver's order)."""
+    if image_meta.obj_attr_is_set('id') and image_meta.id:
+        return image_meta.id
+    return CONF.libvirt.rescue_image_id or instance.image_ref
 
 
 def rescue_device(image_meta):

@@ -57,6 +57,7 @@ from oslo_utils import uuidutils
 
 from nova_kvmx import exception
 from nova_kvmx.guest import spec
+from nova_kvmx.storage import image_cache
 from nova_kvmx.storage import rbd
 
 LOG = logging.getLogger(__name__)
@@ -255,7 +256,7 @@ class InstanceStorage(object):
 
     def rescue_files(self, context, instance, image_meta,
                      volume_backed=False, stable=None, network_info=None,
-                     rescue_password=None):
+                     rescue_password=None, image_id=None):
         """The files of a rescue guest: a fresh overlay of the rescue image
         (``disk.rescue``), the instance's files and, when it has a config
         drive, a new one (``disk.config.rescue``) with the rescue password
@@ -265,13 +266,15 @@ class InstanceStorage(object):
             disk of the instance where it is, the rescue disk last), None
             for the legacy layout: the rescue disk first, the instance's
             root disk second, its kernel, ramdisk and console log
+        :param image_id: the rescue image (default: ``image_meta``'s)
         """
         own = self.files_of(instance, volume_backed)
         inst_dir = self.instance_dir(instance)
         rescue_disk = os.path.join(inst_dir, RESCUE_FILES[0])
         config_drive = None
         with fileutils.remove_path_on_error(rescue_disk):
-            create_overlay(self.cached_image(context, image_meta.id),
+            create_overlay(self.cached_image(context,
+                                             image_id or image_meta.id),
                            rescue_disk, 0)
             if configdrive.required_by(instance):
                 config_drive = os.path.join(inst_dir, RESCUE_FILES[1])
@@ -356,7 +359,11 @@ class InstanceStorage(object):
         """
         name = cache_name(image_id)
         path = os.path.join(self.cache_dir, name)
-        with lockutils.lock('kvmx-image-cache-' + name):
+        # The lock Nova's image cache manager removes an unused base
+        # under.
+        with lockutils.lock(name, lock_file_prefix=image_cache.LOCK_PREFIX,
+                            external=True, lock_path=image_cache.lock_path(
+                                self.instances_path)):
             if not os.path.exists(path):
                 os.makedirs(self.cache_dir, mode=DIR_MODE, exist_ok=True)
                 LOG.info('Fetching image %s into the image cache', image_id)

@@ -52,7 +52,10 @@ class LeftoversMixin(object):
         if os.path.isdir(self.instances_path):
             found += ['file %s' % name
                       for name in os.listdir(self.instances_path)
-                      if name != '_base']
+                      # The image cache and its locks (Nova's image cache
+                      # manager's, in <instances_path>/locks) are the
+                      # host's, not a server's.
+                      if name not in ('_base', 'locks')]
         cache = os.path.join(self.instances_path, '_base')
         if os.path.isdir(cache):
             found += ['file _base/%s' % name for name in os.listdir(cache)
