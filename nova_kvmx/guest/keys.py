@@ -140,6 +140,8 @@ HONOURED = {
     'hw_machine_type': '<os><type machine>',
     'os_command_line': '<os><cmdline> of a direct kernel boot',
     'hw_qemu_guest_agent': 'the guest agent <channel>',
+    'os_admin_user': 'the account whose password set_admin_password '
+                     'changes through the guest agent',
     'os_require_quiesce': 'snapshots fail unless the guest agent '
                           'quiesces the file systems',
     'img_config_drive': 'a config drive (nova.virt.configdrive)',
@@ -263,8 +265,6 @@ NOT_APPLICABLE = {
     'img_use_agent': "the XenAPI driver's (removed)",
     'os_skip_agent_inject_files_at_boot': "the z/VM driver's",
     'os_skip_agent_inject_ssh': "the z/VM driver's",
-    'os_admin_user': 'only set_admin_password reads it, which nova-kvmx '
-                     'does not implement (Nova answers "not implemented")',
     'hw_disk_type': _VMWARE, 'img_linked_clone': _VMWARE,
     'img_cache_in_nova': _VMWARE,
     'vmware:hw_version': _VMWARE, 'vmware:storage_policy': _VMWARE,

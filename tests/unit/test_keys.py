@@ -184,6 +184,8 @@ TESTED_ELSEWHERE = {
     'hw:cpu_thread_policy': 'tests/unit/test_render_numa.py',
     'hw_cpu_thread_policy': 'tests/unit/test_render_numa.py',
     'os_require_quiesce': 'tests/unit/test_quiesce.py',
+    # The guest agent's set-user-password, not the domain.
+    'os_admin_user': 'tests/unit/test_guest_actions.py',
     # Properties of the rescue image, not of the guest's own.
     'hw_rescue_device': 'tests/unit/test_rescue_device.py',
     'hw_rescue_bus': 'tests/unit/test_rescue_device.py',
