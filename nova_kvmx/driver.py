@@ -337,6 +337,9 @@ class KVMXDriver(driver.ComputeDriver):
                                 context, shared_disks)
 
     def manage_image_cache(self, context, all_instances):
+        # Nova's manager locks in the directory the cache fills under,
+        # private before either makes it.
+        image_cache.lock_path(CONF.instances_path)
         self._image_cache.update(context, all_instances)
 
     def cache_image(self, context, image_id):

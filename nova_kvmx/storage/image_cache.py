@@ -40,7 +40,14 @@ LOCK_SUBDIR = 'locks'
 
 
 def lock_path(instances_path):
-    return os.path.join(instances_path, LOCK_SUBDIR)
+    """The lock directory, private (0700): the names of its lock files
+    are those of the cached images, which oslo.concurrency creates by
+    umask, as it would the directory itself."""
+    path = os.path.join(instances_path, LOCK_SUBDIR)
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    if os.stat(path).st_mode & 0o777 != 0o700:
+        os.chmod(path, 0o700)
+    return path
 
 
 def manager():

@@ -134,8 +134,11 @@ class HostileInputTest(leftovers.LeftoversMixin, base.RealLibvirtTestCase):
         return etree.fromstring(self.domain(server).XMLDesc(0))
 
     def assert_files_by_uuid_only(self, *servers):
-        self.assertEqual(sorted(['_base'] + [s['id'] for s in servers]),
-                         sorted(os.listdir(self.instances_path)))
+        """Each server's directory is its UUID; the image cache and its
+        locks are the host's."""
+        self.assertEqual(
+            sorted(['_base', 'locks'] + [s['id'] for s in servers]),
+            sorted(os.listdir(self.instances_path)))
 
     def delete(self, server):
         self._delete_server(server)
