@@ -20,16 +20,21 @@ from nova.compute import provider_tree
 from nova.virt.libvirt import config as vconfig
 
 from nova_kvmx.host import resources
+from tests.unit import builders as b
 
 CAPS_XML = os.path.join(os.path.dirname(__file__), 'data',
                         'capabilities-debian12-x86_64.xml')
 
 
+def _captured(config_class, path):
+    config = config_class()
+    with open(path) as f:
+        config.parse_str(f.read())
+    return config
+
+
 def captured_caps():
-    caps = vconfig.LibvirtConfigCaps()
-    with open(CAPS_XML) as f:
-        caps.parse_str(f.read())
-    return caps
+    return _captured(vconfig.LibvirtConfigCaps, CAPS_XML)
 
 
 class CPUTraitsTest(testtools.TestCase):
@@ -37,15 +42,17 @@ class CPUTraitsTest(testtools.TestCase):
 
     def test_host_cpu_modes_report_host_features(self):
         for mode in ('host-passthrough', 'host-model'):
-            traits = resources.cpu_traits(captured_caps(), mode, False)
+            traits = resources.cpu_traits(captured_caps(), b.settings(
+                cpu_mode=mode), False)
             # This host (captured) has ssse3 and fma, and no avx512f.
             self.assertTrue(traits[ot.HW_CPU_X86_SSSE3], mode)
             self.assertTrue(traits[ot.HW_CPU_X86_FMA3], mode)
             self.assertFalse(traits[ot.HW_CPU_X86_AVX512F], mode)
 
     def test_other_modes_report_no_feature(self):
-        for mode in (None, 'custom'):
-            traits = resources.cpu_traits(captured_caps(), mode, True)
+        for mode in (None, 'none'):
+            traits = resources.cpu_traits(captured_caps(), b.settings(
+                virt_type='qemu', cpu_mode=mode), True)
             present = {t for t, on in traits.items() if on}
             self.assertEqual({ot.HW_CPU_HYPERTHREADING}, present)
             # Absent traits are listed, so a stale one gets removed.
@@ -57,7 +64,7 @@ class CPUTraitsTest(testtools.TestCase):
         tree.add_traits('node', 'COMPUTE_IMAGE_TYPE_QCOW2', ot.HW_CPU_X86_AVX,
                         'CUSTOM_OPERATOR')
         resources.update_traits(tree, 'node', resources.cpu_traits(
-            captured_caps(), 'host-passthrough', True))
+            captured_caps(), b.settings(cpu_mode='host-passthrough'), True))
         traits = tree.data('node').traits
         self.assertIn('COMPUTE_IMAGE_TYPE_QCOW2', traits)
         self.assertIn('CUSTOM_OPERATOR', traits)
@@ -66,7 +73,7 @@ class CPUTraitsTest(testtools.TestCase):
         # AVX is in the captured host's features, so it stays.
         self.assertIn(ot.HW_CPU_X86_AVX, traits)
         resources.update_traits(tree, 'node', resources.cpu_traits(
-            captured_caps(), None, False))
+            captured_caps(), b.settings(virt_type='qemu'), False))
         traits = tree.data('node').traits
         self.assertNotIn(ot.HW_CPU_X86_AVX, traits)
         self.assertNotIn(ot.HW_CPU_HYPERTHREADING, traits)
