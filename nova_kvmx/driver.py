@@ -44,6 +44,7 @@ from nova_kvmx.host import iommu
 from nova_kvmx.host import options
 from nova_kvmx.host import resources
 from nova_kvmx.host import topology
+from nova_kvmx.host import traits
 from nova_kvmx import lifecycle
 from nova_kvmx import live_migration
 from nova_kvmx import migration
@@ -78,6 +79,9 @@ class KVMXDriver(driver.ComputeDriver):
         supports_multiattach=True,
         supports_bfv_rescue=True,
         supports_evacuate=True,
+        # The host's NUMA cells carry their socket (host.topology): Nova's
+        # claim honours hw:pci_numa_affinity_policy=socket.
+        supports_socket_pci_numa_affinity=True,
         # Nova's image cache manager keeps _base (storage.image_cache).
         has_imagecache=True,
     )
@@ -106,6 +110,7 @@ class KVMXDriver(driver.ComputeDriver):
             CONF.default_ephemeral_format)
         self._image_cache = image_cache.manager()
         self._settings = None
+        self._device_traits = {}
         self._network = vif.GuestNetwork(
             self._host, CONF.libvirt.device_detach_timeout,
             self._get_settings)
@@ -161,6 +166,11 @@ class KVMXDriver(driver.ComputeDriver):
             'network', 'none')
         self._storage.rbd = self._rbd_disks(network_cache)
         machine_type = options.default_machine_type(CONF, arch)
+        self._device_traits = traits.device_traits(
+            traits.domain_capabilities(self._host, arch, machine_type,
+                                       CONF.kvmx.virt_type),
+            arch, CONF.kvmx.virt_type, CONF.vnc.enabled,
+            traits.has_igb(self._host))
         return spec.DriverSettings(
             virt_type=CONF.kvmx.virt_type,
             machine_type=machine_type,
@@ -254,9 +264,10 @@ class KVMXDriver(driver.ComputeDriver):
             resources.inventory_totals(self._host, CONF.instances_path,
                                        self._pool_usage()),
             self._get_allocation_ratios(inventory))
-        resources.update_traits(provider_tree, nodename, resources.cpu_traits(
-            self._host.get_capabilities(), self._settings,
-            self._host.has_hyperthreading))
+        resources.update_traits(provider_tree, nodename, dict(
+            self._device_traits, **resources.cpu_traits(
+                self._host.get_capabilities(), self._settings,
+                self._host.has_hyperthreading)))
 
     # -- instances ------------------------------------------------------------
 

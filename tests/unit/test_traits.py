@@ -10,7 +10,7 @@
 # License for the specific language governing permissions and limitations
 # under the License.
 
-"""CPU traits the compute node reports to Placement."""
+"""CPU and device traits the compute node reports to Placement."""
 
 import os
 
@@ -19,7 +19,9 @@ import testtools
 from nova.compute import provider_tree
 from nova.virt.libvirt import config as vconfig
 
+from nova_kvmx import driver
 from nova_kvmx.host import resources
+from nova_kvmx.host import traits as traits_mod
 from tests.unit import builders as b
 
 CAPS_XML = os.path.join(os.path.dirname(__file__), 'data',
@@ -78,3 +80,71 @@ class CPUTraitsTest(testtools.TestCase):
         self.assertNotIn(ot.HW_CPU_X86_AVX, traits)
         self.assertNotIn(ot.HW_CPU_HYPERTHREADING, traits)
         self.assertIn('CUSTOM_OPERATOR', traits)
+
+
+DOMCAPS_XML = os.path.join(os.path.dirname(__file__), 'data',
+                           'domcapabilities-debian12-x86_64-q35-kvm.xml')
+
+
+def captured_domcaps():
+    return _captured(vconfig.LibvirtConfigDomainCaps, DOMCAPS_XML)
+
+
+class DeviceTraitsTest(testtools.TestCase):
+    """The traits Nova's image_metadata_prefilter requires: present only
+    for what a guest of nova-kvmx really gets (guest.keys, disk_names)."""
+
+    def present(self, graphics=True, virt_type='kvm', igb=False):
+        traits = traits_mod.device_traits(captured_domcaps(), 'x86_64',
+                                          virt_type, graphics, igb)
+        self.assertTrue(all(t in ot.get_traits() for t in traits))
+        return {t for t, on in traits.items() if on}, set(traits)
+
+    def test_storage_buses_libvirt_offers_and_the_driver_renders(self):
+        present, listed = self.present()
+        buses = {t for t in present if t.startswith('COMPUTE_STORAGE_BUS_')}
+        # libvirt offers usb and fdc too; nova-kvmx gives guests neither.
+        self.assertEqual({ot.COMPUTE_STORAGE_BUS_VIRTIO,
+                          ot.COMPUTE_STORAGE_BUS_SCSI,
+                          ot.COMPUTE_STORAGE_BUS_SATA}, buses)
+        self.assertIn(ot.COMPUTE_STORAGE_BUS_IDE, listed)
+        self.assertIn(ot.COMPUTE_STORAGE_BUS_USB, listed)
+
+    def test_video_models_need_a_graphical_console(self):
+        present, _ = self.present()
+        self.assertIn(ot.COMPUTE_GRAPHICS_MODEL_VIRTIO, present)
+        self.assertIn(ot.COMPUTE_GRAPHICS_MODEL_VGA, present)
+        # Not in this QEMU's domain capabilities.
+        self.assertNotIn(ot.COMPUTE_GRAPHICS_MODEL_XEN, present)
+        present, listed = self.present(graphics=False)
+        self.assertFalse({t for t in present
+                          if t.startswith('COMPUTE_GRAPHICS_MODEL_')})
+        self.assertIn(ot.COMPUTE_GRAPHICS_MODEL_VIRTIO, listed)
+
+    def test_vif_models_of_the_virt_type(self):
+        present, _ = self.present()
+        self.assertIn(ot.COMPUTE_NET_VIF_MODEL_VIRTIO, present)
+        self.assertIn(ot.COMPUTE_NET_VIF_MODEL_E1000E, present)
+        self.assertNotIn(ot.COMPUTE_NET_VIF_MODEL_IGB, present)
+        self.assertNotIn(ot.COMPUTE_NET_VIF_MODEL_NETFRONT, present)
+        self.assertIn(ot.COMPUTE_NET_VIF_MODEL_IGB,
+                      self.present(igb=True)[0])
+
+    def test_refused_features_are_removed(self):
+        present, listed = self.present()
+        for trait in (ot.COMPUTE_VIOMMU_MODEL_INTEL,
+                      ot.COMPUTE_VIOMMU_MODEL_AUTO,
+                      ot.COMPUTE_SECURITY_TPM_2_0,
+                      ot.COMPUTE_NET_VIRTIO_PACKED,
+                      ot.COMPUTE_ARCH_X86_64):
+            self.assertIn(trait, listed)
+            self.assertNotIn(trait, present)
+
+    def test_host_architecture(self):
+        present, _ = self.present()
+        self.assertIn(ot.HW_ARCH_X86_64, present)
+        self.assertNotIn(ot.HW_ARCH_AARCH64, present)
+
+    def test_socket_pci_numa_affinity_is_a_capability(self):
+        self.assertTrue(driver.KVMXDriver.capabilities[
+            'supports_socket_pci_numa_affinity'])
