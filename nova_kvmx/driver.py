@@ -35,15 +35,16 @@ from nova_kvmx import conf as kvmx_conf  # noqa: F401 (registers [kvmx])
 from nova_kvmx import console
 from nova_kvmx import diagnostics
 from nova_kvmx import evacuation
-from nova_kvmx.guest import planner
 from nova_kvmx import guest_actions
 from nova_kvmx.guest import spec
 from nova_kvmx.host import availability
 from nova_kvmx.host import connection
 from nova_kvmx.host import device_events
 from nova_kvmx.host import iommu
+from nova_kvmx.host import options
 from nova_kvmx.host import resources
 from nova_kvmx.host import topology
+from nova_kvmx.host import traits
 from nova_kvmx import lifecycle
 from nova_kvmx import live_migration
 from nova_kvmx import migration
@@ -78,6 +79,9 @@ class KVMXDriver(driver.ComputeDriver):
         supports_multiattach=True,
         supports_bfv_rescue=True,
         supports_evacuate=True,
+        # The host's NUMA cells carry their socket (host.topology): Nova's
+        # claim honours hw:pci_numa_affinity_policy=socket.
+        supports_socket_pci_numa_affinity=True,
         # Nova's image cache manager keeps _base (storage.image_cache).
         has_imagecache=True,
     )
@@ -106,6 +110,7 @@ class KVMXDriver(driver.ComputeDriver):
             CONF.default_ephemeral_format)
         self._image_cache = image_cache.manager()
         self._settings = None
+        self._device_traits = {}
         self._network = vif.GuestNetwork(
             self._host, CONF.libvirt.device_detach_timeout,
             self._get_settings)
@@ -130,6 +135,7 @@ class KVMXDriver(driver.ComputeDriver):
 
     def init_host(self, host):
         self._compute_host = host
+        options.check_power_management(CONF)
         self._host.initialize()
         try:
             self._settings = self._check_host_and_read_settings()
@@ -159,11 +165,15 @@ class KVMXDriver(driver.ComputeDriver):
         network_cache = dict(volumes.settings().cachemodes).get(
             'network', 'none')
         self._storage.rbd = self._rbd_disks(network_cache)
+        machine_type = options.default_machine_type(CONF, arch)
+        self._device_traits = traits.device_traits(
+            traits.domain_capabilities(self._host, arch, machine_type,
+                                       CONF.kvmx.virt_type),
+            arch, CONF.kvmx.virt_type, CONF.vnc.enabled,
+            traits.has_igb(self._host))
         return spec.DriverSettings(
             virt_type=CONF.kvmx.virt_type,
-            cpu_mode=CONF.kvmx.cpu_mode,
-            cpu_models=tuple(CONF.kvmx.cpu_models),
-            machine_type=CONF.kvmx.machine_type,
+            machine_type=machine_type,
             arch=arch,
             pcie_ports=CONF.libvirt.num_pcie_ports,
             vnc_listen=CONF.vnc.server_listen if CONF.vnc.enabled else None,
@@ -174,13 +184,15 @@ class KVMXDriver(driver.ComputeDriver):
             host_cpus=topology.guest_cpu_pools(
                 numa, topology.cpu_sets(self._host.get_online_cpus())),
             small_page_kb=topology.small_page_kb(numa),
-            realtime_priority=CONF.kvmx.realtime_scheduler_priority,
+            realtime_priority=options.realtime_priority(CONF),
             cpu_control=self._host.is_cpu_control_policy_capable(),
             rng_dev_path=rng_dev_path(),
             pointer_model=CONF.pointer_model,
             rx_queue_size=CONF.libvirt.rx_queue_size,
             tx_queue_size=CONF.libvirt.tx_queue_size,
-            disk_discard=CONF.libvirt.hw_disk_discard)
+            disk_discard=CONF.libvirt.hw_disk_discard,
+            **options.cpu_settings(CONF, self._host, CONF.kvmx.virt_type,
+                                   arch))
 
     def _rbd_disks(self, cache):
         """The RBD disks of ``[libvirt] images_type = rbd`` (None for
@@ -252,10 +264,10 @@ class KVMXDriver(driver.ComputeDriver):
             resources.inventory_totals(self._host, CONF.instances_path,
                                        self._pool_usage()),
             self._get_allocation_ratios(inventory))
-        resources.update_traits(provider_tree, nodename, resources.cpu_traits(
-            self._host.get_capabilities(),
-            planner.default_cpu_mode(self._settings),
-            self._host.has_hyperthreading))
+        resources.update_traits(provider_tree, nodename, dict(
+            self._device_traits, **resources.cpu_traits(
+                self._host.get_capabilities(), self._settings,
+                self._host.has_hyperthreading)))
 
     # -- instances ------------------------------------------------------------
 

@@ -145,3 +145,12 @@ class RBDImageExists(exception.InstanceExists):
 class UnsupportedKey(exception.Invalid):
     msg_fmt = ('The %(kind)s %(key)s=%(value)s cannot be honoured by '
                'nova-kvmx: %(reason)s')
+
+
+class InvalidOption(exception.InvalidConfiguration):
+    msg_fmt = ('Invalid %(option)s = %(value)s: %(reason)s')
+
+
+class UnsupportedOption(exception.InvalidConfiguration):
+    msg_fmt = ('%(option)s = %(value)s is not supported by nova-kvmx: '
+               '%(reason)s')

@@ -164,6 +164,7 @@ class GuestLifecycle(object):
                                    self.settings(), network_info,
                                    vif.vf_netdevs(network_info),
                                    self.volumes.disks(instance, bdms))
+        record_machine_type(instance, image_meta, guest.machine_type)
         return render.render_domain(guest)
 
     def start_with_network(self, instance, xml, network_info, events=()):
@@ -471,6 +472,20 @@ class GuestLifecycle(object):
                         guest.name, power_state.STATE_MAP[current], timeout,
                         power_state.STATE_MAP[state]))
             time.sleep(POLL_INTERVAL)
+
+
+def record_machine_type(instance, image_meta, machine_type):
+    """Keep the machine type the guest first got from the host's default
+    in the instance's system metadata (``image_hw_machine_type``, which
+    ``instance.image_meta`` reads back as ``hw_machine_type``), as Nova's
+    libvirt driver does: a later change of ``[libvirt] hw_machine_type``
+    never changes an existing guest's machine (hard reboot, migration,
+    evacuation). Nova's compute manager saves the instance. A recorded
+    value is kept (a rescue image without the property does not replace
+    it)."""
+    if (image_meta.properties.get('hw_machine_type') is None and
+            'image_hw_machine_type' not in instance.system_metadata):
+        instance.system_metadata['image_hw_machine_type'] = machine_type
 
 
 def name_pattern(template):

@@ -44,6 +44,7 @@ from nova_kvmx.guest import numa as guest_numa
 from nova_kvmx.guest import planner
 from nova_kvmx.guest import render
 from nova_kvmx.guest import spec
+from nova_kvmx.host import options
 from nova_kvmx.host import topology
 
 CONF = nova.conf.CONF
@@ -346,13 +347,13 @@ def domain_xml(facts, req, fitted, name='explain', instance_id=1,
     numa = hostview.host_numa(facts)
     cpu_sets = topology.cpu_sets(facts.online_cpus)
     settings = spec.DriverSettings(
-        virt_type=CONF.kvmx.virt_type, cpu_mode=CONF.kvmx.cpu_mode,
-        cpu_models=tuple(CONF.kvmx.cpu_models),
-        machine_type=CONF.kvmx.machine_type, arch=facts.caps.host.cpu.arch,
+        virt_type=CONF.kvmx.virt_type, **options.configured_cpu(CONF),
+        machine_type=options.default_machine_type(
+            CONF, facts.caps.host.cpu.arch), arch=facts.caps.host.cpu.arch,
         pcie_ports=CONF.libvirt.num_pcie_ports,
         host_cpus=topology.guest_cpu_pools(numa, cpu_sets),
         small_page_kb=topology.small_page_kb(numa),
-        realtime_priority=CONF.kvmx.realtime_scheduler_priority)
+        realtime_priority=options.realtime_priority(CONF))
     instance = objects.Instance(
         id=instance_id, uuid=instance_uuid or req.spec.instance_uuid,
         display_name=name,

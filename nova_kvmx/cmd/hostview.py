@@ -30,8 +30,8 @@ from nova.pci import whitelist
 from nova.virt import driver as virt_driver
 
 from nova_kvmx.cmd import usage as host_usage
-from nova_kvmx.guest import planner
 from nova_kvmx.guest import spec
+from nova_kvmx.host import options
 from nova_kvmx.host import resources
 from nova_kvmx.host import topology
 
@@ -109,8 +109,8 @@ def inventory(totals, ratios, has_disk=True):
 def host_traits(caps):
     """{trait: present} of the traits our driver manages."""
     settings = spec.DriverSettings(virt_type=CONF.kvmx.virt_type,
-                                   cpu_mode=CONF.kvmx.cpu_mode)
-    return resources.cpu_traits(caps, planner.default_cpu_mode(settings),
+                                   **options.configured_cpu(CONF))
+    return resources.cpu_traits(caps, settings,
                                 topology.has_hyperthreading(caps))
 
 

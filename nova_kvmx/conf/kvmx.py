@@ -46,6 +46,9 @@ cannot run guests of this type on this host.
 """),
     cfg.StrOpt(
         'cpu_mode',
+        deprecated_for_removal=True,
+        deprecated_reason="Use Nova's ``[libvirt] cpu_mode``, which wins "
+                          "when set.",
         choices=[
             ('host-passthrough', 'Expose the host CPU unchanged: the best '
                                  'performance; live migration only between '
@@ -56,32 +59,49 @@ cannot run guests of this type on this host.
             ('none', 'Do not specify a CPU model (the hypervisor default).'),
         ],
         help="""
-CPU mode of the guests. If unset: ``host-passthrough`` for ``virt_type=kvm``
+CPU mode of the guests, read only when Nova's ``[libvirt] cpu_mode`` is
+not set. If neither is set: ``host-passthrough`` for ``virt_type=kvm``
 (the usual NFV choice) and ``none`` for ``virt_type=qemu``.
 """),
     cfg.ListOpt(
         'cpu_models',
         default=[],
+        deprecated_for_removal=True,
+        deprecated_reason="Use Nova's ``[libvirt] cpu_models``, which wins "
+                          "when set.",
         help="""
-CPU models for ``cpu_mode=custom``; the first one is used.
+CPU models for ``cpu_mode=custom``, read only when Nova's ``[libvirt]
+cpu_models`` is not set; the first one that has the CPU features a flavor
+requires as traits is used, as with Nova's option.
 """),
     cfg.StrOpt(
         'machine_type',
         default='q35',
+        deprecated_for_removal=True,
+        deprecated_reason="Use Nova's ``[libvirt] hw_machine_type`` "
+                          "(``x86_64=q35``), which wins when it names the "
+                          "host's architecture.",
         help="""
 Default QEMU machine type when the image has no ``hw_machine_type``
-property.
+property and Nova's ``[libvirt] hw_machine_type`` does not name the host's
+architecture. The machine type a guest gets is recorded with the instance
+(``image_hw_machine_type``), so changing the default never changes an
+existing guest.
 """),
     cfg.IntOpt(
         'realtime_scheduler_priority',
         default=1,
         min=1,
         max=99,
+        deprecated_for_removal=True,
+        deprecated_reason="Use Nova's ``[libvirt] "
+                          "realtime_scheduler_priority``, which wins when "
+                          "set.",
         help="""
 SCHED_FIFO priority of the realtime vCPUs of ``hw:cpu_realtime=yes``
-guests (the counterpart of Nova's ``[libvirt]
-realtime_scheduler_priority``). Host kernel threads that must preempt the
-guest on its CPUs need a higher priority.
+guests, read only when Nova's ``[libvirt] realtime_scheduler_priority``
+is not set. Host kernel threads that must preempt the guest on its CPUs
+need a higher priority.
 """),
     cfg.IntOpt(
         'soft_reboot_timeout',

@@ -137,7 +137,11 @@ HONOURED = {
     'hw_vif_multiqueue_enabled': '<interface><driver queues>',
     'hw_vif_model': '<interface><model>',
     'hw_disk_bus': '<disk><target bus> (virtio, scsi, sata)',
-    'hw_machine_type': '<os><type machine>',
+    'hw_machine_type': '<os><type machine> (else [libvirt] '
+                       "hw_machine_type's, kept with the instance)",
+    'trait{group}:*': "the scheduler's (Placement traits); with "
+                      '[libvirt] cpu_mode=custom, required HW_CPU_X86_* '
+                      'traits pick the <cpu><model> among cpu_models',
     'os_command_line': '<os><cmdline> of a direct kernel boot',
     'hw_qemu_guest_agent': 'the guest agent <channel>',
     'os_admin_user': 'the account whose password set_admin_password '
@@ -231,7 +235,6 @@ _UNREAD = "Nova's libvirt driver does not read it"
 
 # key -> why the driver has nothing to do for it.
 NOT_APPLICABLE = {
-    'trait{group}:*': _SCHEDULER + ' (Placement traits)',
     'resources{group}:*': _SCHEDULER + ' (Placement resources)',
     'capabilities:*': _SCHEDULER + ' (ComputeCapabilitiesFilter)',
     'aggregate_instance_extra_specs:{key}':

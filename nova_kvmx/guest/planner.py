@@ -21,6 +21,7 @@ import re
 
 from nova import exception
 
+from nova_kvmx.guest import cpu_model
 from nova_kvmx.guest import cpu_quota
 from nova_kvmx.guest import cpu_topology
 from nova_kvmx.guest import devices
@@ -36,7 +37,7 @@ from nova_kvmx.guest import spec
 CONSOLE_CMDLINE = 'console=tty0 console=ttyS0'
 
 # A machine type as libvirt's domain schema spells it.
-_MACHINE_TYPE = re.compile(r'[a-zA-Z0-9_.-]+')
+MACHINE_TYPE = re.compile(r'[a-zA-Z0-9_.-]+')
 # Characters XML 1.0 cannot carry, even escaped: NUL and the other C0
 # controls but tab and newlines, lone surrogates (a non-UTF-8 byte decoded
 # with surrogateescape), U+FFFE and U+FFFF.
@@ -100,28 +101,16 @@ def plan_guest(context, instance, image_meta, files, settings,
     )
 
 
-def default_cpu_mode(settings):
-    """``host-passthrough`` on KVM (what NFV wants), nothing under TCG."""
-    if settings.cpu_mode:
-        return settings.cpu_mode
-    return 'host-passthrough' if settings.virt_type == 'kvm' else 'none'
-
-
 def plan_cpu(flavor, image_meta, settings):
-    mode = default_cpu_mode(settings)
-    model = None
-    if mode == 'custom':
-        if not settings.cpu_models:
-            raise exception.Invalid(
-                '[kvmx] cpu_mode=custom needs [kvmx] cpu_models')
-        model = settings.cpu_models[0]
+    mode, model, features = cpu_model.plan_model(flavor, settings)
     topology = cpu_topology.best_cpu_topology(flavor, image_meta)
     return spec.CPUSpec(
-        mode=None if mode == 'none' else mode,
+        mode=mode,
         model=model,
         sockets=topology.sockets,
         cores=topology.cores,
-        threads=topology.threads)
+        threads=topology.threads,
+        features=features)
 
 
 def _image_ids(image_meta):
@@ -134,7 +123,7 @@ def plan_machine_type(image_meta, settings):
     for a value libvirt cannot take (an image owner chooses it)."""
     mtype = image_meta.properties.get('hw_machine_type',
                                       settings.machine_type)
-    if not _MACHINE_TYPE.fullmatch(mtype):
+    if not MACHINE_TYPE.fullmatch(mtype):
         raise exception.InvalidMachineType(
             mtype=mtype, reason="a machine type is letters, digits, '_', "
             "'.' and '-' only", **_image_ids(image_meta))

@@ -156,6 +156,9 @@ def build_cpu(cpu):
     conf.sockets = cpu.sockets
     conf.cores = cpu.cores
     conf.threads = cpu.threads
+    for name, policy in cpu.features:
+        conf.add_feature(vconfig.LibvirtConfigGuestCPUFeature(
+            name, policy=policy))
     return conf
 
 

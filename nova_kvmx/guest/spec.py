@@ -51,6 +51,11 @@ class DriverSettings:
     virt_type: str = 'kvm'
     cpu_mode: str | None = None
     cpu_models: tuple[str, ...] = ()
+    # [libvirt] cpu_model_extra_flags: ((feature, 'require'|'disable'), ...)
+    cpu_extra_flags: tuple[tuple[str, str], ...] = ()
+    # ((model, its CPU features), ...) of cpu_models, as libvirt expands
+    # them: a flavor's required CPU traits pick the model.
+    cpu_model_features: tuple[tuple[str, frozenset], ...] = ()
     machine_type: str = 'q35'
     arch: str = 'x86_64'
     # [libvirt] num_pcie_ports: hotplug slots of a PCI Express machine.
@@ -160,6 +165,8 @@ class CPUSpec:
     sockets: int
     cores: int
     threads: int
+    # ((feature, 'require'|'disable'), ...)
+    features: tuple[tuple[str, str], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -29,6 +29,7 @@ from nova.virt.libvirt import utils as libvirt_utils
 from oslo_serialization import jsonutils
 from oslo_utils import units
 
+from nova_kvmx.guest import cpu_model
 from nova_kvmx.host import topology
 
 CONF = nova.conf.CONF
@@ -155,19 +156,18 @@ def update_inventory(provider_tree, nodename, resources, ratios):
     provider_tree.update_inventory(nodename, inventory)
 
 
-def cpu_traits(caps, guest_cpu_mode, hyperthreading):
+def cpu_traits(caps, settings, hyperthreading):
     """CPU traits of the compute node, {trait: present}.
 
     Feature traits (``HW_CPU_X86_*``, mapped by Nova's own table) describe
-    what guests see: the host's features when guests get the host CPU
-    (host-passthrough, host-model); none otherwise, so that a trait set
-    under another mode is removed. Every mapped trait is in the result,
-    present or not, for the same reason.
+    what guests see (:func:`nova_kvmx.guest.cpu_model.guest_features`:
+    the host CPU's, the custom models', with ``[libvirt]
+    cpu_model_extra_flags``); none under the hypervisor's default CPU.
+    Every mapped trait is in the result, present or not, so that a trait
+    set under another mode is removed.
     """
-    features = set()
-    if guest_cpu_mode in ('host-passthrough', 'host-model'):
-        features = {f.name for f in caps.host.cpu.features}
-    traits = libvirt_utils.cpu_features_to_traits(features)
+    traits = libvirt_utils.cpu_features_to_traits(cpu_model.guest_features(
+        {f.name for f in caps.host.cpu.features}, settings))
     traits[ot.HW_CPU_HYPERTHREADING] = hyperthreading
     return traits
 

@@ -175,6 +175,7 @@ for _name in qos.DISK_KEYS:
 # Honoured keys whose effect needs more than a flavor and an image (a
 # port, a claimed PCI device, a kernel, a snapshot): where it is tested.
 TESTED_ELSEWHERE = {
+    'trait{group}:*': 'tests/unit/test_cpu_options.py',
     'pci_passthrough:alias': 'tests/unit/test_guest_devices.py',
     'hw:vif_multiqueue_enabled': 'tests/unit/test_guest_devices.py',
     'hw_vif_multiqueue_enabled': 'tests/unit/test_guest_devices.py',
@@ -194,6 +195,7 @@ TESTED_ELSEWHERE = {
     'img_config_drive': 'nova_kvmx/storage/__init__.py',
 }
 ELSEWHERE_MARK = {'img_config_drive': 'configdrive.required_by',
+                  'trait{group}:*': 'test_flavor_traits_pick_the_model',
                   'pci_passthrough:alias': 'test_flavor_alias_devices'}
 
 

@@ -30,6 +30,38 @@ from tests.unit import builders as b
 CONF = nova.conf.CONF
 
 
+class RecordMachineTypeTest(testtools.TestCase):
+    """The machine type a guest got from the host's default is kept with
+    the instance, and read back as its image's ``hw_machine_type``."""
+
+    def instance(self, **sysmeta):
+        inst = b.instance()
+        inst.system_metadata = dict(sysmeta, image_disk_format='qcow2')
+        inst.image_ref = b.IMAGE_ID
+        return inst
+
+    def test_default_is_recorded_and_read_back(self):
+        inst = self.instance()
+        lifecycle.record_machine_type(inst, inst.image_meta, 'pc-q35-7.2')
+        self.assertEqual('pc-q35-7.2', inst.system_metadata[
+            'image_hw_machine_type'])
+        self.assertEqual('pc-q35-7.2',
+                         inst.image_meta.properties.hw_machine_type)
+
+    def test_image_property_is_not_copied(self):
+        inst = self.instance(image_hw_machine_type='pc')
+        lifecycle.record_machine_type(inst, inst.image_meta, 'pc')
+        lifecycle.record_machine_type(inst, b.image(hw_machine_type='q35'),
+                                      'q35')
+        self.assertEqual('pc', inst.system_metadata['image_hw_machine_type'])
+
+    def test_recorded_value_kept(self):
+        # A rescue image without the property does not replace it.
+        inst = self.instance(image_hw_machine_type='pc')
+        lifecycle.record_machine_type(inst, b.image(), 'q35')
+        self.assertEqual('pc', inst.system_metadata['image_hw_machine_type'])
+
+
 class NamePatternTest(testtools.TestCase):
     """Only domains named by ``instance_name_template`` are instances:
     nova-compute refuses to start on a host whose "instances" it does not

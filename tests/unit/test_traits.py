@@ -10,7 +10,7 @@
 # License for the specific language governing permissions and limitations
 # under the License.
 
-"""CPU traits the compute node reports to Placement."""
+"""CPU and device traits the compute node reports to Placement."""
 
 import os
 
@@ -19,17 +19,24 @@ import testtools
 from nova.compute import provider_tree
 from nova.virt.libvirt import config as vconfig
 
+from nova_kvmx import driver
 from nova_kvmx.host import resources
+from nova_kvmx.host import traits as traits_mod
+from tests.unit import builders as b
 
 CAPS_XML = os.path.join(os.path.dirname(__file__), 'data',
                         'capabilities-debian12-x86_64.xml')
 
 
+def _captured(config_class, path):
+    config = config_class()
+    with open(path) as f:
+        config.parse_str(f.read())
+    return config
+
+
 def captured_caps():
-    caps = vconfig.LibvirtConfigCaps()
-    with open(CAPS_XML) as f:
-        caps.parse_str(f.read())
-    return caps
+    return _captured(vconfig.LibvirtConfigCaps, CAPS_XML)
 
 
 class CPUTraitsTest(testtools.TestCase):
@@ -37,15 +44,17 @@ class CPUTraitsTest(testtools.TestCase):
 
     def test_host_cpu_modes_report_host_features(self):
         for mode in ('host-passthrough', 'host-model'):
-            traits = resources.cpu_traits(captured_caps(), mode, False)
+            traits = resources.cpu_traits(captured_caps(), b.settings(
+                cpu_mode=mode), False)
             # This host (captured) has ssse3 and fma, and no avx512f.
             self.assertTrue(traits[ot.HW_CPU_X86_SSSE3], mode)
             self.assertTrue(traits[ot.HW_CPU_X86_FMA3], mode)
             self.assertFalse(traits[ot.HW_CPU_X86_AVX512F], mode)
 
     def test_other_modes_report_no_feature(self):
-        for mode in (None, 'custom'):
-            traits = resources.cpu_traits(captured_caps(), mode, True)
+        for mode in (None, 'none'):
+            traits = resources.cpu_traits(captured_caps(), b.settings(
+                virt_type='qemu', cpu_mode=mode), True)
             present = {t for t, on in traits.items() if on}
             self.assertEqual({ot.HW_CPU_HYPERTHREADING}, present)
             # Absent traits are listed, so a stale one gets removed.
@@ -57,7 +66,7 @@ class CPUTraitsTest(testtools.TestCase):
         tree.add_traits('node', 'COMPUTE_IMAGE_TYPE_QCOW2', ot.HW_CPU_X86_AVX,
                         'CUSTOM_OPERATOR')
         resources.update_traits(tree, 'node', resources.cpu_traits(
-            captured_caps(), 'host-passthrough', True))
+            captured_caps(), b.settings(cpu_mode='host-passthrough'), True))
         traits = tree.data('node').traits
         self.assertIn('COMPUTE_IMAGE_TYPE_QCOW2', traits)
         self.assertIn('CUSTOM_OPERATOR', traits)
@@ -66,8 +75,76 @@ class CPUTraitsTest(testtools.TestCase):
         # AVX is in the captured host's features, so it stays.
         self.assertIn(ot.HW_CPU_X86_AVX, traits)
         resources.update_traits(tree, 'node', resources.cpu_traits(
-            captured_caps(), None, False))
+            captured_caps(), b.settings(virt_type='qemu'), False))
         traits = tree.data('node').traits
         self.assertNotIn(ot.HW_CPU_X86_AVX, traits)
         self.assertNotIn(ot.HW_CPU_HYPERTHREADING, traits)
         self.assertIn('CUSTOM_OPERATOR', traits)
+
+
+DOMCAPS_XML = os.path.join(os.path.dirname(__file__), 'data',
+                           'domcapabilities-debian12-x86_64-q35-kvm.xml')
+
+
+def captured_domcaps():
+    return _captured(vconfig.LibvirtConfigDomainCaps, DOMCAPS_XML)
+
+
+class DeviceTraitsTest(testtools.TestCase):
+    """The traits Nova's image_metadata_prefilter requires: present only
+    for what a guest of nova-kvmx really gets (guest.keys, disk_names)."""
+
+    def present(self, graphics=True, virt_type='kvm', igb=False):
+        traits = traits_mod.device_traits(captured_domcaps(), 'x86_64',
+                                          virt_type, graphics, igb)
+        self.assertTrue(all(t in ot.get_traits() for t in traits))
+        return {t for t, on in traits.items() if on}, set(traits)
+
+    def test_storage_buses_libvirt_offers_and_the_driver_renders(self):
+        present, listed = self.present()
+        buses = {t for t in present if t.startswith('COMPUTE_STORAGE_BUS_')}
+        # libvirt offers usb and fdc too; nova-kvmx gives guests neither.
+        self.assertEqual({ot.COMPUTE_STORAGE_BUS_VIRTIO,
+                          ot.COMPUTE_STORAGE_BUS_SCSI,
+                          ot.COMPUTE_STORAGE_BUS_SATA}, buses)
+        self.assertIn(ot.COMPUTE_STORAGE_BUS_IDE, listed)
+        self.assertIn(ot.COMPUTE_STORAGE_BUS_USB, listed)
+
+    def test_video_models_need_a_graphical_console(self):
+        present, _ = self.present()
+        self.assertIn(ot.COMPUTE_GRAPHICS_MODEL_VIRTIO, present)
+        self.assertIn(ot.COMPUTE_GRAPHICS_MODEL_VGA, present)
+        # Not in this QEMU's domain capabilities.
+        self.assertNotIn(ot.COMPUTE_GRAPHICS_MODEL_XEN, present)
+        present, listed = self.present(graphics=False)
+        self.assertFalse({t for t in present
+                          if t.startswith('COMPUTE_GRAPHICS_MODEL_')})
+        self.assertIn(ot.COMPUTE_GRAPHICS_MODEL_VIRTIO, listed)
+
+    def test_vif_models_of_the_virt_type(self):
+        present, _ = self.present()
+        self.assertIn(ot.COMPUTE_NET_VIF_MODEL_VIRTIO, present)
+        self.assertIn(ot.COMPUTE_NET_VIF_MODEL_E1000E, present)
+        self.assertNotIn(ot.COMPUTE_NET_VIF_MODEL_IGB, present)
+        self.assertNotIn(ot.COMPUTE_NET_VIF_MODEL_NETFRONT, present)
+        self.assertIn(ot.COMPUTE_NET_VIF_MODEL_IGB,
+                      self.present(igb=True)[0])
+
+    def test_refused_features_are_removed(self):
+        present, listed = self.present()
+        for trait in (ot.COMPUTE_VIOMMU_MODEL_INTEL,
+                      ot.COMPUTE_VIOMMU_MODEL_AUTO,
+                      ot.COMPUTE_SECURITY_TPM_2_0,
+                      ot.COMPUTE_NET_VIRTIO_PACKED,
+                      ot.COMPUTE_ARCH_X86_64):
+            self.assertIn(trait, listed)
+            self.assertNotIn(trait, present)
+
+    def test_host_architecture(self):
+        present, _ = self.present()
+        self.assertIn(ot.HW_ARCH_X86_64, present)
+        self.assertNotIn(ot.HW_ARCH_AARCH64, present)
+
+    def test_socket_pci_numa_affinity_is_a_capability(self):
+        self.assertTrue(driver.KVMXDriver.capabilities[
+            'supports_socket_pci_numa_affinity'])
