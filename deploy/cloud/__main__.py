@@ -32,13 +32,12 @@ def up(driver):
     started = time.monotonic()
     _check_driver(driver)
     base.install_packages()
+    ceph_up = storage.start_ceph()
     if install.venv_up():
         # New code: the services running the old one start again below.
         procs.stop_all(procs.running_services())
     for path in (layout.ETC, layout.STATE, layout.LOGS, layout.RUN):
         os.makedirs(path, mode=0o755, exist_ok=True)
-    ceph = storage.ceph_up()
-    install.link_system_modules()
     hosts.local_libvirt_up()
     hosts.start_host2_namespaces()
     hosts.links_up()
@@ -58,6 +57,8 @@ def up(driver):
         hosts.sshd_up(host)
     hosts.host2_libvirt_up()
     hosts.forwarders_up()
+    ceph = ceph_up()
+    install.link_system_modules()
     storage.forwarders_up()
     storage.libvirt_secrets_up(ceph['CEPH_CINDER_KEY'])
 

@@ -14,6 +14,7 @@ the volumes Cinder left and stops the cluster, keeping its data.
 import json
 import os
 import shlex
+import subprocess
 import uuid
 
 from cloud import base
@@ -26,12 +27,25 @@ SECRET_XML = os.path.join(layout.ETC, 'ceph', 'client.cinder-secret.xml')
 DAEMONS = ('mon.a', 'mgr.x', 'osd.0')
 
 
-def ceph_up():
-    """The cluster up and healthy; its env values (CEPH_CONF,
-    CEPH_CINDER_KEY, ...: deploy/ceph/README.md)."""
-    procs.run([os.path.join(layout.CEPH_TOOLS, 'up'), '--dir',
-               layout.CEPH_DIR], timeout=1500)
-    return ceph_env()
+def start_ceph():
+    """Start ``deploy/ceph/up`` (packages, cluster, HEALTH_OK: half a
+    minute to two) while the rest of the cloud comes up; the returned
+    function waits for it and returns the cluster's env values
+    (CEPH_CONF, CEPH_CINDER_KEY, ...: deploy/ceph/README.md)."""
+    os.makedirs(layout.LOGS, exist_ok=True)
+    log = procs.logfile('ceph-up')
+    with open(log, 'w') as out:
+        process = subprocess.Popen(
+            [os.path.join(layout.CEPH_TOOLS, 'up'), '--dir',
+             layout.CEPH_DIR], stdin=subprocess.DEVNULL, stdout=out,
+            stderr=subprocess.STDOUT)
+
+    def wait():
+        if process.wait(timeout=1500):
+            raise procs.DeployError('ceph', 'deploy/ceph/up exited %d'
+                                    % process.returncode, log)
+        return ceph_env()
+    return wait
 
 
 def ceph_env():
@@ -132,20 +146,27 @@ def running_daemons():
 
 def down():
     """Cinder's volumes (its database goes with the cloud) removed, the
-    cluster stopped, its data kept; the local libvirt secret undefined."""
+    cluster stopped, its data kept; the local libvirt secret undefined.
+    Returns the images that could not be removed."""
     for uuid_ in local_secrets():
         procs.run(['virsh', '-c', 'qemu:///system', 'secret-undefine',
                    uuid_], check=False)
     if not os.path.exists(layout.CEPH_CONF):
-        return
+        return []
+    left = []
     if running_daemons():
         for image in volume_images():
             spec = '%s/%s' % (layout.VOLUME_POOL, image)
             procs.say('removing RBD image %s' % spec)
-            ceph('rbd', 'snap', 'purge', spec, user=layout.CEPH_USER)
-            ceph('rbd', 'rm', '--no-progress', spec, user=layout.CEPH_USER)
+            try:
+                ceph('rbd', 'snap', 'purge', spec, user=layout.CEPH_USER)
+                ceph('rbd', 'rm', '--no-progress', spec,
+                     user=layout.CEPH_USER)
+            except procs.DeployError as ex:
+                left.append('RBD image %s: %s' % (spec, ex))
     procs.run([os.path.join(layout.CEPH_TOOLS, 'down'), '--dir',
                layout.CEPH_DIR])
+    return left
 
 
 def volume_images():

@@ -31,7 +31,7 @@ def down(purge=False):
     base_daemons = [n for n in names if n in BASE]
     procs.stop_all([n for n in names if n not in BASE])
     procs.stop_all(base_daemons)
-    storage.down()
+    rbd_left = storage.down()
     # RabbitMQ's port mapper daemonizes out of RabbitMQ's session.
     procs.run(['epmd', '-port', str(layout.PORTS['epmd']), '-kill'],
               check=False)
@@ -50,7 +50,7 @@ def down(purge=False):
         shutil.rmtree(path, ignore_errors=True)
     if purge:
         shutil.rmtree(layout.OPT, ignore_errors=True)
-    left = leftovers()
+    left = rbd_left + leftovers()
     if left:
         raise procs.DeployError('down', 'left behind:\n  ' +
                                 '\n  '.join(left))
