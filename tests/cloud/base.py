@@ -134,7 +134,8 @@ class CloudTestCase(testtools.TestCase):
         return self.wait_for_server(server, done, status, timeout)
 
     def console(self, server):
-        return self.demo.compute.get_server_console_output(
+        # The admin's API reads every project's servers' consoles.
+        return self.admin.compute.get_server_console_output(
             server)['output']
 
     def wait_for_console(self, server, text, timeout=BOOT_TIMEOUT):

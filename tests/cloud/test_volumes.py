@@ -30,11 +30,12 @@ VOLUME_TIMEOUT = 120
 
 class VolumeTest(base.CloudTestCase):
 
-    def create_volume(self, *args):
+    def create_volume(self, *args, cloud='kvmx-demo'):
         """``openstack volume create`` of 1 GiB with ``args``; the volume
         once available. Deleted (and waited for) at cleanup."""
         created = self.openstack('volume', 'create', '--size', '1', *args,
-                                 self.getUniqueString('kvmx-smoke-vol'))
+                                 self.getUniqueString('kvmx-smoke-vol'),
+                                 cloud=cloud)
         self.addCleanup(self.delete_volume, created['id'])
         return self.wait_for_volume(created['id'], 'available')
 
@@ -82,10 +83,11 @@ class VolumeTest(base.CloudTestCase):
             for disk in xml.xpath(
                 "//devices/disk[@type='network'][source/@protocol='rbd']")}
 
-    def delete_with_cli(self, volume):
+    def delete_with_cli(self, volume, cloud='kvmx-demo'):
         """``openstack volume delete``; then Cinder has no such volume and
         the pool no such image."""
-        self.openstack('volume', 'delete', volume.id, output=False)
+        self.openstack('volume', 'delete', volume.id, cloud=cloud,
+                       output=False)
         self.admin.block_storage.wait_for_delete(volume, wait=VOLUME_TIMEOUT)
         self.assertNotIn('volume-%s' % volume.id, self.rbd_images())
 
@@ -118,18 +120,22 @@ class VolumeTest(base.CloudTestCase):
         self.delete_with_cli(volume)
 
     def test_attach_and_detach_a_blank_volume(self):
-        """``server add volume`` on a running server: the volume is in-use
-        and the domain has it as an RBD network disk with Cinder's cephx
-        user and secret; ``server remove volume``: available again, no RBD
-        disk in the domain, no attachment listed; deleted, its image is
-        gone from the pool."""
-        server = self.boot()
+        """``server add volume`` on a running server of compute2 (whose
+        QEMU reaches Ceph through its forwarders; the scheduler puts the
+        other test's server on compute1): the volume is in-use and the
+        domain has it as an RBD network disk with Cinder's cephx user and
+        secret; ``server remove volume``: available again, no RBD disk in
+        the domain, no attachment listed; deleted, its image is gone from
+        the pool. As the admin, who picks the host."""
+        admin = 'kvmx-admin'
+        server = self.boot(host=layout.HOSTNAME2)
+        self.assertEqual(layout.HOSTNAME2, server.compute_host)
         # The guest's kernel answers the hot-unplug request.
         self.wait_for_console(server, 'KVMX-GUEST-BOOTED')
-        volume = self.create_volume()
+        volume = self.create_volume(cloud=admin)
 
         self.openstack('server', 'add', 'volume', server.id, volume.id,
-                       output=False)
+                       cloud=admin, output=False)
         volume = self.wait_for_volume(volume.id, 'in-use')
         self.assertEqual([server.id], [a['server_id']
                                        for a in volume.attachments])
@@ -145,9 +151,9 @@ class VolumeTest(base.CloudTestCase):
         self.assertEqual('/dev/' + dev, volume.attachments[0]['device'])
 
         self.openstack('server', 'remove', 'volume', server.id, volume.id,
-                       output=False)
+                       cloud=admin, output=False)
         self.wait_for_volume(volume.id, 'available')
         self.assertEqual({}, self.rbd_disks(server))
         self.assertEqual([], self.openstack('server', 'volume', 'list',
-                                            server.id))
-        self.delete_with_cli(volume)
+                                            server.id, cloud=admin))
+        self.delete_with_cli(volume, cloud=admin)
