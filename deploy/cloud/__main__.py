@@ -13,6 +13,7 @@ import sys
 import time
 
 from cloud import base
+from cloud import cinder
 from cloud import control
 from cloud import hosts
 from cloud import install
@@ -20,6 +21,7 @@ from cloud import layout
 from cloud import neutron
 from cloud import nova
 from cloud import procs
+from cloud import storage
 from cloud import teardown
 
 DRIVER_FILE = os.path.join(layout.STATE, 'compute-driver')
@@ -30,6 +32,7 @@ def up(driver):
     started = time.monotonic()
     _check_driver(driver)
     base.install_packages()
+    ceph_up = storage.start_ceph()
     if install.venv_up():
         # New code: the services running the old one start again below.
         procs.stop_all(procs.running_services())
@@ -54,6 +57,10 @@ def up(driver):
         hosts.sshd_up(host)
     hosts.host2_libvirt_up()
     hosts.forwarders_up()
+    ceph = ceph_up()
+    install.link_system_modules()
+    storage.forwarders_up()
+    storage.libvirt_secrets_up(ceph['CEPH_CINDER_KEY'])
 
     control.keystone_up()
     bootstrap('identity')
@@ -61,6 +68,7 @@ def up(driver):
     control.glance_up()
     neutron.server_up(neutron.write_configs(
         base.database('neutron', 'neutron')))
+    cinder.up(cinder.write_configs(base.database('cinder', 'cinder')))
     cell0 = base.database('nova_cell0', 'nova')
     cell1 = base.database('nova', 'nova')
     api_ini, metadata_ini = nova.write_configs(
@@ -128,8 +136,8 @@ def wait_for_computes():
 
 
 def verify():
-    """Every daemon still runs; Nova's services are up and Neutron's agents
-    alive, as the APIs report them."""
+    """Every daemon still runs; Nova's and Cinder's services are up and
+    Neutron's agents alive, as the APIs report them."""
     for name in procs.running():
         if procs.read_pid(name) is None:
             raise procs.DeployError(name, 'is not running',
@@ -144,6 +152,10 @@ def verify():
     procs.wait_for('Neutron agents alive', lambda: all_up(
         'network', 'agent', 'list', '-f', 'value', '-c', 'Alive'),
         timeout=120, interval=3)
+    procs.wait_for('Cinder services up', lambda: all_up(
+        'volume', 'service', 'list', '-f', 'value', '-c', 'State'),
+        timeout=120, interval=3, service='cinder-volume',
+        log=procs.logfile('cinder-volume'))
 
 
 def build_guest_image():
@@ -174,6 +186,9 @@ def status():
     for name in procs.running():
         pid = procs.read_pid(name)
         print('%-36s %s' % (name, pid or 'not running'))
+    # deploy/ceph's daemons keep their PID files in its state directory.
+    for name, pid in storage.running_daemons().items():
+        print('%-36s %s' % (name, pid))
 
 
 def main(argv=None):

@@ -21,6 +21,11 @@ SERVICES = (
     ('glance', 'glance', 'image', layout.url('glance')),
     ('neutron', 'neutron', 'network', layout.url('neutron')),
     ('nova', 'nova', 'compute', layout.url('nova', '/v2.1')),
+    # Cinder's v3 API under the type of today's clients and Tempest
+    # (block-storage) and under the one Nova looks up ([cinder]
+    # catalog_info: volumev3).
+    ('cinder', 'cinder', 'block-storage', layout.url('cinder', '/v3')),
+    ('cinder', 'cinderv3', 'volumev3', layout.url('cinder', '/v3')),
 )
 
 # name: (vCPUs, MiB, GiB of root disk, extra specs). Tempest uses the

@@ -13,7 +13,7 @@ import shutil
 from cloud import base
 from cloud import layout
 
-SERVICES = ('keystone', 'placement', 'glance', 'neutron', 'nova')
+SERVICES = ('keystone', 'placement', 'glance', 'neutron', 'nova', 'cinder')
 
 
 def etc(*parts):
@@ -52,9 +52,10 @@ def authtoken(user):
                 service_token_roles_required='true')
 
 
-def uwsgi(service, module, config_env, processes=1):
+def uwsgi(service, module, config_env, processes=1, argv=()):
     """A uWSGI configuration serving ``module`` over HTTP on the service's
-    loopback port."""
+    loopback port; ``argv``: the application's command line arguments, for
+    one that reads its configuration files from them."""
     lines = [
         '[uwsgi]',
         'http-socket = %s:%d' % (layout.ADDRESS, layout.PORTS[service]),
@@ -75,6 +76,8 @@ def uwsgi(service, module, config_env, processes=1):
         # reset by peer".
         'add-header = Connection: close',
     ] + ['env = %s=%s' % item for item in sorted(config_env.items())]
+    if argv:
+        lines.append('pyargv = %s' % ' '.join(argv))
     path = etc(service, '%s-uwsgi.ini' % service)
     base.write(path, '\n'.join(lines) + '\n')
     return path

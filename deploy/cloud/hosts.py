@@ -298,19 +298,24 @@ def sshd_up(host):
 
 def forwarders_up():
     """compute2's services reach the control plane's loopback ports at the
-    same addresses in their own network namespace: a forwarder there
-    listens on each port and carries the connection through a UNIX socket
-    (filesystem, not network, so it crosses namespaces) to a forwarder
-    here that connects to the service."""
+    same addresses in their own network namespace (see forward)."""
+    for service in layout.FORWARDED:
+        forward(service, layout.PORTS[service])
+
+
+def forward(name, port):
+    """A forwarder in compute2's network namespace listens on ``port`` of
+    the loopback address and carries each connection through a UNIX
+    socket (filesystem, not network, so it crosses namespaces) to a
+    forwarder here that connects to the same port: daemons ``forward-NAME``
+    on both hosts."""
     directory = os.path.join(layout.RUN, 'forward')
     os.makedirs(directory, mode=0o700, exist_ok=True)
-    for service in layout.FORWARDED:
-        sock = os.path.join(directory, service + '.sock')
-        port = layout.PORTS[service]
-        procs.start('forward-%s' % service, [
-            'socat', 'UNIX-LISTEN:%s,fork,unlink-early,mode=600' % sock,
-            'TCP:%s:%d' % (layout.ADDRESS, port)],
-            ready=procs.path_exists(sock))
-        start(layout.COMPUTE2, 'forward-%s' % service, [
-            'socat', 'TCP-LISTEN:%d,bind=%s,fork,reuseaddr' % (
-                port, layout.ADDRESS), 'UNIX-CONNECT:%s' % sock])
+    sock = os.path.join(directory, name + '.sock')
+    procs.start('forward-%s' % name, [
+        'socat', 'UNIX-LISTEN:%s,fork,unlink-early,mode=600' % sock,
+        'TCP:%s:%d' % (layout.ADDRESS, port)],
+        ready=procs.path_exists(sock))
+    start(layout.COMPUTE2, 'forward-%s' % name, [
+        'socat', 'TCP-LISTEN:%d,bind=%s,fork,reuseaddr' % (
+            port, layout.ADDRESS), 'UNIX-CONNECT:%s' % sock])

@@ -9,8 +9,13 @@ from cloud import layout
 from cloud import procs
 
 PACKAGES = ('nova', 'openstack-placement', 'keystone', 'glance', 'neutron',
-            'python-openstackclient', 'PyMySQL', 'SQLAlchemy<2.1', 'uWSGI',
-            'pymemcache', 'python-memcached', 'libvirt-python')
+            'cinder', 'python-openstackclient', 'PyMySQL', 'SQLAlchemy<2.1',
+            'uWSGI', 'pymemcache', 'python-memcached', 'libvirt-python')
+# Ceph's Python bindings (cinder-volume's RBD driver) are Debian's only
+# (python3-rados, python3-rbd, which deploy/ceph installs): these modules,
+# and nothing else of the system's site-packages, are linked into the venv.
+SYSTEM_MODULES = ('rados', 'rbd')
+DIST_PACKAGES = '/usr/lib/python3/dist-packages'
 CONSTRAINTS = os.path.join(layout.REPO, 'upper-constraints.txt')
 STAMP = os.path.join(layout.VENV, '.kvmx-cloud-installed')
 
@@ -55,3 +60,24 @@ def venv_up():
     with open(STAMP, 'w') as f:
         f.write(fingerprint + '\n')
     return True
+
+
+def link_system_modules():
+    """Link Debian's extension modules SYSTEM_MODULES into the venv (made
+    from the system's Python: the same ABI); a second call changes
+    nothing."""
+    site, suffix = procs.run([
+        os.path.join(layout.BIN, 'python'), '-c',
+        'import sysconfig; print(sysconfig.get_paths()["platlib"], '
+        'sysconfig.get_config_var("EXT_SUFFIX"))'], quiet=True).split()
+    for module in SYSTEM_MODULES:
+        target = os.path.join(DIST_PACKAGES, module + suffix)
+        if not os.path.exists(target):
+            raise procs.DeployError(
+                'venv', 'no %s (Debian package python3-%s)' % (target,
+                                                               module))
+        link = os.path.join(site, module + suffix)
+        if os.path.realpath(link) != target:
+            if os.path.lexists(link):
+                os.unlink(link)
+            os.symlink(target, link)

@@ -44,6 +44,7 @@ PORTS = {
     'neutron': 39696,
     'nova': 38774,
     'nova-metadata': 38775,
+    'cinder': 38776,
     'novncproxy': 36080,
 }
 
@@ -95,7 +96,8 @@ PHYS_LINK = ('kvmx-phys1', 'kvmx-phys2')
 HOST2_MOUNTS = ('/run/libvirt', '/var/lib/libvirt', '/etc/libvirt',
                 '/var/cache/libvirt', '/var/log/libvirt', '/run/openvswitch')
 # The control-plane ports compute2's services use (through forwarders).
-FORWARDED = ('rabbitmq', 'keystone', 'placement', 'glance', 'neutron')
+FORWARDED = ('rabbitmq', 'keystone', 'placement', 'glance', 'neutron',
+             'cinder')
 
 # Both hosts' instances directory has the same path (Nova's rule for live
 # migration); compute2 sees its own directory there.
@@ -114,6 +116,18 @@ PROVIDER_CIDR = '172.30.238.0/24'
 PROVIDER_GATEWAY = '172.30.238.1'
 PROVIDER_POOL = ('172.30.238.10', '172.30.238.250')
 HOST_PROVIDER_PORT = 'kvmx-gw'
+
+# Block storage: deploy/ceph's single-node cluster in its default state
+# directory (its mon on 127.0.0.1:6789), Cinder's volumes in its `volumes`
+# pool as its cephx user `cinder`, whose key both hosts' libvirtd hold as
+# a secret (usage name CEPH_SECRET_USAGE) for QEMU's librbd.
+CEPH_TOOLS = os.path.join(REPO, 'deploy', 'ceph')
+CEPH_DIR = '/var/lib/kvmx-ceph'
+CEPH_CONF = os.path.join(CEPH_DIR, 'ceph.conf')
+CEPH_ENV = os.path.join(CEPH_DIR, 'env')
+VOLUME_POOL = 'volumes'
+CEPH_USER = 'cinder'
+CEPH_SECRET_USAGE = 'kvmx-cloud client.cinder secret'
 
 # Guests of the cloud on this machine's libvirtd are told apart from other
 # domains (the functional tests', an operator's) by this name.

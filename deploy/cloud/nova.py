@@ -13,6 +13,7 @@ from cloud import configs
 from cloud import hosts
 from cloud import layout
 from cloud import procs
+from cloud import storage
 
 NOVA_CONF = configs.etc('nova', 'nova.conf')
 DRIVERS = {'kvmx': 'kvmx.KVMXDriver', 'libvirt': 'libvirt.LibvirtDriver'}
@@ -52,6 +53,9 @@ def common():
             'neutron', service_metadata_proxy='true',
             metadata_proxy_shared_secret=base.secret('metadata')),
         'glance': {'region_name': layout.REGION},
+        # Cinder's API (block-storage v3) from the catalog; Nova's own
+        # credentials for the calls it makes without a user's token.
+        'cinder': configs.auth('nova', os_region_name=layout.REGION),
         'vnc': {'enabled': 'true',
                 'novncproxy_host': layout.ADDRESS,
                 'novncproxy_port': layout.PORTS['novncproxy'],
@@ -124,7 +128,11 @@ def _compute_sections(host, driver):
                     'live_migration_inbound_addr': host.mgmt_ip,
                     # Hotplug slots for Tempest's attach tests on q35
                     # guests, as Nova's own q35 CI job sets them.
-                    'num_pcie_ports': '16'},
+                    'num_pcie_ports': '16',
+                    # Cinder's connection info names its cephx user and
+                    # secret; these are Nova's own, the same ones here.
+                    'rbd_user': layout.CEPH_USER,
+                    'rbd_secret_uuid': storage.secret_uuid()},
         'os_vif_ovs': {'ovsdb_connection': 'unix:/run/openvswitch/db.sock'},
         'oslo_concurrency': configs.lock_path(host.name, 'nova'),
     })

@@ -8,6 +8,7 @@ import subprocess
 from cloud import hosts
 from cloud import layout
 from cloud import procs
+from cloud import storage
 
 # What Neutron's DHCP agent makes: a namespace per network, with dnsmasq
 # and haproxy daemonized in it (sessions of their own).
@@ -30,6 +31,7 @@ def down(purge=False):
     base_daemons = [n for n in names if n in BASE]
     procs.stop_all([n for n in names if n not in BASE])
     procs.stop_all(base_daemons)
+    rbd_left = storage.down()
     # RabbitMQ's port mapper daemonizes out of RabbitMQ's session.
     procs.run(['epmd', '-port', str(layout.PORTS['epmd']), '-kill'],
               check=False)
@@ -48,7 +50,7 @@ def down(purge=False):
         shutil.rmtree(path, ignore_errors=True)
     if purge:
         shutil.rmtree(layout.OPT, ignore_errors=True)
-    left = leftovers()
+    left = rbd_left + leftovers()
     if left:
         raise procs.DeployError('down', 'left behind:\n  ' +
                                 '\n  '.join(left))
@@ -62,7 +64,7 @@ def leftovers():
     links, domains, files."""
     found = []
     marks = (b'kvmx-cloud', b'openvswitch/db.sock',
-             b'-port %d' % layout.PORTS['epmd'])
+             b'-port %d' % layout.PORTS['epmd'], layout.CEPH_CONF.encode())
     for entry in os.listdir('/proc'):
         if not entry.isdigit() or int(entry) == os.getpid():
             continue
@@ -84,6 +86,7 @@ def leftovers():
         ['virsh', '-c', 'qemu:///system', 'list', '--all', '--name'],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
         text=True).stdout.split() if name.startswith(prefix)]
+    found += ['libvirt secret %s' % s for s in storage.local_secrets()]
     found += [path for path in (layout.ETC, layout.STATE, layout.LOGS,
                                 layout.RUN, layout.SSH_CLIENT_CONF)
               if os.path.exists(path)]

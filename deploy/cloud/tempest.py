@@ -21,6 +21,7 @@ import openstack
 
 from cloud import base
 from cloud import bootstrap
+from cloud import cinder
 from cloud import layout
 from cloud import nova
 
@@ -109,7 +110,28 @@ def settings(cloud):
         },
         'service_available': {
             'nova': 'true', 'neutron': 'true', 'glance': 'true',
-            'cinder': 'false', 'swift': 'false', 'horizon': 'false',
+            'cinder': 'true', 'swift': 'false', 'horizon': 'false',
+        },
+        # Cinder with one backend, Ceph's RBD driver (deploy/cloud/cinder.py).
+        'volume': {
+            'catalog_type': 'block-storage',
+            'region': layout.REGION,
+            'backend_names': cinder.BACKEND,
+            'storage_protocol': 'ceph',
+            'vendor_name': 'Open Source',
+            'volume_size': '1',
+            'build_timeout': '300',
+            'max_microversion': 'latest',
+        },
+        'volume-feature-enabled': {
+            'backup': 'false',
+            'snapshot': 'true',
+            'clone': 'true',
+            'manage_volume': 'false',
+            'manage_snapshot': 'false',
+            # Nova's extend_volume on a running server, from Cinder's
+            # external event.
+            'extend_attached_volume': 'true',
         },
         'validation': {
             'run_validation': 'true',

@@ -20,6 +20,7 @@ host's libvirtd, the ports on each host's Open vSwitch, the instance
 directories). Skipped unless the cloud is up (``deploy/up``).
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -73,6 +74,18 @@ class CloudTestCase(testtools.TestCase):
         self.network = self.demo.network.find_network(layout.PROVIDER_NET,
                                                       ignore_missing=False)
 
+    def openstack(self, *args, cloud='kvmx-demo', output=True):
+        """The ``openstack`` command of the cloud's virtualenv as a user
+        runs it; its JSON output (``-f json``) when ``output``."""
+        env = dict(os.environ, OS_CLOUD=cloud,
+                   OS_CLIENT_CONFIG_FILE=layout.CLOUDS_YAML)
+        out = subprocess.run(
+            [os.path.join(layout.BIN, 'openstack')] + list(args) +
+            (['-f', 'json'] if output else []), env=env, check=True,
+            stdout=subprocess.PIPE, text=True,
+            timeout=BOOT_TIMEOUT + 60).stdout
+        return json.loads(out) if output else out
+
     # -- servers ------------------------------------------------------------
 
     def boot(self, flavor='kvmx.tiny', host=None, wait=True, **kwargs):
@@ -121,7 +134,8 @@ class CloudTestCase(testtools.TestCase):
         return self.wait_for_server(server, done, status, timeout)
 
     def console(self, server):
-        return self.demo.compute.get_server_console_output(
+        # The admin's API reads every project's servers' consoles.
+        return self.admin.compute.get_server_console_output(
             server)['output']
 
     def wait_for_console(self, server, text, timeout=BOOT_TIMEOUT):

@@ -17,7 +17,6 @@ on its port; a live migration between the two computes; Neutron's
 ``network-vif-plugged`` event withheld; RabbitMQ restarted under a boot.
 """
 
-import json
 import os
 import signal
 import subprocess
@@ -32,14 +31,6 @@ from cloud import procs
 
 
 class SmokeTest(base.CloudTestCase):
-
-    def openstack(self, *args, cloud='kvmx-demo'):
-        env = dict(os.environ, OS_CLOUD=cloud,
-                   OS_CLIENT_CONFIG_FILE=layout.CLOUDS_YAML)
-        return json.loads(subprocess.run(
-            [os.path.join(layout.BIN, 'openstack')] + list(args) +
-            ['-f', 'json'], env=env, check=True, stdout=subprocess.PIPE,
-            text=True, timeout=base.BOOT_TIMEOUT + 60).stdout)
 
     def test_pinned_hugepage_server_from_the_cli(self):
         """openstack server create --flavor pinned.hugepage: ACTIVE, the
