@@ -33,7 +33,9 @@ from nova.virt.libvirt import guest as libvirt_guest
 from oslo_log import log as logging
 from oslo_utils import excutils
 
+from nova_kvmx import console
 from nova_kvmx import exception as kvmx_exception
+from nova_kvmx.guest import consoles
 from nova_kvmx.guest import devices
 from nova_kvmx.guest import keys
 from nova_kvmx.guest import planner
@@ -158,13 +160,25 @@ class GuestLifecycle(object):
     def domain_xml(self, context, instance, image_meta, files,
                    network_info=None, bdms=()):
         """The domain of the instance, with ``bdms`` (connected driver
-        BDMs of its volumes)."""
+        BDMs of its volumes) and, with the serial console, TCP ports
+        acquired for its serial ports: they are the domain's until it is
+        undefined, or given back with :func:`forget_domain` if it is never
+        created."""
         vif.load_claims(instance)
-        guest = planner.plan_guest(context, instance, image_meta, files,
-                                   self.settings(), network_info,
-                                   vif.vf_netdevs(network_info),
-                                   self.volumes.disks(instance, bdms))
-        return render.render_domain(guest)
+        settings = self.settings()
+        serial = console.acquire_serial_ports(
+            settings.serial_listen, consoles.serial_port_count(
+                instance.flavor, image_meta, settings))
+        try:
+            guest = planner.plan_guest(context, instance, image_meta, files,
+                                       settings, network_info,
+                                       vif.vf_netdevs(network_info),
+                                       self.volumes.disks(instance, bdms),
+                                       serial_ports=serial)
+            return render.render_domain(guest)
+        except Exception:
+            with excutils.save_and_reraise_exception():
+                console.release_serial_ports(settings.serial_listen, serial)
 
     def start_with_network(self, instance, xml, network_info, events=()):
         """Plug the ports, then start the domain.
@@ -189,6 +203,7 @@ class GuestLifecycle(object):
             with excutils.save_and_reraise_exception():
                 if guest is not None:
                     self.discard(guest, instance)
+                forget_domain(xml)
                 if plugged:
                     self.network.unplug_all(instance, network_info)
         return guest
@@ -202,6 +217,7 @@ class GuestLifecycle(object):
             return self.host.write_instance_config(xml)
         except Exception:
             with excutils.save_and_reraise_exception():
+                forget_domain(xml)
                 self.network.unplug_all(instance, network_info)
 
     def start_new_domain(self, instance, xml, paused=False):
@@ -304,13 +320,16 @@ class GuestLifecycle(object):
 
     def undefine(self, guest, instance):
         """Stop the domain if it runs, then remove its definition and any
-        managed save image."""
+        managed save image; its serial console's ports are free again."""
         try:
+            xml = guest.get_xml_desc()
             self.hard_stop(guest)
             guest.delete_configuration()
         except libvirt.libvirtError as ex:
             if ex.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
                 raise
+        else:
+            forget_domain(xml)
         LOG.debug('Domain undefined', instance=instance)
 
     # -- power --------------------------------------------------------------
@@ -471,6 +490,12 @@ class GuestLifecycle(object):
                         guest.name, power_state.STATE_MAP[current], timeout,
                         power_state.STATE_MAP[state]))
             time.sleep(POLL_INTERVAL)
+
+
+def forget_domain(xml):
+    """Give back what rendering the domain ``xml`` took from the host
+    (its serial console's ports) once no domain of it exists."""
+    console.release_domain_serial_ports(xml)
 
 
 def name_pattern(template):
