@@ -19,6 +19,7 @@ import socket
 
 import ddt
 import fixtures
+from lxml import etree
 from nova.console import serial
 from nova.console import type as ctype
 from nova import exception as nova_exception
@@ -28,6 +29,7 @@ import testtools
 import nova.conf
 from nova_kvmx import console
 from nova_kvmx.guest import consoles
+from nova_kvmx.guest import migration_xml
 from nova_kvmx.guest import render
 from nova_kvmx.host import connection
 from nova_kvmx import lifecycle
@@ -362,3 +364,30 @@ class SpiceSupportTest(testtools.TestCase):
         self.assertIn('[spice] enabled', str(ex))
         self.assertIn('sdl, vnc', str(ex))
         self.assertEqual(('x86_64', 'qemu'), host.asked)
+
+
+class LiveMigrationXMLTest(testtools.TestCase):
+    """The source's domain takes the destination's serial console address
+    and the ports the destination acquired, by serial port index."""
+
+    def test_serial_ports_of_the_destination(self):
+        root = xml_schema.parse(b.render_xml(
+            inst=instance(**{'hw:serial_port_count': '2'}),
+            driver_settings=serial_settings(), serial_ports=(10001, 10002)))
+        # libvirt's <console> mirroring the first port, in a running
+        # domain's XML.
+        etree.SubElement(root.find('devices'), 'console', type='tcp').extend(
+            [etree.Element('source', mode='bind', host='127.0.0.1',
+                           service='10001'),
+             etree.Element('target', type='serial', port='0')])
+        moved = migration_xml.destination_xml(
+            etree.tostring(root, encoding='unicode'),
+            migration_xml.DestinationHost(serial_listen='192.0.2.9',
+                                          serial_ports=(11000, 11001)))
+        xml_schema.assert_valid_domain(self, moved)
+        self.assertEqual(
+            [('192.0.2.9', 11000), ('192.0.2.9', 11001)],
+            console.serial_ports(moved))
+        self.assertEqual([('192.0.2.9', '11000')], [
+            (s.get('host'), s.get('service')) for s in xml_schema.parse(
+                moved).findall("devices/console[@type='tcp']/source")])
