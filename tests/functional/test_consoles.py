@@ -30,17 +30,62 @@ from tests.functional import guest_image
 HOST = '127.0.0.1'
 
 
-def free_port():
-    """A loopback port free just now, outside the kernel's ephemeral
-    range so no outgoing connection takes it meanwhile."""
+def free_port(count=1):
+    """The first of ``count`` loopback ports free just now, outside the
+    kernel's ephemeral range so no outgoing connection takes one
+    meanwhile."""
     for port in range(20000, 32000, 7):
-        with socket.socket() as s:
-            try:
-                s.bind((HOST, port))
-            except OSError:
-                continue
-        return port
+        if all(_free(p) for p in range(port, port + count)):
+            return port
     raise AssertionError('no free port on the loopback')
+
+
+def _free(port):
+    with socket.socket() as s:
+        try:
+            s.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def read_until(sock, text, timeout):
+    """What ``sock`` gives until ``text`` came (or ``timeout`` passed)."""
+    deadline = time.monotonic() + timeout
+    output = b''
+    sock.settimeout(1)
+    while text.encode() not in output and time.monotonic() < deadline:
+        try:
+            data = sock.recv(4096)
+        except socket.timeout:
+            continue
+        if not data:
+            break
+        output += data
+    return output.decode(errors='replace')
+
+
+def serial_ports(dom):
+    """The ports the TCP serial ports of the libvirt domain ``dom`` listen
+    on."""
+    return [int(source.get('service')) for source in etree.fromstring(
+        dom.XMLDesc(0)).findall("./devices/serial[@type='tcp']/source")]
+
+
+def console_port(testcase, server):
+    """(host, port) the API's serial console token resolves to, as
+    nova-serialproxy resolves it."""
+    microversion = testcase.api.microversion
+    testcase.api.microversion = '2.6'
+    try:
+        remote = testcase.remote_console(server, 'serial', 'serial')
+    finally:
+        testcase.api.microversion = microversion
+    [token] = parse.parse_qs(parse.urlparse(remote['url']).query)['token']
+    auth = objects.ConsoleAuthToken.validate(
+        nova_context.get_admin_context(), token)
+    testcase.assertEqual(server['id'], auth.instance_uuid)
+    return auth.host, auth.port
 
 
 class SerialReader(threading.Thread):
@@ -52,7 +97,7 @@ class SerialReader(threading.Thread):
         super().__init__(daemon=True)
         self.port, self.text = port, text
         self.deadline = time.monotonic() + timeout
-        self.output = b''
+        self.output = ''
 
     def run(self):
         while time.monotonic() < self.deadline:
@@ -62,19 +107,9 @@ class SerialReader(threading.Thread):
                 time.sleep(0.05)
                 continue
             with sock:
-                self.read(sock)
+                self.output = read_until(sock, self.text,
+                                         self.deadline - time.monotonic())
             return
-
-    def read(self, sock):
-        while (self.text.encode() not in self.output and
-               time.monotonic() < self.deadline):
-            try:
-                data = sock.recv(4096)
-            except socket.timeout:
-                continue
-            if not data:
-                return
-            self.output += data
 
 
 class SerialConsoleTest(base.RealLibvirtTestCase):
@@ -125,8 +160,7 @@ class SerialConsoleTest(base.RealLibvirtTestCase):
 
         # What the guest printed, read from that port.
         reader.join(base.STATE_TIMEOUT)
-        self.assertIn(guest_image.BOOT_MARKER_PREFIX,
-                      reader.output.decode(errors='replace'))
+        self.assertIn(guest_image.BOOT_MARKER_PREFIX, reader.output)
         # And console output still has it.
         self.wait_for_console(server, guest_image.BOOT_MARKER_PREFIX)
 
@@ -134,10 +168,7 @@ class SerialConsoleTest(base.RealLibvirtTestCase):
         # has no other).
         self.api.post_server_action(server['id'], {'reboot': {'type': 'HARD'}})
         self.wait_for_console(server, guest_image.BOOT_MARKER_PREFIX, 2)
-        self.assertEqual([str(self.port)], [
-            source.get('service') for source in etree.fromstring(
-                self.domain(server).XMLDesc(0)).findall(
-                    "./devices/serial[@type='tcp']/source")])
+        self.assertEqual([self.port], serial_ports(self.domain(server)))
 
         # No port left for another guest: its build fails, leaving the
         # first guest's port alone.
