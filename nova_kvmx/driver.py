@@ -35,6 +35,7 @@ from nova_kvmx import conf as kvmx_conf  # noqa: F401 (registers [kvmx])
 from nova_kvmx import console
 from nova_kvmx import diagnostics
 from nova_kvmx import evacuation
+from nova_kvmx.guest import consoles
 from nova_kvmx import guest_actions
 from nova_kvmx.guest import spec
 from nova_kvmx.host import availability
@@ -171,12 +172,18 @@ class KVMXDriver(driver.ComputeDriver):
                                        CONF.kvmx.virt_type),
             arch, CONF.kvmx.virt_type, CONF.vnc.enabled,
             traits.has_igb(self._host))
+        spice = consoles.spice_from_conf(CONF)
+        if spice is not None:
+            connection.check_spice(self._host, CONF.kvmx.virt_type, arch)
         return spec.DriverSettings(
             virt_type=CONF.kvmx.virt_type,
             machine_type=machine_type,
             arch=arch,
             pcie_ports=CONF.libvirt.num_pcie_ports,
             vnc_listen=CONF.vnc.server_listen if CONF.vnc.enabled else None,
+            serial_listen=(CONF.serial_console.proxyclient_address
+                           if CONF.serial_console.enabled else None),
+            spice=spice,
             package_version=version.version_string(),
             disk_cache=('none' if storage.supports_direct_io(
                 CONF.instances_path) else 'writeback'),
@@ -537,6 +544,14 @@ class KVMXDriver(driver.ComputeDriver):
     def get_vnc_console(self, context, instance):
         guest = self._host.get_guest(instance)
         return console.vnc_console(guest.get_xml_desc())
+
+    def get_spice_console(self, context, instance):
+        guest = self._host.get_guest(instance)
+        return console.spice_console(guest.get_xml_desc())
+
+    def get_serial_console(self, context, instance):
+        guest = self._host.get_guest(instance)
+        return console.serial_console(guest.get_xml_desc())
 
     # -- live migration -------------------------------------------------------
 

@@ -33,7 +33,9 @@ from nova.virt.libvirt import guest as libvirt_guest
 from oslo_log import log as logging
 from oslo_utils import excutils
 
+from nova_kvmx import console
 from nova_kvmx import exception as kvmx_exception
+from nova_kvmx.guest import consoles
 from nova_kvmx.guest import devices
 from nova_kvmx.guest import keys
 from nova_kvmx.guest import planner
@@ -158,14 +160,26 @@ class GuestLifecycle(object):
     def domain_xml(self, context, instance, image_meta, files,
                    network_info=None, bdms=()):
         """The domain of the instance, with ``bdms`` (connected driver
-        BDMs of its volumes)."""
+        BDMs of its volumes) and, with the serial console, TCP ports
+        acquired for its serial ports: they are the domain's until it is
+        undefined, or given back with :func:`forget_domain` if it is never
+        created."""
         vif.load_claims(instance)
-        guest = planner.plan_guest(context, instance, image_meta, files,
-                                   self.settings(), network_info,
-                                   vif.vf_netdevs(network_info),
-                                   self.volumes.disks(instance, bdms))
-        record_machine_type(instance, image_meta, guest.machine_type)
-        return render.render_domain(guest)
+        settings = self.settings()
+        serial = console.acquire_serial_ports(
+            settings.serial_listen, consoles.serial_port_count(
+                instance.flavor, image_meta, settings))
+        try:
+            guest = planner.plan_guest(context, instance, image_meta, files,
+                                       settings, network_info,
+                                       vif.vf_netdevs(network_info),
+                                       self.volumes.disks(instance, bdms),
+                                       serial_ports=serial)
+            record_machine_type(instance, image_meta, guest.machine_type)
+            return render.render_domain(guest)
+        except Exception:
+            with excutils.save_and_reraise_exception():
+                console.release_serial_ports(settings.serial_listen, serial)
 
     def start_with_network(self, instance, xml, network_info, events=()):
         """Plug the ports, then start the domain.
@@ -190,6 +204,7 @@ class GuestLifecycle(object):
             with excutils.save_and_reraise_exception():
                 if guest is not None:
                     self.discard(guest, instance)
+                forget_domain(xml)
                 if plugged:
                     self.network.unplug_all(instance, network_info)
         return guest
@@ -203,6 +218,7 @@ class GuestLifecycle(object):
             return self.host.write_instance_config(xml)
         except Exception:
             with excutils.save_and_reraise_exception():
+                forget_domain(xml)
                 self.network.unplug_all(instance, network_info)
 
     def start_new_domain(self, instance, xml, paused=False):
@@ -305,13 +321,16 @@ class GuestLifecycle(object):
 
     def undefine(self, guest, instance):
         """Stop the domain if it runs, then remove its definition and any
-        managed save image."""
+        managed save image; its serial console's ports are free again."""
         try:
+            xml = guest.get_xml_desc()
             self.hard_stop(guest)
             guest.delete_configuration()
         except libvirt.libvirtError as ex:
             if ex.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
                 raise
+        else:
+            forget_domain(xml)
         LOG.debug('Domain undefined', instance=instance)
 
     # -- power --------------------------------------------------------------
@@ -486,6 +505,12 @@ def record_machine_type(instance, image_meta, machine_type):
     if (image_meta.properties.get('hw_machine_type') is None and
             'image_hw_machine_type' not in instance.system_metadata):
         instance.system_metadata['image_hw_machine_type'] = machine_type
+
+
+def forget_domain(xml):
+    """Give back what rendering the domain ``xml`` took from the host
+    (its serial console's ports) once no domain of it exists."""
+    console.release_domain_serial_ports(xml)
 
 
 def name_pattern(template):

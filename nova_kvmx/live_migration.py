@@ -53,6 +53,8 @@ from oslo_serialization import jsonutils
 from oslo_utils import excutils
 from oslo_utils import units
 
+from nova_kvmx import console
+from nova_kvmx.guest import consoles
 from nova_kvmx.guest import devices
 from nova_kvmx.guest import migration_xml
 from nova_kvmx.guest import numa
@@ -84,6 +86,8 @@ class LiveMigrations(object):
         self.network = network
         self.settings = settings
         self.jobs = live_migration_job.Jobs(host)
+        # {instance UUID: its domain XML} of guests migrating away.
+        self.departing = {}
 
     # -- destination: checks ------------------------------------------------
 
@@ -95,7 +99,7 @@ class LiveMigrations(object):
         data.filename = self.storage.make_probe()
         data.image_type = 'rbd' if self.storage.shared_disks else 'qcow2'
         data.graphics_listen_addr_vnc = self.settings().vnc_listen
-        data.serial_listen_addr = None
+        data.serial_listen_addr = self.settings().serial_listen
         if block_migration is not None:
             data.block_migration = block_migration
         if disk_over_commit is not None:
@@ -198,6 +202,12 @@ class LiveMigrations(object):
         data.instance_relative_path = instance.uuid
         if instance.numa_topology:
             data.src_supports_numa_live_migration = True
+        if (self.settings().serial_listen is not None and
+                not data.serial_listen_addr):
+            # Nova's libvirt driver's check (when the migration starts).
+            raise exception.MigrationPreCheckError(
+                reason='the destination has no serial console ([serial_'
+                       'console] enabled) for the guest\'s TCP serial ports')
         return data
 
     def _check_image_type(self, data):
@@ -261,6 +271,26 @@ class LiveMigrations(object):
         bdms = host_volumes.mapping(block_device_info)
         for bdm in bdms:
             guest_volumes.check_supported(bdm['connection_info'])
+        # The serial console's ports here, which the source writes into
+        # the domain it sends (as Nova's libvirt driver does).
+        listen = self.settings().serial_listen
+        serial = console.acquire_serial_ports(
+            listen, consoles.serial_port_count(
+                instance.flavor, instance.image_meta, self.settings()))
+        try:
+            self._receive(context, instance, block_device_info,
+                          network_info, data, bdms)
+        except Exception:
+            with excutils.save_and_reraise_exception():
+                console.release_serial_ports(listen, serial)
+        data.target_connect_addr = CONF.libvirt.live_migration_inbound_addr
+        data.serial_listen_ports = list(serial)
+        data.supported_perf_events = []
+        return data
+
+    def _receive(self, context, instance, block_device_info, network_info,
+                 data, bdms):
+        """The files, volumes and ports of pre_live_migration."""
         created = not data.is_shared_instance_path
         if created:
             inst_dir = self.storage.instance_dir(instance)
@@ -288,10 +318,6 @@ class LiveMigrations(object):
                     volumes.disconnect_all(context, instance, bdms)
                 if created:
                     self.storage.discard(instance, shared_disks=False)
-        data.target_connect_addr = CONF.libvirt.live_migration_inbound_addr
-        data.serial_listen_ports = []
-        data.supported_perf_events = []
-        return data
 
     @staticmethod
     def _bdm_info(instance, bdm):
@@ -353,6 +379,10 @@ class LiveMigrations(object):
         guest = self.lifecycle.find_guest(instance)
         if guest is not None:
             self.lifecycle.undefine(guest, instance)
+        if (data is not None and data.obj_attr_is_set('serial_listen_addr')
+                and data.obj_attr_is_set('serial_listen_ports')):
+            console.release_serial_ports(data.serial_listen_addr,
+                                         data.serial_listen_ports)
         self.network.unplug_all(instance, dest_network_info(
             data, network_info))
         self.lifecycle.volumes.disconnect_all(
@@ -370,9 +400,12 @@ class LiveMigrations(object):
         with self.jobs.tracking(instance):
             try:
                 self._unplug_passthrough_ports(instance, data)
+                source_xml = guest.get_xml_desc(dump_migratable=True)
                 xml = migration_xml.destination_xml(
-                    guest.get_xml_desc(dump_migratable=True),
-                    self.destination_host(instance, data))
+                    source_xml, self.destination_host(instance, data))
+                # libvirt removes the domain here when the migration
+                # succeeds: its ports are released by post_at_source.
+                self.departing[instance.uuid] = source_xml
             except Exception as ex:
                 LOG.exception('Live migration to %s not started', dest,
                               instance=instance)
@@ -415,6 +448,10 @@ class LiveMigrations(object):
         if data.obj_attr_is_set('graphics_listen_addr_vnc') and \
                 data.graphics_listen_addr_vnc:
             fields['vnc_listen'] = str(data.graphics_listen_addr_vnc)
+        if data.obj_attr_is_set('serial_listen_addr') and \
+                data.serial_listen_addr:
+            fields.update(serial_listen=str(data.serial_listen_addr),
+                          serial_ports=tuple(data.serial_listen_ports or ()))
         if 'pci_dev_map_src_dst' in data:
             fields['hostdevs'] = tuple(
                 (devices.pci_address(src), devices.pci_address(dst))
@@ -470,11 +507,18 @@ class LiveMigrations(object):
                 context, bdm['connection_info'], instance)
 
     def post_at_source(self, instance, network_info):
+        """The guest runs on the destination: its ports here are unplugged
+        and its serial console's ports free."""
         self.network.unplug_all(instance, network_info)
+        source_xml = self.departing.pop(instance.uuid, None)
+        if source_xml is not None:
+            console.release_domain_serial_ports(source_xml)
 
     def rollback_at_source(self, context, instance, data):
         """Give the guest back the SR-IOV ports unplugged for the
-        migration, with their devices on this host."""
+        migration, with their devices on this host (its serial console's
+        ports stay its own)."""
+        self.departing.pop(instance.uuid, None)
         guest = self.host.get_guest(instance)
         present = interface_macs(guest.get_xml_desc())
         for port in source_passthrough_ports(data):

@@ -55,6 +55,7 @@ from oslo_utils import excutils
 from oslo_utils import units
 from oslo_utils import uuidutils
 
+from nova_kvmx import console
 from nova_kvmx import storage as instance_storage
 from nova_kvmx.storage import rbd as rbd_storage
 from nova_kvmx import vif_events
@@ -307,10 +308,19 @@ class ColdMigration(object):
                 self.lifecycle.start_with_network(instance, xml,
                                                   network_info, events)
             else:
-                self.lifecycle.host.write_instance_config(xml)
+                self.define(xml)
         except Exception:
             with excutils.save_and_reraise_exception():
                 volumes.disconnect_all(context, instance, bdms)
+
+    def define(self, xml):
+        """Define the domain, not started; a failure gives back its serial
+        console's ports."""
+        try:
+            self.lifecycle.host.write_instance_config(xml)
+        except Exception:
+            with excutils.save_and_reraise_exception():
+                console.release_domain_serial_ports(xml)
 
     # -- revert (source) ------------------------------------------------
 

@@ -33,6 +33,7 @@ from oslo_utils import strutils
 from oslo_utils import units
 
 from nova_kvmx import exception
+from nova_kvmx.guest import consoles
 from nova_kvmx.guest import qos
 
 
@@ -70,14 +71,14 @@ def plan_extras(flavor, image_meta, settings, disk_bus):
     """The Extras of a guest.
 
     :param settings: spec.DriverSettings (rng_dev_path, pointer_model,
-        vnc_listen: video and pointer need a graphical console)
+        vnc_listen and spice: video and pointer need a graphical console)
     :param disk_bus: the root disk's bus
     :raises: Nova's InvalidWatchdogAction, RequestedVRamTooHigh,
         InvalidVideoMode; UnsupportedKey for what cannot be realised
     """
     specs = flavor.extra_specs
     props = image_meta.properties
-    graphics = settings.vnc_listen is not None
+    graphics = consoles.has_graphics(settings.vnc_listen, settings.spice)
     return Extras(
         watchdog_action=plan_watchdog(specs, props),
         **plan_rng(specs, settings),
@@ -88,7 +89,9 @@ def plan_extras(flavor, image_meta, settings, disk_bus):
             props.get('img_hide_hypervisor_id', False)),
         hpet=props.get('hw_time_hpet', False),
         **plan_video(specs, props, graphics),
-        pointer=plan_pointer(props, settings.pointer_model, graphics),
+        pointer=plan_pointer(props, None if consoles.spice_agent_points(
+            settings.vnc_listen, settings.spice) else settings.pointer_model,
+            graphics),
         keyboard_bus=props.get('hw_input_bus') if graphics else None,
         scsi_model=plan_scsi_model(props, disk_bus),
         disk_discard=settings.disk_discard,
@@ -146,7 +149,7 @@ def plan_video(specs, props, graphics):
             raise exception.UnsupportedKey(
                 kind='image property', key=key, value=model or video_ram,
                 reason='guests on this host have no graphical console '
-                '([vnc] enabled is False), so no video device')
+                '([vnc] and [spice] enabled are False), so no video device')
         return {}
     if model and model not in fields.VideoModel.ALL:
         raise nova_exception.InvalidVideoMode(model=model)
@@ -159,7 +162,9 @@ def plan_pointer(props, default_model, graphics):
     """A tablet on the image's ``hw_input_bus`` (which also gets the
     keyboard), else a USB tablet when the image asks
     (``hw_pointer_model``) or ``[DEFAULT] pointer_model=usbtablet``; with
-    a graphical console only (Nova's libvirt driver adds them for VNC)."""
+    a graphical console only (Nova's libvirt driver adds them for VNC and
+    SPICE). ``default_model`` None: no default tablet (the SPICE agent's
+    channel is the pointer)."""
     bus = props.get('hw_input_bus')
     asked = props.get('hw_pointer_model')
     if not (bus or asked or default_model == 'usbtablet'):
@@ -171,7 +176,8 @@ def plan_pointer(props, default_model, graphics):
                 raise exception.UnsupportedKey(
                     kind='image property', key=key, value=value,
                     reason='guests on this host have no graphical console '
-                    '([vnc] enabled is False) to point or type in')
+                    '([vnc] and [spice] enabled are False) to point or '
+                    'type in')
         return None
     return ('tablet', bus or 'usb')
 

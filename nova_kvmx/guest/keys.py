@@ -107,6 +107,9 @@ _WATCHDOG = "<watchdog model='i6300esb' action>"
 _RNG = "<rng model='virtio'> (unless hw_rng:allowed=False)"
 _HIDDEN = '<features><kvm><hidden state=on>'
 _VIDEO = '<video><model>'
+_SERIAL = ("one <serial type='tcp'> each (up to 3) with [serial_console] "
+           "enabled; without it Nova's libvirt driver does not read it "
+           "either: the guest has its one logged <serial type='pty'>")
 
 # key -> what it becomes.
 HONOURED = {
@@ -156,12 +159,14 @@ HONOURED = {
     'hide_hypervisor_id': _HIDDEN, 'hw:hide_hypervisor_id': _HIDDEN,
     'img_hide_hypervisor_id': _HIDDEN,
     'hw_time_hpet': '<clock><timer name=hpet present>',
-    'hw_video_model': _VIDEO + ' model (a guest with VNC)',
-    'hw_video_ram': _VIDEO + ' vram (a guest with VNC)',
+    'hw_video_model': _VIDEO + ' model (a guest with VNC or SPICE)',
+    'hw_video_ram': _VIDEO + ' vram (a guest with VNC or SPICE)',
     'hw_video:ram_max_mb': 'the largest hw_video_ram',
-    'hw_pointer_model': '<input type=tablet bus=usb> (a guest with VNC)',
+    'hw_pointer_model': '<input type=tablet bus=usb> (a guest with VNC or '
+                        'SPICE)',
     'hw_input_bus': '<input type=tablet> and <input type=keyboard> on '
-                    'that bus (a guest with VNC)',
+                    'that bus (a guest with VNC or SPICE)',
+    'hw:serial_port_count': _SERIAL, 'hw_serial_port_count': _SERIAL,
     'hw_scsi_model': "<controller type='scsi' model='virtio-scsi'>",
     # Of the rescue image (nova_kvmx.rescue).
     'hw_rescue_device': 'stable device rescue: the rescue disk\'s device',
@@ -174,15 +179,11 @@ for _name in qos.VIF_KEYS:
         tuple(_name[4:].split('_')))
 
 _NOT_YET = 'not supported by nova-kvmx yet'
-_SERIAL = ('more serial ports need the serial console '
-           '([serial_console]), which is ' + _NOT_YET)
 _CDROM = 'the config drive CD-ROM is on SATA; other buses are ' + _NOT_YET
 
 # key -> Refused.
 REFUSED = {
     'accel:device_profile': Refused('Cyborg accelerators are ' + _NOT_YET),
-    'hw:serial_port_count': Refused(_SERIAL, _unset_or(1)),
-    'hw_serial_port_count': Refused(_SERIAL, _unset_or(1)),
     'hw_cdrom_bus': Refused(_CDROM, _unset_or('sata')),
     'hw_firmware_type': Refused('UEFI is ' + _NOT_YET, _unset_or('bios')),
     'hw_firmware_stateless': Refused('UEFI is ' + _NOT_YET, _false),

@@ -20,7 +20,8 @@ threads, IOThreads and cell memory live (``<cputune>``, ``<numatune>``,
 the large page size per guest cell), the CPUs unpinned guests float over
 (their IOThreads with them), the PCI functions of passthrough devices, the
 host side of ports and volumes (the destination's block device or Ceph
-monitors and secret) and the VNC listen address.
+monitors and secret), the VNC listen address and the serial console's
+ports.
 
 Pure: XML and a :class:`DestinationHost` in, XML out.
 """
@@ -59,6 +60,8 @@ class DestinationHost:
         destination; each replaces the interface with its MAC
     :param volumes: guest.volumes.VolumeDisks of the volumes as connected
         on the destination; each replaces the disk with its serial
+    :param serial_listen: the destination's serial console address, with
+        ``serial_ports`` the ports it acquired, by serial port index
     """
 
     vcpu_pins: tuple = ()
@@ -72,6 +75,8 @@ class DestinationHost:
     hostdevs: tuple = ()
     interfaces: tuple = ()
     volumes: tuple = ()
+    serial_listen: str | None = None
+    serial_ports: tuple = ()
 
 
 def destination_xml(xml, dest):
@@ -95,6 +100,8 @@ def destination_xml(xml, dest):
         _rewrite_volume(root, disk)
     if dest.vnc_listen is not None:
         _rewrite_vnc(root, dest.vnc_listen)
+    if dest.serial_listen is not None:
+        _rewrite_serial(root, dest.serial_listen, dest.serial_ports)
     return etree.tostring(root, encoding='unicode')
 
 
@@ -237,3 +244,18 @@ def _rewrite_vnc(root, listen):
             graphics.set('listen', listen)
         for element in graphics.findall("./listen[@type='address']"):
             element.set('address', listen)
+
+
+def _rewrite_serial(root, listen, ports):
+    """The TCP serial ports (and the console mirroring the first) listen
+    on the destination's address, at the ports it acquired, as Nova's
+    libvirt driver rewrites them."""
+    for source in root.findall("./devices/serial[@type='tcp']/source") + \
+            root.findall("./devices/console[@type='tcp']/source"):
+        if source.get('host') is not None:
+            source.set('host', listen)
+        target = source.getparent().find('target')
+        if target is not None and source.get('service') is not None:
+            index = int(target.get('port', 0))
+            if index < len(ports):
+                source.set('service', str(ports[index]))

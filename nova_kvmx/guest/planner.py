@@ -23,6 +23,7 @@ from nova import exception
 
 from nova_kvmx.guest import cpu_model
 from nova_kvmx.guest import cpu_quota
+from nova_kvmx.guest import consoles
 from nova_kvmx.guest import cpu_topology
 from nova_kvmx.guest import devices
 from nova_kvmx.guest import disk_names
@@ -46,7 +47,8 @@ _NOT_XML = re.compile('[^\t\n\r\x20-\ud7ff\ue000-\ufffd'
 
 
 def plan_guest(context, instance, image_meta, files, settings,
-               network_info=None, vf_netdevs=None, volumes=()):
+               network_info=None, vf_netdevs=None, volumes=(),
+               serial_ports=()):
     """Decide the guest that realises ``instance`` on this host.
 
     :param context: the request context (for the owner's names only)
@@ -58,9 +60,17 @@ def plan_guest(context, instance, image_meta, files, settings,
     :param vf_netdevs: {VF PCI address: netdev} of its macvtap ports
     :param volumes: guest.volumes.VolumeDisks of the connected volumes
         (the root disk among them when the instance boots from a volume)
+    :param serial_ports: the TCP ports acquired for its serial ports
+        (guest.consoles.serial_port_count of them), empty without the
+        serial console
     """
     flavor = instance.flavor
     keys.refuse_unsupported(flavor, image_meta)
+    wanted = consoles.serial_port_count(flavor, image_meta, settings)
+    if len(serial_ports) != wanted:
+        raise exception.InternalError(
+            '%d serial ports acquired for a guest of %d' % (
+                len(serial_ports), wanted))
     disks = plan_disks(files, image_meta, settings.disk_cache, volumes,
                        settings.network_disk_cache)
     machine_type = plan_machine_type(image_meta, settings)
@@ -85,6 +95,9 @@ def plan_guest(context, instance, image_meta, files, settings,
         owner=plan_owner(context, instance, image_meta, disks[0]),
         package_version=settings.package_version,
         vnc_listen=settings.vnc_listen,
+        serial_listen=settings.serial_listen if serial_ports else None,
+        serial_ports=tuple(serial_ports),
+        spice=settings.spice,
         guest_agent=image_meta.properties.get('hw_qemu_guest_agent',
                                               False),
         devices=nics_and_hostdevs,

@@ -21,6 +21,7 @@ nothing else.
 from lxml import etree
 from nova.virt.libvirt import config as vconfig
 
+from nova_kvmx.guest import consoles
 from nova_kvmx.guest import extras
 from nova_kvmx.guest import qos
 from nova_kvmx.guest import render_devices
@@ -72,13 +73,13 @@ def build_domain(guest):
         conf.add_device(device)
     for device in build_pcie_root_ports(guest.pcie_root_ports):
         conf.add_device(device)
-    for device in build_console(guest.console_log):
+    for device in consoles.build_serials(
+            guest.console_log, guest.serial_listen, guest.serial_ports):
         conf.add_device(device)
     if guest.guest_agent:
         conf.add_device(GuestAgentChannel())
-    if guest.vnc_listen is not None:
-        conf.add_device(build_vnc(guest.vnc_listen))
-        conf.add_device(vconfig.LibvirtConfigGuestVideo())
+    for device in consoles.build_graphics(guest.vnc_listen, guest.spice):
+        conf.add_device(device)
     conf.add_device(build_memballoon(guest.memballoon))
     if guest.extras is not None:
         extras.apply_extras(conf, guest.extras)
@@ -209,20 +210,6 @@ def set_rbd_source(conf, image):
         conf.auth_secret_uuid = image.auth_secret_uuid
 
 
-def build_console(log_path):
-    """A serial port whose output virtlogd keeps in ``log_path`` (the console
-    log API reads it), and the console that points at it."""
-    log = vconfig.LibvirtConfigGuestCharDeviceLog()
-    log.file = log_path
-    log.append = 'on'
-    serial = vconfig.LibvirtConfigGuestSerial()
-    serial.type = 'pty'
-    serial.log = log
-    console = vconfig.LibvirtConfigGuestConsole()
-    console.type = 'pty'
-    return serial, console
-
-
 class GuestAgentChannel(vconfig.LibvirtConfigGuestChannel):
     """The guest agent's channel: a UNIX socket at a path libvirt chooses.
 
@@ -244,13 +231,6 @@ class GuestAgentChannel(vconfig.LibvirtConfigGuestChannel):
         dev.append(etree.Element('target', type=self.target_type,
                                  name=self.target_name))
         return dev
-
-
-def build_vnc(listen):
-    graphics = vconfig.LibvirtConfigGuestGraphics()
-    graphics.type = 'vnc'
-    graphics.listen = listen
-    return graphics
 
 
 def build_memballoon(enabled):

@@ -61,6 +61,11 @@ class DriverSettings:
     # [libvirt] num_pcie_ports: hotplug slots of a PCI Express machine.
     pcie_ports: int = 0
     vnc_listen: str | None = None
+    # [serial_console] proxyclient_address, where the guests' TCP serial
+    # ports listen; None without the serial console.
+    serial_listen: str | None = None
+    # [spice] (guest.consoles.Spice), None without SPICE.
+    spice: object = None
     package_version: str = ''
     # 'none' (O_DIRECT) unless the instances directory cannot do it.
     disk_cache: str = 'none'
@@ -254,6 +259,12 @@ class GuestSpec:
     owner: OwnerInfo
     package_version: str
     vnc_listen: str | None = None
+    # TCP serial ports on serial_listen (the serial console), acquired for
+    # the guest; empty: one pty.
+    serial_listen: str | None = None
+    serial_ports: tuple[int, ...] = ()
+    # SPICE graphics (guest.consoles.Spice), None for none.
+    spice: object = None
     # NUMA, pinning and memory: empty/None for a guest without a NUMA claim.
     numa_cells: tuple[GuestCell, ...] = ()
     cpu_tuning: CPUTuning | None = None

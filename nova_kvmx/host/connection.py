@@ -28,6 +28,7 @@ from oslo_utils import versionutils
 
 from nova_kvmx import exception
 from nova_kvmx.host import devices
+from nova_kvmx import safe_xml
 
 LOG = logging.getLogger(__name__)
 
@@ -187,6 +188,35 @@ def check_host(host, virt_type, arch):
             reason='QEMU %s or newer is required, this host has %s' % (
                 _version(MIN_QEMU_VERSION),
                 versionutils.convert_version_to_str(host.get_version())))
+
+
+def check_spice(host, virt_type, arch):
+    """Refuse ``[spice] enabled`` when this host's QEMU has no SPICE
+    (distributions build QEMU without it): every guest would fail to
+    start.
+
+    :raises: HostNotSupported naming the option
+    """
+    caps = host.get_connection().getDomainCapabilities(
+        None, arch, None, virt_type, 0)
+    offered = graphics_types(caps)
+    if 'spice' not in offered:
+        raise exception.HostNotSupported(
+            reason='[spice] enabled is True but the QEMU of this host has '
+                   'no SPICE (libvirt offers the graphics: %s); set '
+                   '[spice] enabled=False' % (
+                       ', '.join(sorted(offered)) or 'none'))
+
+
+def graphics_types(domcaps_xml):
+    """The graphics types (vnc, spice, ...) libvirt's domain
+    capabilities offer."""
+    root = safe_xml.fromstring(domcaps_xml)
+    graphics = root.find('./devices/graphics')
+    if graphics is None or graphics.get('supported') != 'yes':
+        return set()
+    return {value.text for value in graphics.findall(
+        "./enum[@name='type']/value")}
 
 
 def supported_domain_types(caps, arch):

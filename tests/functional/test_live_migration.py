@@ -31,18 +31,21 @@ taken by a (stopped) guest first.
 """
 
 import os
+import socket
 import time
 from unittest import mock
 
 import fixtures
 import libvirt
 from lxml import etree
+from nova.console import serial
 from nova import objects
 from oslo_utils import uuidutils
 
 from tests.functional import base
 from tests.functional import guest_image
 from tests.functional import second_libvirtd
+from tests.functional import test_consoles
 
 DEST = 'compute2'
 
@@ -414,3 +417,48 @@ class SlowLiveMigrationTest(TwoHostsTestCase):
         self.wait_for_domain_state(server, libvirt.VIR_DOMAIN_PAUSED)
         self.assertEqual('running', self.migration(server)['status'])
         self.abort(server, progress)
+
+
+class SerialConsoleLiveMigrationTest(TwoHostsTestCase):
+    """The serial console follows the guest to the ports the destination
+    took; the source's port is free again."""
+
+    def start_compute(self):
+        # Both hosts read [serial_console] when they start; they share this
+        # process's ports (and loopback): one port for each.
+        self.port = test_consoles.free_port(2)
+        self.flags(enabled=True, proxyclient_address=test_consoles.HOST,
+                   port_range='%d:%d' % (self.port, self.port + 2),
+                   group='serial_console')
+        return super().start_compute()
+
+    def test_serial_console_on_the_destination(self):
+        server = self.boot(self.compute_host)
+        self.assertEqual([self.port],
+                         test_consoles.serial_ports(self.domain(server)))
+
+        self.live_migrate(server)
+        migration = self.wait_for_migration(server, ('completed', 'error',
+                                                     'failed'))
+        self.assertEqual('completed', migration['status'])
+        server = self.wait_for_status(server, 'ACTIVE')
+        self.assertEqual(DEST, server['OS-EXT-SRV-ATTR:host'])
+        moved = self.port + 1
+        self.assertEqual([moved], test_consoles.serial_ports(
+            self.dest_conn.lookupByUUIDString(server['id'])))
+        self.assertEqual({(test_consoles.HOST, moved)},
+                         serial.ALLOCATED_PORTS & {
+                             (test_consoles.HOST, self.port),
+                             (test_consoles.HOST, moved)})
+        self.assertEqual((test_consoles.HOST, moved),
+                         test_consoles.console_port(self, server))
+
+        # The guest says on that port that it powers off.
+        with socket.create_connection((test_consoles.HOST, moved),
+                                      timeout=10) as sock:
+            self.api.post_server_action(server['id'], {'os-stop': {}})
+            self.assertIn(guest_image.POWEROFF_MARKER_PREFIX,
+                          test_consoles.read_until(
+                              sock, guest_image.POWEROFF_MARKER_PREFIX,
+                              base.STATE_TIMEOUT))
+        self.wait_for_status(server, 'SHUTOFF')

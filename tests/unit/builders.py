@@ -103,11 +103,11 @@ def settings(**kw):
 
 
 def plan(inst=None, image_meta=None, guest_files=None, driver_settings=None,
-         ctxt=None, network_info=None):
+         ctxt=None, network_info=None, serial_ports=()):
     return planner.plan_guest(
         ctxt or context(), inst or instance(), image_meta or image(),
         guest_files or files(), driver_settings or settings(),
-        network_info=network_info)
+        network_info=network_info, serial_ports=serial_ports)
 
 
 def render_xml(**kw):

@@ -116,6 +116,9 @@ class FakeGuest(object):
     def delete_configuration(self):
         self.log.append('undefine')
 
+    def get_xml_desc(self):
+        return '<domain/>'
+
 
 class FakeNetwork(object):
     def __init__(self, log, on_plug=None, fail=False):

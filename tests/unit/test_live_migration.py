@@ -105,13 +105,14 @@ class SourceCheckTest(testtools.TestCase):
         self.dest_dir = self.useFixture(fixtures.TempDir()).path
         self.instance = b.instance()
 
-    def check(self, dest_dir, block_migration=None, bdi=None, **data):
+    def check(self, dest_dir, block_migration=None, bdi=None,
+              settings=b.settings, **data):
         dest = live_migration.LiveMigrations(
             None, storage.InstanceStorage(dest_dir, '_base'), None, None,
-            None)
+            b.settings)
         source = live_migration.LiveMigrations(
             None, storage.InstanceStorage(self.source_dir, '_base'), None,
-            None, None)
+            None, settings)
         migrate_data = objects.LibvirtLiveMigrateData(
             filename=dest.storage.make_probe(), **data)
         if block_migration is not None:
@@ -141,6 +142,18 @@ class SourceCheckTest(testtools.TestCase):
     def test_shared_storage_migration_without_it_is_refused(self):
         self.assertRaises(exception.InvalidSharedStorage, self.check,
                           self.dest_dir, block_migration=False)
+
+    def test_destination_without_serial_console_is_refused(self):
+        """The guest's TCP serial ports need a serial console address
+        there (Nova's check)."""
+        self.assertRaisesRegex(
+            exception.MigrationPreCheckError, r'\[serial_console\] enabled',
+            self.check, self.dest_dir, serial_listen_addr=None,
+            settings=lambda: b.settings(serial_listen='127.0.0.1'))
+        data = self.check(self.dest_dir, serial_listen_addr='192.0.2.3',
+                          settings=lambda: b.settings(
+                              serial_listen='127.0.0.1'))
+        self.assertTrue(data.block_migration)
 
     def test_tunnelled_migration_is_refused(self):
         self.useFixture(config_fixture.Config(CONF)).config(

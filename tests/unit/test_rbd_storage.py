@@ -445,7 +445,7 @@ class MovesTest(testtools.TestCase):
         if image_type:
             data.image_type = image_type
         migrations = live_migration.LiveMigrations(
-            None, self.storage, None, None, None)
+            None, self.storage, None, None, b.settings)
         return migrations.check_source(None, b.instance(), data, None)
 
     def test_live_migration_copies_no_disk(self):
