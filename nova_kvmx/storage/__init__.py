@@ -111,13 +111,17 @@ class InstanceStorage(object):
 
     def prepare(self, context, instance, image_meta, injected_files=None,
                 admin_password=None, network_info=None, volume_backed=False,
-                disks=True):
+                disks=True, config_drive=True):
         """Create every file and disk the guest needs; on any failure
         remove them all.
 
         :param volume_backed: the root disk is a volume (no local one)
         :param disks: False to make no disk (they exist already, on RBD,
             for a live migration's destination)
+        :param config_drive: False to leave the config drive to
+            make_config_drive once the domain is defined (its device
+            metadata needs the addresses libvirt gives the devices); the
+            files returned name it all the same
         :returns: spec.GuestFiles
         """
         inst_dir = self.instance_dir(instance)
@@ -131,9 +135,12 @@ class InstanceStorage(object):
         try:
             self._create_files(
                 context, instance, image_meta, inst_dir, injected_files,
-                admin_password, network_info, volume_backed, disks)
+                admin_password, network_info, volume_backed, disks,
+                config_drive)
             seal(inst_dir)
-            return self.files_of(instance, volume_backed)
+            files = self.files_of(instance, volume_backed)
+            return dataclasses.replace(
+                files, config_drive=self.config_drive_path(instance))
         except Exception:
             with excutils.save_and_reraise_exception():
                 LOG.warning('Removing %s after a failed spawn', inst_dir,
@@ -184,6 +191,25 @@ class InstanceStorage(object):
     def exists(self, instance):
         return os.path.exists(self.instance_dir(instance))
 
+    def config_drive_path(self, instance):
+        """Where the instance's config drive is, or is to be; None when
+        it has none."""
+        if not configdrive.required_by(instance):
+            return None
+        return os.path.join(self.instance_dir(instance), 'disk.config')
+
+    def make_config_drive(self, context, instance, injected_files=None,
+                          admin_password=None, network_info=None):
+        """Create the instance's config drive, unless it has none or it
+        exists (an evacuated instance's in a shared instances path), as
+        Nova's libvirt driver leaves an existing one alone."""
+        path = self.config_drive_path(instance)
+        if path is None or os.path.exists(path):
+            return
+        with fileutils.remove_path_on_error(path):
+            make_config_drive(context, instance, path, injected_files,
+                              admin_password, network_info)
+
     def destroy(self, instance, shared_disks=True):
         """Remove the instance directory, and with ``shared_disks`` its
         RBD disks; True if the directory is gone.
@@ -218,7 +244,7 @@ class InstanceStorage(object):
 
     def _create_files(self, context, instance, image_meta, inst_dir,
                       injected_files, admin_password, network_info,
-                      volume_backed=False, disks=True):
+                      volume_backed=False, disks=True, config_drive=True):
         flavor = instance.flavor
         if disks and not volume_backed:
             self.create_root(context, instance, image_meta.id)
@@ -236,7 +262,7 @@ class InstanceStorage(object):
             if instance.ramdisk_id:
                 fetch(images.fetch, context, instance.ramdisk_id,
                       os.path.join(inst_dir, 'ramdisk'))
-        if configdrive.required_by(instance):
+        if config_drive and configdrive.required_by(instance):
             make_config_drive(context, instance,
                               os.path.join(inst_dir, 'disk.config'),
                               injected_files, admin_password, network_info)
