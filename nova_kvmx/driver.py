@@ -79,6 +79,8 @@ class KVMXDriver(driver.ComputeDriver):
         supports_device_tagging=True,
         supports_tagged_attach_interface=True,
         supports_tagged_attach_volume=True,
+        # Image downloads verify signatures against instance.trusted_certs.
+        supports_trusted_certs=True,
         supports_extend_volume=True,
         supports_multiattach=True,
         supports_bfv_rescue=True,

@@ -42,6 +42,8 @@ import re
 import shutil
 import tempfile
 
+from cryptography import exceptions as crypto_exceptions
+from cursive import exception as cursive_exception
 from nova.api.metadata import base as instance_metadata
 from nova import exception as nova_exception
 from nova.virt import configdrive
@@ -258,10 +260,11 @@ class InstanceStorage(object):
             # as a disk, so they are not subject to disk format inspection
             # (a bzImage even looks like an MBR); Nova does the same.
             fetch(images.fetch, context, instance.kernel_id,
-                  os.path.join(inst_dir, 'kernel'))
+                  os.path.join(inst_dir, 'kernel'), instance.trusted_certs)
             if instance.ramdisk_id:
                 fetch(images.fetch, context, instance.ramdisk_id,
-                      os.path.join(inst_dir, 'ramdisk'))
+                      os.path.join(inst_dir, 'ramdisk'),
+                      instance.trusted_certs)
         if config_drive and configdrive.required_by(instance):
             make_config_drive(context, instance,
                               os.path.join(inst_dir, 'disk.config'),
@@ -274,9 +277,11 @@ class InstanceStorage(object):
             self.rbd.create_root(
                 context, instance, image_id,
                 instance.flavor.root_gb * units.Gi,
-                lambda: self.cached_image(context, image_id))
+                lambda: self.cached_image(context, image_id,
+                                          instance.trusted_certs))
             return
-        create_overlay(self.cached_image(context, image_id),
+        create_overlay(self.cached_image(context, image_id,
+                                         instance.trusted_certs),
                        os.path.join(self.instance_dir(instance), 'disk'),
                        instance.flavor.root_gb)
 
@@ -300,7 +305,8 @@ class InstanceStorage(object):
         config_drive = None
         with fileutils.remove_path_on_error(rescue_disk):
             create_overlay(self.cached_image(context,
-                                             image_id or image_meta.id),
+                                             image_id or image_meta.id,
+                                             instance.trusted_certs),
                            rescue_disk, 0)
             if configdrive.required_by(instance):
                 config_drive = os.path.join(inst_dir, RESCUE_FILES[1])
@@ -351,7 +357,8 @@ class InstanceStorage(object):
         any other base."""
         name = os.path.basename(backing_file)
         if name == cache_name(instance.image_ref):
-            return self.cached_image(context, instance.image_ref)
+            return self.cached_image(context, instance.image_ref,
+                                     instance.trusted_certs)
         blank = _BLANK_NAME.fullmatch(name)
         if blank:
             fs = blank.group(1)
@@ -378,10 +385,15 @@ class InstanceStorage(object):
                     os.rename(staged, path)
         return path
 
-    def cached_image(self, context, image_id):
+    def cached_image(self, context, image_id, trusted_certs=None):
         """Path of the raw base image of ``image_id``, fetched once.
 
         Concurrent spawns of one image wait for the first download.
+
+        :param trusted_certs: the instance's TrustedCerts: Nova's Glance
+            client verifies the image's signature and its certificate
+            against them as it downloads (as for Nova's libvirt driver, a
+            base already cached is not downloaded again)
         """
         name = cache_name(image_id)
         path = os.path.join(self.cache_dir, name)
@@ -399,7 +411,8 @@ class InstanceStorage(object):
                                            dir=self.cache_dir)
                 try:
                     staged = os.path.join(staging, name)
-                    fetch(images.fetch_to_raw, context, image_id, staged)
+                    fetch(images.fetch_to_raw, context, image_id, staged,
+                          trusted_certs)
                     os.chmod(staged, FILE_MODE)
                     os.rename(staged, path)
                 finally:
@@ -440,12 +453,21 @@ def cache_name(image_id):
     return hashlib.sha1(image_id.encode()).hexdigest()
 
 
-def fetch(fetch_func, context, image_id, path):
+def fetch(fetch_func, context, image_id, path, trusted_certs=None):
     """Run one of nova.virt.images' fetch functions; failures that are not
     already Nova's (a broken download stream, a full disk) become an
-    ImageFetchFailed naming the image."""
+    ImageFetchFailed naming the image, failed signature or certificate
+    checks an ImageVerificationFailed naming it."""
     try:
-        fetch_func(context, image_id, path)
+        fetch_func(context, image_id, path, trusted_certs=trusted_certs)
+    except (nova_exception.CertificateValidationFailed,
+            cursive_exception.SignatureVerificationError) as ex:
+        raise exception.ImageVerificationFailed(
+            image_id=image_id, reason=str(ex)) from ex
+    except crypto_exceptions.InvalidSignature as ex:
+        raise exception.ImageVerificationFailed(
+            image_id=image_id, reason='its data does not match its '
+            'signature (img_signature)') from ex
     except nova_exception.NovaException:
         raise
     except Exception as ex:
