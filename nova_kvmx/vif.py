@@ -293,6 +293,9 @@ class GuestNetwork(object):
                     % self.detach_timeout)
             guest.detach_device(conf, persistent=persistent,
                                 live=self._live(guest))
+            # The definition lets go at once: a repeat asks the running
+            # guest only (libvirt refuses a device the definition lacks).
+            persistent = False
             _wait_gone(guest, spec, min(deadline, time.monotonic() + 5))
 
 
