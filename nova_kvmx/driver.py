@@ -76,6 +76,13 @@ class KVMXDriver(driver.ComputeDriver):
         supports_image_type_raw=True,
         supports_pcpus=True,
         supports_attach_interface=True,
+        # instance.device_metadata (device_metadata), published by Nova's
+        # metadata service and config drive.
+        supports_device_tagging=True,
+        supports_tagged_attach_interface=True,
+        supports_tagged_attach_volume=True,
+        # Image downloads verify signatures against instance.trusted_certs.
+        supports_trusted_certs=True,
         supports_extend_volume=True,
         supports_multiattach=True,
         supports_bfv_rescue=True,
@@ -420,11 +427,12 @@ class KVMXDriver(driver.ComputeDriver):
             self._network.plug(instance, port)
 
     def attach_interface(self, context, instance, image_meta, vif):
-        self._network.attach_interface(instance, image_meta, vif,
+        self._network.attach_interface(context, instance, image_meta, vif,
                                        CONF.kvmx.virt_type)
 
     def detach_interface(self, context, instance, vif):
-        self._network.detach_interface(instance, instance.image_meta, vif,
+        self._network.detach_interface(context, instance,
+                                       instance.image_meta, vif,
                                        CONF.kvmx.virt_type)
 
     # -- volumes --------------------------------------------------------------

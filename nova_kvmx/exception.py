@@ -79,6 +79,13 @@ class ImageFetchFailed(exception.NovaException):
     msg_fmt = ('Could not fetch image %(image_id)s: %(reason)s')
 
 
+class ImageVerificationFailed(exception.CertificateValidationFailed):
+    """A CertificateValidationFailed, so that Nova aborts the build
+    rather than trying another host, which names the image."""
+    msg_fmt = ('Image %(image_id)s failed its signature verification: '
+               '%(reason)s')
+
+
 class LiveMigrationFailed(exception.MigrationError):
     msg_fmt = ('Live migration to %(dest)s failed, the guest carried on at '
                '%(source)s: %(reason)s')

@@ -21,9 +21,13 @@ instance so the guest always realises what Nova currently holds. A guest
 whose ports Neutron has yet to wire starts paused and runs once Neutron
 reports them plugged (:mod:`nova_kvmx.vif_events`). Volumes are connected
 on the host before the domain is created, every time it is (spawn, hard
-reboot, power on), and disconnected when it is removed for good.
+reboot, power on), and disconnected when it is removed for good. As in
+Nova's libvirt driver, a new guest's device metadata (the tagged devices'
+addresses) is read from the domain once defined, and its config drive,
+which publishes it, is made then, before the guest starts.
 """
 
+import functools
 import re
 import time
 
@@ -34,6 +38,7 @@ from oslo_log import log as logging
 from oslo_utils import excutils
 
 from nova_kvmx import console
+from nova_kvmx import device_metadata
 from nova_kvmx import exception as kvmx_exception
 from nova_kvmx.guest import consoles
 from nova_kvmx.guest import devices
@@ -108,7 +113,11 @@ class GuestLifecycle(object):
             files = self.storage.prepare(context, instance, image_meta,
                                          injected_files, admin_password,
                                          network_info, volume_backed,
-                                         disks=not keep_disks)
+                                         disks=not keep_disks,
+                                         config_drive=False)
+        defined = functools.partial(self.describe_devices, context, instance,
+                                    injected_files, admin_password,
+                                    network_info)
         try:
             self.check_rbd_disks(files, instance)
             self.volumes.connect_all(context, instance, bdms)
@@ -118,9 +127,11 @@ class GuestLifecycle(object):
                 if power_on:
                     self.start_with_network(
                         instance, xml, network_info, vif_events.for_plug(
-                            network_info, self.settings().virt_type))
+                            network_info, self.settings().virt_type),
+                        defined)
                 else:
-                    self.define_with_network(instance, xml, network_info)
+                    self.define_with_network(instance, xml, network_info,
+                                             defined)
             except Exception:
                 with excutils.save_and_reraise_exception():
                     self.volumes.disconnect_all(context, instance, bdms)
@@ -131,6 +142,16 @@ class GuestLifecycle(object):
                                          shared_disks=not keep_disks)
         LOG.info('Guest started' if power_on else 'Guest defined, not started',
                  instance=instance)
+
+    def describe_devices(self, context, instance, injected_files,
+                         admin_password, network_info, guest):
+        """Once the domain is defined: the instance's device metadata
+        from the domain libvirt holds, then its config drive, which
+        carries it (the compute manager saves the instance)."""
+        device_metadata.refresh(context, instance, guest.get_xml_desc(),
+                                network_info)
+        self.storage.make_config_drive(context, instance, injected_files,
+                                       admin_password, network_info)
 
     def check_rbd_disks(self, files, instance):
         """QEMU opens the instance's disks on RBD with the key in the
@@ -181,8 +202,10 @@ class GuestLifecycle(object):
             with excutils.save_and_reraise_exception():
                 console.release_serial_ports(settings.serial_listen, serial)
 
-    def start_with_network(self, instance, xml, network_info, events=()):
-        """Plug the ports, then start the domain.
+    def start_with_network(self, instance, xml, network_info, events=(),
+                           defined=None):
+        """Plug the ports, then start the domain (calling
+        ``defined(guest)`` once it is defined, before it starts).
 
         With ``events`` (from :mod:`nova_kvmx.vif_events`) the domain
         starts paused, and runs once Neutron has reported those ports
@@ -197,7 +220,8 @@ class GuestLifecycle(object):
                 self.network.plug_all(instance, network_info)
                 plugged = True
                 guest = self.start_new_domain(instance, xml,
-                                              paused=bool(events))
+                                              paused=bool(events),
+                                              defined=defined)
             if events:
                 self.run_paused(guest, instance)
         except Exception:
@@ -209,27 +233,38 @@ class GuestLifecycle(object):
                     self.network.unplug_all(instance, network_info)
         return guest
 
-    def define_with_network(self, instance, xml, network_info):
+    def define_with_network(self, instance, xml, network_info,
+                            defined=None):
         """Plug the ports and define the domain without starting it (as
-        Nova's libvirt driver with power_on=False); a failure leaves no
-        port plugged."""
+        Nova's libvirt driver with power_on=False), then call
+        ``defined(guest)``; a failure leaves no port plugged and no
+        domain."""
         self.network.plug_all(instance, network_info)
         try:
-            return self.host.write_instance_config(xml)
+            guest = self.host.write_instance_config(xml)
+            if defined is not None:
+                try:
+                    defined(guest)
+                except Exception:
+                    with excutils.save_and_reraise_exception():
+                        self.discard(guest, instance)
+            return guest
         except Exception:
             with excutils.save_and_reraise_exception():
                 forget_domain(xml)
                 self.network.unplug_all(instance, network_info)
 
-    def start_new_domain(self, instance, xml, paused=False):
-        """Define and start a domain (paused if asked); undefine it again
-        if it fails."""
+    def start_new_domain(self, instance, xml, paused=False, defined=None):
+        """Define and start a domain (paused if asked), calling
+        ``defined(guest)`` in between; undefine it again if it fails."""
         try:
             guest = libvirt_guest.Guest.create(xml, self.host)
         except libvirt.libvirtError as ex:
             raise kvmx_exception.GuestStartFailed(
                 name=instance.name, reason=ex.get_error_message())
         try:
+            if defined is not None:
+                defined(guest)
             guest.launch(pause=paused)
             self.wait_for_power_state(
                 guest, power_state.PAUSED if paused else power_state.RUNNING,

@@ -366,7 +366,7 @@ class LiveMigrations(object):
             if (port['vnic_type'] in PASSTHROUGH_VNIC_TYPES and
                     devices.port_mac(port) not in present):
                 self.network.attach_interface(
-                    instance, instance.image_meta, port,
+                    context, instance, instance.image_meta, port,
                     self.settings().virt_type)
         self.jobs.log_completed(guest, instance)
 
@@ -399,7 +399,7 @@ class LiveMigrations(object):
         guest = self.host.get_guest(instance)
         with self.jobs.tracking(instance):
             try:
-                self._unplug_passthrough_ports(instance, data)
+                self._unplug_passthrough_ports(context, instance, data)
                 source_xml = guest.get_xml_desc(dump_migratable=True)
                 xml = migration_xml.destination_xml(
                     source_xml, self.destination_host(instance, data))
@@ -419,12 +419,13 @@ class LiveMigrations(object):
                           post_method, recover_method,
                           self._disks_to_copy(guest, data))
 
-    def _unplug_passthrough_ports(self, instance, data):
+    def _unplug_passthrough_ports(self, context, instance, data):
         for port in source_passthrough_ports(data):
             LOG.info('Unplugging port %s for the live migration',
                      port['id'], instance=instance)
-            self.network.detach_interface(instance, instance.image_meta,
-                                          port, self.settings().virt_type)
+            self.network.detach_interface(context, instance,
+                                          instance.image_meta, port,
+                                          self.settings().virt_type)
 
     def destination_host(self, instance, data):
         """What the destination's migrate data says the domain becomes."""
@@ -524,7 +525,7 @@ class LiveMigrations(object):
         for port in source_passthrough_ports(data):
             if devices.port_mac(port) not in present:
                 self.network.attach_interface(
-                    instance, instance.image_meta, port,
+                    context, instance, instance.image_meta, port,
                     self.settings().virt_type)
 
 

@@ -40,6 +40,7 @@ from oslo_log import log as logging
 from oslo_utils import excutils
 from oslo_utils import strutils
 
+from nova_kvmx import device_metadata
 from nova_kvmx import exception
 from nova_kvmx.guest import devices
 from nova_kvmx.guest import qos
@@ -209,9 +210,13 @@ class GuestNetwork(object):
 
     # -- running guests -----------------------------------------------------
 
-    def attach_interface(self, instance, image_meta, vif, virt_type):
+    def attach_interface(self, context, instance, image_meta, vif,
+                         virt_type):
         """Plug a port and add its device to the guest (live when it
-        runs, and to its definition); unplug it again if libvirt refuses."""
+        runs, and to its definition), then record the address libvirt gave
+        it in the instance's device metadata (a tagged port's); unplug it
+        again if libvirt refuses, detach it if the metadata cannot be
+        saved."""
         guest = self.host.get_guest(instance)
         load_claims(instance)
         port = devices.plan_port(vif, instance.flavor, image_meta, virt_type,
@@ -230,12 +235,25 @@ class GuestNetwork(object):
             self.unplug(instance, vif)
             raise nova_exception.InterfaceAttachFailed(
                 instance_uuid=instance.uuid) from ex
+        try:
+            device_metadata.update(context, instance, guest)
+        except Exception as ex:
+            LOG.exception('Port %s attached, but the device metadata could '
+                          'not be updated: detaching it', vif['id'],
+                          instance=instance)
+            self.detach_interface(context, instance, image_meta, vif,
+                                  virt_type)
+            raise nova_exception.InterfaceAttachFailed(
+                instance_uuid=instance.uuid) from ex
         LOG.info('Port %s attached', vif['id'], instance=instance)
 
-    def detach_interface(self, instance, image_meta, vif, virt_type):
+    def detach_interface(self, context, instance, image_meta, vif,
+                         virt_type):
         """Remove a port's device from the guest, wait until the guest let
         it go, then unplug the port (also when the detach failed: the
-        device must not stay configured for this guest)."""
+        device must not stay configured for this guest). The port leaves
+        the device metadata with its device (the compute manager saves
+        the instance)."""
         try:
             guest = self.host.get_guest(instance)
             spec = devices.plan_port(vif, instance.flavor, image_meta,
@@ -243,6 +261,8 @@ class GuestNetwork(object):
             self._detach(guest, spec)
         finally:
             self.unplug(instance, vif)
+        device_metadata.refresh(context, instance, guest.get_xml_desc(
+            dump_inactive=True))
         LOG.info('Port %s detached', vif['id'], instance=instance)
 
     def detach_live(self, guest, specs):
@@ -273,6 +293,9 @@ class GuestNetwork(object):
                     % self.detach_timeout)
             guest.detach_device(conf, persistent=persistent,
                                 live=self._live(guest))
+            # The definition lets go at once: a repeat asks the running
+            # guest only (libvirt refuses a device the definition lacks).
+            persistent = False
             _wait_gone(guest, spec, min(deadline, time.monotonic() + 5))
 
 

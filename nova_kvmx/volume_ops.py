@@ -35,6 +35,7 @@ from oslo_log import log as logging
 from oslo_utils import excutils
 from oslo_utils import units
 
+from nova_kvmx import device_metadata
 from nova_kvmx.guest import disk_names
 from nova_kvmx.guest import render_volumes
 from nova_kvmx.guest import volumes as guest_volumes
@@ -166,6 +167,15 @@ class VolumeOperations(object):
                 raise nova_exception.VolumeAttachFailed(
                     volume_id=vid, reason=_attach_error(ex)) from ex
             raise
+        try:
+            # A tagged volume's address, as libvirt gave it.
+            device_metadata.update(context, instance, guest)
+        except Exception:
+            with excutils.save_and_reraise_exception():
+                LOG.exception('Volume %s attached at %s, but the device '
+                              'metadata could not be updated: detaching it',
+                              vid, info.dev, instance=instance)
+                self.detach(context, connection_info, instance, mountpoint)
         LOG.info('Volume %s attached at %s', vid, info.dev,
                  instance=instance)
 

@@ -42,6 +42,8 @@ import re
 import shutil
 import tempfile
 
+from cryptography import exceptions as crypto_exceptions
+from cursive import exception as cursive_exception
 from nova.api.metadata import base as instance_metadata
 from nova import exception as nova_exception
 from nova.virt import configdrive
@@ -111,13 +113,17 @@ class InstanceStorage(object):
 
     def prepare(self, context, instance, image_meta, injected_files=None,
                 admin_password=None, network_info=None, volume_backed=False,
-                disks=True):
+                disks=True, config_drive=True):
         """Create every file and disk the guest needs; on any failure
         remove them all.
 
         :param volume_backed: the root disk is a volume (no local one)
         :param disks: False to make no disk (they exist already, on RBD,
             for a live migration's destination)
+        :param config_drive: False to leave the config drive to
+            make_config_drive once the domain is defined (its device
+            metadata needs the addresses libvirt gives the devices); the
+            files returned name it all the same
         :returns: spec.GuestFiles
         """
         inst_dir = self.instance_dir(instance)
@@ -131,9 +137,12 @@ class InstanceStorage(object):
         try:
             self._create_files(
                 context, instance, image_meta, inst_dir, injected_files,
-                admin_password, network_info, volume_backed, disks)
+                admin_password, network_info, volume_backed, disks,
+                config_drive)
             seal(inst_dir)
-            return self.files_of(instance, volume_backed)
+            files = self.files_of(instance, volume_backed)
+            return dataclasses.replace(
+                files, config_drive=self.config_drive_path(instance))
         except Exception:
             with excutils.save_and_reraise_exception():
                 LOG.warning('Removing %s after a failed spawn', inst_dir,
@@ -184,6 +193,25 @@ class InstanceStorage(object):
     def exists(self, instance):
         return os.path.exists(self.instance_dir(instance))
 
+    def config_drive_path(self, instance):
+        """Where the instance's config drive is, or is to be; None when
+        it has none."""
+        if not configdrive.required_by(instance):
+            return None
+        return os.path.join(self.instance_dir(instance), 'disk.config')
+
+    def make_config_drive(self, context, instance, injected_files=None,
+                          admin_password=None, network_info=None):
+        """Create the instance's config drive, unless it has none or it
+        exists (an evacuated instance's in a shared instances path), as
+        Nova's libvirt driver leaves an existing one alone."""
+        path = self.config_drive_path(instance)
+        if path is None or os.path.exists(path):
+            return
+        with fileutils.remove_path_on_error(path):
+            make_config_drive(context, instance, path, injected_files,
+                              admin_password, network_info)
+
     def destroy(self, instance, shared_disks=True):
         """Remove the instance directory, and with ``shared_disks`` its
         RBD disks; True if the directory is gone.
@@ -218,7 +246,7 @@ class InstanceStorage(object):
 
     def _create_files(self, context, instance, image_meta, inst_dir,
                       injected_files, admin_password, network_info,
-                      volume_backed=False, disks=True):
+                      volume_backed=False, disks=True, config_drive=True):
         flavor = instance.flavor
         if disks and not volume_backed:
             self.create_root(context, instance, image_meta.id)
@@ -232,11 +260,12 @@ class InstanceStorage(object):
             # as a disk, so they are not subject to disk format inspection
             # (a bzImage even looks like an MBR); Nova does the same.
             fetch(images.fetch, context, instance.kernel_id,
-                  os.path.join(inst_dir, 'kernel'))
+                  os.path.join(inst_dir, 'kernel'), instance.trusted_certs)
             if instance.ramdisk_id:
                 fetch(images.fetch, context, instance.ramdisk_id,
-                      os.path.join(inst_dir, 'ramdisk'))
-        if configdrive.required_by(instance):
+                      os.path.join(inst_dir, 'ramdisk'),
+                      instance.trusted_certs)
+        if config_drive and configdrive.required_by(instance):
             make_config_drive(context, instance,
                               os.path.join(inst_dir, 'disk.config'),
                               injected_files, admin_password, network_info)
@@ -248,9 +277,11 @@ class InstanceStorage(object):
             self.rbd.create_root(
                 context, instance, image_id,
                 instance.flavor.root_gb * units.Gi,
-                lambda: self.cached_image(context, image_id))
+                lambda: self.cached_image(context, image_id,
+                                          instance.trusted_certs))
             return
-        create_overlay(self.cached_image(context, image_id),
+        create_overlay(self.cached_image(context, image_id,
+                                         instance.trusted_certs),
                        os.path.join(self.instance_dir(instance), 'disk'),
                        instance.flavor.root_gb)
 
@@ -274,7 +305,8 @@ class InstanceStorage(object):
         config_drive = None
         with fileutils.remove_path_on_error(rescue_disk):
             create_overlay(self.cached_image(context,
-                                             image_id or image_meta.id),
+                                             image_id or image_meta.id,
+                                             instance.trusted_certs),
                            rescue_disk, 0)
             if configdrive.required_by(instance):
                 config_drive = os.path.join(inst_dir, RESCUE_FILES[1])
@@ -325,7 +357,8 @@ class InstanceStorage(object):
         any other base."""
         name = os.path.basename(backing_file)
         if name == cache_name(instance.image_ref):
-            return self.cached_image(context, instance.image_ref)
+            return self.cached_image(context, instance.image_ref,
+                                     instance.trusted_certs)
         blank = _BLANK_NAME.fullmatch(name)
         if blank:
             fs = blank.group(1)
@@ -352,10 +385,15 @@ class InstanceStorage(object):
                     os.rename(staged, path)
         return path
 
-    def cached_image(self, context, image_id):
+    def cached_image(self, context, image_id, trusted_certs=None):
         """Path of the raw base image of ``image_id``, fetched once.
 
         Concurrent spawns of one image wait for the first download.
+
+        :param trusted_certs: the instance's TrustedCerts: Nova's Glance
+            client verifies the image's signature and its certificate
+            against them as it downloads (as for Nova's libvirt driver, a
+            base already cached is not downloaded again)
         """
         name = cache_name(image_id)
         path = os.path.join(self.cache_dir, name)
@@ -373,7 +411,8 @@ class InstanceStorage(object):
                                            dir=self.cache_dir)
                 try:
                     staged = os.path.join(staging, name)
-                    fetch(images.fetch_to_raw, context, image_id, staged)
+                    fetch(images.fetch_to_raw, context, image_id, staged,
+                          trusted_certs)
                     os.chmod(staged, FILE_MODE)
                     os.rename(staged, path)
                 finally:
@@ -414,12 +453,21 @@ def cache_name(image_id):
     return hashlib.sha1(image_id.encode()).hexdigest()
 
 
-def fetch(fetch_func, context, image_id, path):
+def fetch(fetch_func, context, image_id, path, trusted_certs=None):
     """Run one of nova.virt.images' fetch functions; failures that are not
     already Nova's (a broken download stream, a full disk) become an
-    ImageFetchFailed naming the image."""
+    ImageFetchFailed naming the image, failed signature or certificate
+    checks an ImageVerificationFailed naming it."""
     try:
-        fetch_func(context, image_id, path)
+        fetch_func(context, image_id, path, trusted_certs=trusted_certs)
+    except (nova_exception.CertificateValidationFailed,
+            cursive_exception.SignatureVerificationError) as ex:
+        raise exception.ImageVerificationFailed(
+            image_id=image_id, reason=str(ex)) from ex
+    except crypto_exceptions.InvalidSignature as ex:
+        raise exception.ImageVerificationFailed(
+            image_id=image_id, reason='its data does not match its '
+            'signature (img_signature)') from ex
     except nova_exception.NovaException:
         raise
     except Exception as ex:

@@ -28,6 +28,7 @@ from nova.tests.functional import integrated_helpers
 
 from nova_kvmx import conf as kvmx_conf  # noqa: F401 (registers [kvmx])
 from nova_kvmx.host import connection
+from tests.unit import glance
 
 CONF = nova.conf.CONF
 
@@ -36,9 +37,10 @@ CONF = nova.conf.CONF
 STATE_TIMEOUT = 120
 
 
-class GlanceFixture(nova_fixtures.GlanceFixture):
+class GlanceFixture(glance.VerifyingGlanceFixture):
     """Nova's fake Glance, keeping the data of an update as Glance does
-    (Nova's fake drops it), so a server can boot from a snapshot."""
+    (Nova's fake drops it), so a server can boot from a snapshot, and
+    checking signatures before a download as Nova's Glance client does."""
 
     def update(self, context, image_id, metadata, data=None,
                purge_props=False):

@@ -160,6 +160,13 @@ class PCIPassthroughTest(SRIOVTestBase):
         [held] = self.held_xml(server).findall('./devices/interface')
         self.assertEqual(nodedev(claimed.address),
                          held.find('source').get('hostdev'))
+        # The guest learns the port's VLAN from Nova's metadata: an
+        # untagged port is listed for it.
+        [device] = objects.Instance.get_by_uuid(
+            self.ctxt, server['id'], expected_attrs=['device_metadata']
+        ).device_metadata.devices
+        self.assertEqual((port['mac_address'], 100, False),
+                         (device.mac, device.vlan, device.vf_trusted))
 
     def test_macvtap_port_sets_vf_mac_and_vlan(self):
         port = self.add_port('macvtap', vlan=200)

@@ -44,7 +44,7 @@ def instance(display_name='vnf-1', flavor_obj=None, uuid=INSTANCE_UUID,
         id=1, uuid=uuid, display_name=display_name,
         flavor=flavor_obj or flavor(), user_id=USER_ID,
         project_id=PROJECT_ID, kernel_id=None, ramdisk_id=None,
-        numa_topology=numa_topology)
+        numa_topology=numa_topology, trusted_certs=None)
 
 
 def image(with_id=True, **props):

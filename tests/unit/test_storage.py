@@ -15,21 +15,27 @@ O_DIRECT probe that chooses the disk cache mode, and paths that only a
 UUID can name."""
 
 import errno
+import io
 import json
 import os
 from unittest import mock
 import warnings
 
+from cryptography import exceptions as crypto_exceptions
 import ddt
 import fixtures
+from nova import context as nova_context
 from nova import exception
 from nova import objects
+from nova import test
 from oslo_concurrency import processutils
 from oslo_utils import units
 import testtools
 
+from nova_kvmx import exception as kvmx_exception
 from nova_kvmx import storage
 from tests.unit import builders as b
+from tests.unit import glance
 
 
 def image_info(path):
@@ -166,3 +172,52 @@ class EphemeralFilesystemTest(testtools.TestCase):
     def test_by_option_then_os_type(self, option, os_type, expected):
         store = storage.InstanceStorage('/nonexistent', '_base', option)
         self.assertEqual(expected, store.ephemeral_fs(os_type))
+
+
+class TrustedCertsTest(test.NoDBTestCase):
+    """An image fetched for an instance with trusted image certificates
+    goes through Nova's signature and certificate checks (Nova's Glance
+    client's, on Nova's fake Glance)."""
+
+    def setUp(self):
+        super().setUp()
+        self.glance = self.useFixture(glance.VerifyingGlanceFixture(self))
+        self.ctxt = nova_context.get_admin_context()
+        root = self.useFixture(fixtures.TempDir()).path
+        self.storage = storage.InstanceStorage(root, '_base')
+        self.flags(lock_path=root, group='oslo_concurrency')
+        image = self.glance.create(self.ctxt, {
+            'name': 'unsigned', 'status': 'active', 'disk_format': 'raw',
+            'container_format': 'bare', 'properties': {}},
+            data=io.BytesIO(b'\0' * 65536))
+        self.image_id = image['id']
+
+    def test_unsigned_image_refused_naming_it(self):
+        certs = objects.TrustedCerts(ids=['0b5d2c72-12cc-4ba6-a8d7-'
+                                          '3ff5cc1d8cb8'])
+        ex = self.assertRaises(kvmx_exception.ImageVerificationFailed,
+                               self.storage.cached_image, self.ctxt,
+                               self.image_id, certs)
+        # Nova aborts the build on it rather than trying another host.
+        self.assertIsInstance(ex, exception.CertificateValidationFailed)
+        self.assertIn('Image %s failed its signature verification'
+                      % self.image_id, str(ex))
+        self.assertIn('img_signature', str(ex))
+        self.assertEqual([], os.listdir(self.storage.cache_dir))
+
+    def test_without_certs_fetched_unchecked(self):
+        path = self.storage.cached_image(self.ctxt, self.image_id)
+        self.assertEqual(65536, os.path.getsize(path))
+        self.assertEqual([os.path.basename(path)],
+                         os.listdir(self.storage.cache_dir))
+
+    def test_data_not_matching_signature(self):
+        def fetch_func(context, image_id, path, trusted_certs=None):
+            raise crypto_exceptions.InvalidSignature()
+
+        ex = self.assertRaises(kvmx_exception.ImageVerificationFailed,
+                               storage.fetch, fetch_func, self.ctxt,
+                               self.image_id, '/nonexistent')
+        self.assertIn('Image %s failed its signature verification: its data '
+                      'does not match its signature' % self.image_id,
+                      str(ex))
