@@ -103,7 +103,10 @@ class KVMXDriver(driver.ComputeDriver):
             pci_full_listing_interval=CONF.kvmx.pci_full_listing_interval)
         self._storage = storage.InstanceStorage(
             CONF.instances_path, CONF.image_cache.subdirectory_name,
-            CONF.default_ephemeral_format)
+            CONF.default_ephemeral_format,
+            max_image_gb=CONF.kvmx.max_image_virtual_size_gb,
+            force_raw=CONF.force_raw_images,
+            preallocate=CONF.preallocate_images == 'space')
         self._image_cache = image_cache.manager()
         self._settings = None
         self._network = vif.GuestNetwork(
@@ -156,6 +159,7 @@ class KVMXDriver(driver.ComputeDriver):
         numa = resources.host_topology(self._host)
         os.makedirs(CONF.instances_path, mode=storage.DIR_MODE,
                     exist_ok=True)
+        self._storage.check_host()
         network_cache = dict(volumes.settings().cachemodes).get(
             'network', 'none')
         self._storage.rbd = self._rbd_disks(network_cache)

@@ -56,6 +56,7 @@ from oslo_utils import units
 from oslo_utils import uuidutils
 
 from nova_kvmx import storage as instance_storage
+from nova_kvmx.storage import base_image
 from nova_kvmx.storage import rbd as rbd_storage
 from nova_kvmx import vif_events
 from nova_kvmx import volumes as host_volumes
@@ -286,8 +287,9 @@ class ColdMigration(object):
                        'nor a blank disk' % (backing, overlay))
         if base != backing:
             # This host's instances path is another one.
-            processutils.execute('qemu-img', 'rebase', '-u', '-f', 'qcow2',
-                                 '-F', 'raw', '-b', base, overlay)
+            processutils.execute(
+                'qemu-img', 'rebase', '-u', '-f', 'qcow2', '-F',
+                base_image.base_info(base).file_format, '-b', base, overlay)
 
     def start_or_define(self, context, instance, network_info, power_on,
                         block_device_info, events=()):
