@@ -56,7 +56,6 @@ from oslo_utils import units
 from oslo_utils import uuidutils
 
 from nova_kvmx import storage as instance_storage
-from nova_kvmx.storage import base_image
 from nova_kvmx.storage import rbd as rbd_storage
 from nova_kvmx import vif_events
 from nova_kvmx import volumes as host_volumes
@@ -289,7 +288,7 @@ class ColdMigration(object):
             # This host's instances path is another one.
             processutils.execute(
                 'qemu-img', 'rebase', '-u', '-f', 'qcow2', '-F',
-                base_image.base_info(base).file_format, '-b', base, overlay)
+                instance_storage.base_format(base), '-b', base, overlay)
 
     def start_or_define(self, context, instance, network_info, power_on,
                         block_device_info, events=()):

@@ -290,8 +290,7 @@ class InstanceStorage(object):
     def overlay_on_image(self, base, path, root_gb):
         """A disk (create_overlay) on a cached image, in the format the
         base really has."""
-        create_overlay(base, path, root_gb,
-                       base_image.base_info(base).file_format)
+        create_overlay(base, path, root_gb, base_format(base))
         if root_gb:
             self.allocate(path, root_gb * units.Gi)
 
@@ -471,6 +470,14 @@ def seal(inst_dir):
     for name in os.listdir(inst_dir):
         os.chmod(os.path.join(inst_dir, name), FILE_MODE)
     os.chmod(inst_dir, DIR_MODE)
+
+
+def base_format(base):
+    """The format of a base in the image cache: raw for the blank disks
+    made here, the format a cached image really has (checked again)."""
+    if _BLANK_NAME.fullmatch(os.path.basename(base)):
+        return 'raw'
+    return base_image.base_info(base).file_format
 
 
 def cache_name(image_id):
