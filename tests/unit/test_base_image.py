@@ -194,6 +194,19 @@ class BaseImageTest(testtools.TestCase):
         storage.base_image.fetch_file(None, IMAGE_ID, path, limit)
         self.assertEqual(2 * units.Mi, os.path.getsize(path))
 
+    def test_spawn_with_too_large_kernel_leaves_nothing(self):
+        kernel = os.path.join(self.src, 'vmlinuz')
+        with open(kernel, 'wb') as f:
+            f.truncate(units.Gi + 1)
+        self.glance.add(IMAGE_ID, kernel, 'aki')
+        inst = b.instance()
+        inst.kernel_id = IMAGE_ID
+        inst.config_drive = False
+        store = self.storage(max_image_gb=1)
+        self.assertRaises(kvmx_exception.ImageTooLarge, store.prepare,
+                          None, inst, objects.ImageMeta(), volume_backed=True)
+        self.assertEqual([], os.listdir(self.instances))
+
     def test_preallocate_images_space(self):
         self.qcow2(64 * units.Mi)
         inst = self.instance(1)
