@@ -162,6 +162,8 @@ class KVMXDriver(driver.ComputeDriver):
         self._storage.check_host()
         network_cache = dict(volumes.settings().cachemodes).get(
             'network', 'none')
+        disk_cache = ('none' if storage.supports_direct_io(
+            CONF.instances_path) else 'writeback')
         self._storage.rbd = self._rbd_disks(network_cache)
         return spec.DriverSettings(
             virt_type=CONF.kvmx.virt_type,
@@ -172,8 +174,8 @@ class KVMXDriver(driver.ComputeDriver):
             pcie_ports=CONF.libvirt.num_pcie_ports,
             vnc_listen=CONF.vnc.server_listen if CONF.vnc.enabled else None,
             package_version=version.version_string(),
-            disk_cache=('none' if storage.supports_direct_io(
-                CONF.instances_path) else 'writeback'),
+            disk_cache=disk_cache,
+            disk_io=storage.disk_io(self._storage.preallocate, disk_cache),
             network_disk_cache=network_cache,
             host_cpus=topology.guest_cpu_pools(
                 numa, topology.cpu_sets(self._host.get_online_cpus())),

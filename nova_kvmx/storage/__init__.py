@@ -518,6 +518,20 @@ def make_config_drive(context, instance, path, injected_files,
         builder.make_drive(path)
 
 
+def disk_io(preallocate, cache):
+    """The I/O mode of the instance's disk files: 'native' for
+    preallocated disks, as Nova's libvirt driver, where the cache mode
+    lets QEMU use it (O_DIRECT); else QEMU's default."""
+    if not preallocate:
+        return None
+    if cache in ('none', 'directsync'):
+        return 'native'
+    LOG.warning('[DEFAULT] preallocate_images = space: disks keep QEMU\'s '
+                'threads I/O, not native, with the %s cache mode (the '
+                'instances directory does not allow O_DIRECT)', cache)
+    return None
+
+
 def supports_direct_io(directory):
     """Whether files in ``directory`` can be opened with O_DIRECT, which
     ``cache='none'`` needs (tmpfs, for one, cannot)."""
