@@ -231,11 +231,14 @@ class ColdMigration(object):
             path = os.path.join(inst_dir, name)
             if os.path.exists(path):
                 self.rebase_onto_local_cache(context, instance, path)
-        if os.path.exists(os.path.join(inst_dir, 'disk')):
-            grow(os.path.join(inst_dir, 'disk'), flavor.root_gb)
+        root = os.path.join(inst_dir, 'disk')
+        if os.path.exists(root) and flavor.root_gb:
+            grow(root, flavor.root_gb)
+            self.storage.allocate(root, flavor.root_gb * units.Gi)
         ephemeral = os.path.join(inst_dir, 'disk.eph0')
         if flavor.ephemeral_gb and os.path.exists(ephemeral):
             grow(ephemeral, flavor.ephemeral_gb)
+            self.storage.allocate(ephemeral, flavor.ephemeral_gb * units.Gi)
         elif flavor.ephemeral_gb:
             self.storage.create_ephemeral(instance, flavor.ephemeral_gb,
                                           instance.get('os_type', None))

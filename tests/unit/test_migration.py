@@ -94,6 +94,22 @@ class CopiedOverlayTest(testtools.TestCase):
         self.assertEqual((bases[1], 'qcow2'), (
             info['backing-filename'], info['backing-filename-format']))
 
+    def test_grown_disks_preallocated_here(self):
+        # [DEFAULT] preallocate_images = space on the destination.
+        self.dest.preallocate = True
+        self.instance.flavor = b.flavor(root_gb=1, ephemeral_gb=1)
+        base = self.write_base(self.dest.cache_dir,
+                               storage.cache_name(self.instance.image_ref))
+        root = self.copied_overlay(base)
+        ephemeral = self.copied_overlay(self.dest.blank_disk(
+            'ext4', units.Gi, 'ephemeral0'), 'disk.eph0')
+        self.moves.adopt_files(None, self.instance,
+                               self.dest.instance_dir(self.instance))
+        for disk in (root, ephemeral):
+            info = test_storage.image_info(disk)
+            self.assertEqual(units.Gi, info['virtual-size'])
+            self.assertGreaterEqual(info['actual-size'], units.Gi)
+
     def test_unknown_base_is_refused(self):
         base = self.write_base(self.source.cache_dir, 'someone-elses')
         overlay = self.copied_overlay(base)
