@@ -115,7 +115,10 @@ class KVMXDriver(driver.ComputeDriver):
             pci_full_listing_interval=CONF.kvmx.pci_full_listing_interval)
         self._storage = storage.InstanceStorage(
             CONF.instances_path, CONF.image_cache.subdirectory_name,
-            CONF.default_ephemeral_format)
+            CONF.default_ephemeral_format,
+            max_image_gb=CONF.kvmx.max_image_virtual_size_gb,
+            force_raw=CONF.force_raw_images,
+            preallocate=CONF.preallocate_images == 'space')
         self._image_cache = image_cache.manager()
         self._settings = None
         self._device_traits = {}
@@ -170,8 +173,11 @@ class KVMXDriver(driver.ComputeDriver):
         numa = resources.host_topology(self._host)
         os.makedirs(CONF.instances_path, mode=storage.DIR_MODE,
                     exist_ok=True)
+        self._storage.check_host()
         network_cache = dict(volumes.settings().cachemodes).get(
             'network', 'none')
+        disk_cache = ('none' if storage.supports_direct_io(
+            CONF.instances_path) else 'writeback')
         self._storage.rbd = self._rbd_disks(network_cache)
         machine_type = options.default_machine_type(CONF, arch)
         self._device_traits = traits.device_traits(
@@ -192,8 +198,8 @@ class KVMXDriver(driver.ComputeDriver):
                            if CONF.serial_console.enabled else None),
             spice=spice,
             package_version=version.version_string(),
-            disk_cache=('none' if storage.supports_direct_io(
-                CONF.instances_path) else 'writeback'),
+            disk_cache=disk_cache,
+            disk_io=storage.disk_io(self._storage.preallocate, disk_cache),
             network_disk_cache=network_cache,
             host_cpus=topology.guest_cpu_pools(
                 numa, topology.cpu_sets(self._host.get_online_cpus())),

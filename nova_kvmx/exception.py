@@ -86,6 +86,15 @@ class ImageVerificationFailed(exception.CertificateValidationFailed):
                '%(reason)s')
 
 
+class ImageTooLarge(exception.FlavorDiskSmallerThanImage):
+    # No flavor root disk bounds the image (rescue, kernel, ramdisk,
+    # root_gb=0): the operator's cap does.
+    msg_fmt = ('Image %(image_id)s is too large: its virtual size is '
+               '%(image_size)i bytes, more than the %(limit)i bytes '
+               '[kvmx] max_image_virtual_size_gb allows an image that no '
+               'flavor root disk bounds')
+
+
 class LiveMigrationFailed(exception.MigrationError):
     msg_fmt = ('Live migration to %(dest)s failed, the guest carried on at '
                '%(source)s: %(reason)s')

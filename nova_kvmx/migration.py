@@ -232,11 +232,14 @@ class ColdMigration(object):
             path = os.path.join(inst_dir, name)
             if os.path.exists(path):
                 self.rebase_onto_local_cache(context, instance, path)
-        if os.path.exists(os.path.join(inst_dir, 'disk')):
-            grow(os.path.join(inst_dir, 'disk'), flavor.root_gb)
+        root = os.path.join(inst_dir, 'disk')
+        if os.path.exists(root) and flavor.root_gb:
+            grow(root, flavor.root_gb)
+            self.storage.allocate(root, flavor.root_gb * units.Gi)
         ephemeral = os.path.join(inst_dir, 'disk.eph0')
         if flavor.ephemeral_gb and os.path.exists(ephemeral):
             grow(ephemeral, flavor.ephemeral_gb)
+            self.storage.allocate(ephemeral, flavor.ephemeral_gb * units.Gi)
         elif flavor.ephemeral_gb:
             self.storage.create_ephemeral(instance, flavor.ephemeral_gb,
                                           instance.get('os_type', None))
@@ -287,8 +290,9 @@ class ColdMigration(object):
                        'nor a blank disk' % (backing, overlay))
         if base != backing:
             # This host's instances path is another one.
-            processutils.execute('qemu-img', 'rebase', '-u', '-f', 'qcow2',
-                                 '-F', 'raw', '-b', base, overlay)
+            processutils.execute(
+                'qemu-img', 'rebase', '-u', '-f', 'qcow2', '-F',
+                instance_storage.base_format(base), '-b', base, overlay)
 
     def start_or_define(self, context, instance, network_info, power_on,
                         block_device_info, events=()):

@@ -197,7 +197,8 @@ class Snapshotter(object):
         info = images.qemu_img_info(root, format='qcow2')
         instance_storage.private_file(delta)
         processutils.execute(
-            'qemu-img', 'create', '-f', 'qcow2', '-F', 'raw',
+            'qemu-img', 'create', '-f', 'qcow2',
+            '-F', info.backing_file_format or 'raw',
             '-b', info.backing_file, delta, str(info.virtual_size))
         target = guest_disk_target(guest, root)
         device = guest.get_block_device(target)

@@ -128,6 +128,20 @@ before it gives up, and a volume swap for the copy of the volume (the guest
 keeps running on its own disk either way).
 """),
     cfg.IntOpt(
+        'max_image_virtual_size_gb',
+        default=20,
+        min=0,
+        help="""
+Largest virtual size, in GiB, of an image that no flavor root disk bounds:
+rescue images, kernel and ramdisk images, and the image of a flavor with
+``root_gb = 0`` (whose root disk takes the image's size). The virtual size
+``qemu-img info`` reads from the download is checked before the image is
+converted or copied, so a small compressed image cannot expand into the
+instances directory; a larger one fails the build or rescue and leaves
+nothing in the image cache. Images for a flavor with a root disk are
+bounded by that disk instead. 0 sets no bound.
+"""),
+    cfg.IntOpt(
         'console_output_max_kb',
         default=100,
         min=1,

@@ -72,7 +72,7 @@ def plan_guest(context, instance, image_meta, files, settings,
             '%d serial ports acquired for a guest of %d' % (
                 len(serial_ports), wanted))
     disks = plan_disks(files, image_meta, settings.disk_cache, volumes,
-                       settings.network_disk_cache)
+                       settings.network_disk_cache, settings.disk_io)
     machine_type = plan_machine_type(image_meta, settings)
     nics_and_hostdevs = devices.plan_devices(
         instance, image_meta, settings.virt_type, network_info, vf_netdevs)
@@ -173,15 +173,16 @@ def plan_boot(files, image_meta, root_dev):
         cmdline=cmdline or 'root=/dev/%s %s' % (root_dev, CONSOLE_CMDLINE))
 
 
-def plan_disks(files, image_meta, cache, volumes=(), network_cache='none'):
+def plan_disks(files, image_meta, cache, volumes=(), network_cache='none',
+               io=None):
     """The guest's disks, root disk first: the instance's own disks on the
     image's disk bus (``hw_disk_bus``), each named as Nova's blockinfo
     names it (the first name its bus has free once the volumes have
     theirs), then the volumes with the names of their block device
     mappings, then the config drive, then a stable rescue's disk.
 
-    An instance disk is a qcow2 file with the ``cache`` mode, or an RBD
-    image (raw) with the ``network_cache`` mode.
+    An instance disk is a qcow2 file with the ``cache`` and ``io``
+    modes, or an RBD image (raw) with the ``network_cache`` mode.
 
     :raises: InvalidBDM when no disk is the root disk, or two disks have
         one name
@@ -192,7 +193,7 @@ def plan_disks(files, image_meta, cache, volumes=(), network_cache='none'):
         ('ephemeral', files.ephemeral), ('swap', files.swap)) if path]
     names = disk_names.local_names(bus, [kind for kind, _ in local],
                                    [v.target_dev for v in volumes])
-    own = [own_disk(path, names[kind], bus, cache, network_cache)
+    own = [own_disk(path, names[kind], bus, cache, network_cache, io)
            for kind, path in local]
     roots = [v for v in volumes if v.is_root]
     if files.root_disk is None and len(roots) != 1:
@@ -222,13 +223,13 @@ def plan_disks(files, image_meta, cache, volumes=(), network_cache='none'):
     return tuple(disks)
 
 
-def own_disk(path, target_dev, bus, cache, network_cache):
+def own_disk(path, target_dev, bus, cache, network_cache, io=None):
     """A disk of the instance's own: a qcow2 file, or an RBD image."""
     if isinstance(path, spec.RBDImage):
         return spec.DiskSpec(path=path, target_dev=target_dev, bus=bus,
                              driver_format='raw', cache=network_cache)
     return spec.DiskSpec(path=path, target_dev=target_dev, bus=bus,
-                         cache=cache)
+                         cache=cache, io=io)
 
 
 def plan_owner(context, instance, image_meta, root=None):

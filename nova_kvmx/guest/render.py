@@ -188,6 +188,7 @@ def build_disk(disk):
     conf.driver_name = 'qemu'
     conf.driver_format = disk.driver_format
     conf.driver_cache = disk.cache
+    conf.driver_io = disk.io
     conf.target_dev = disk.target_dev
     conf.target_bus = disk.bus
     conf.readonly = disk.readonly

@@ -71,6 +71,10 @@ class DriverSettings:
     disk_cache: str = 'none'
     # Disks on RBD: [libvirt] disk_cachemodes' network mode, else 'none'.
     network_disk_cache: str = 'none'
+    # The I/O mode of the instance's own disk files: 'native' for disks
+    # preallocated ([DEFAULT] preallocate_images = space) and opened with
+    # O_DIRECT, as Nova's libvirt driver; None leaves QEMU's (threads).
+    disk_io: str | None = None
     host_cpus: HostCPUs = HostCPUs()
     # The host's base page size: memory not in large pages.
     small_page_kb: int = 4
@@ -150,6 +154,8 @@ class DiskSpec:
     driver_format: str = 'qcow2'
     readonly: bool = False
     cache: str = 'none'
+    # <driver io=...>: None leaves QEMU's default.
+    io: str | None = None
     # <boot order=...>: the disk the firmware boots first (stable rescue).
     boot_order: int | None = None
 

@@ -30,9 +30,16 @@ are RBD images instead (:mod:`nova_kvmx.storage.rbd`); the rest stays in
 the instance directory.
 
 Only UUIDs and hashes name files: no user-controlled string ever chooses a
-path. Images go through :func:`nova.virt.images.fetch_to_raw`, which runs
-Nova's format inspector and refuses backing files, data files and images
-whose content does not match their declared format.
+path. Images go through :mod:`nova_kvmx.storage.base_image`, which runs
+Nova's format inspector, refuses backing files, data files and images
+whose content does not match their declared format, and bounds an image's
+virtual size before it is converted.
+
+``[DEFAULT] force_raw_images = False`` keeps a base in the image's own
+format (the overlays name it as their backing format);
+``[DEFAULT] preallocate_images = space`` allocates each disk's full size
+on the host's filesystem when it is made (``fallocate``), as Nova's
+libvirt driver does.
 """
 
 import dataclasses
@@ -42,8 +49,6 @@ import re
 import shutil
 import tempfile
 
-from cryptography import exceptions as crypto_exceptions
-from cursive import exception as cursive_exception
 from nova.api.metadata import base as instance_metadata
 from nova import exception as nova_exception
 from nova.virt import configdrive
@@ -59,6 +64,7 @@ from oslo_utils import uuidutils
 
 from nova_kvmx import exception
 from nova_kvmx.guest import spec
+from nova_kvmx.storage import base_image
 from nova_kvmx.storage import image_cache
 from nova_kvmx.storage import rbd
 
@@ -86,17 +92,39 @@ RESCUE_FILES = ('disk.rescue', 'disk.config.rescue')
 
 class InstanceStorage(object):
     def __init__(self, instances_path, cache_subdir, ephemeral_format=None,
-                 rbd=None):
+                 rbd=None, max_image_gb=0, force_raw=True,
+                 preallocate=False):
         """:param ephemeral_format: ``[DEFAULT] default_ephemeral_format``
             (None: Nova's choice for the instance's ``os_type``)
         :param rbd: the storage.rbd.RBDDisks keeping root, ephemeral
             and swap disks ([libvirt] images_type = rbd), None for qcow2
             overlays in the instance directory
+        :param max_image_gb: ``[kvmx] max_image_virtual_size_gb``, the
+            bound of images no flavor root disk bounds (0: none)
+        :param force_raw: ``[DEFAULT] force_raw_images``
+        :param preallocate: ``[DEFAULT] preallocate_images = space``
         """
         self.instances_path = instances_path
         self.cache_dir = os.path.join(instances_path, cache_subdir)
         self.ephemeral_format = ephemeral_format
         self.rbd = rbd
+        self.max_image_gb = max_image_gb
+        self.force_raw = force_raw
+        self.preallocate = preallocate
+
+    def check_host(self):
+        """:raises: HostNotSupported when ``preallocate_images = space``
+            cannot be done in the instances directory"""
+        if self.preallocate and not supports_fallocate(self.instances_path):
+            raise exception.HostNotSupported(
+                reason='[DEFAULT] preallocate_images = space, but the '
+                       'filesystem of [DEFAULT] instances_path %s cannot '
+                       'preallocate files (fallocate)' % self.instances_path)
+
+    def size_limit(self, root_gb=0):
+        """The bound of an image's virtual size for a root disk of
+        ``root_gb`` (0: an image no root disk bounds)."""
+        return base_image.size_limit(root_gb, self.max_image_gb)
 
     @property
     def shared_disks(self):
@@ -259,12 +287,14 @@ class InstanceStorage(object):
             # QEMU loads kernel and initrd as files (-kernel/-initrd), never
             # as a disk, so they are not subject to disk format inspection
             # (a bzImage even looks like an MBR); Nova does the same.
-            fetch(images.fetch, context, instance.kernel_id,
-                  os.path.join(inst_dir, 'kernel'), instance.trusted_certs)
+            base_image.fetch_file(context, instance.kernel_id,
+                                  os.path.join(inst_dir, 'kernel'),
+                                  self.size_limit(), instance.trusted_certs)
             if instance.ramdisk_id:
-                fetch(images.fetch, context, instance.ramdisk_id,
-                      os.path.join(inst_dir, 'ramdisk'),
-                      instance.trusted_certs)
+                base_image.fetch_file(context, instance.ramdisk_id,
+                                      os.path.join(inst_dir, 'ramdisk'),
+                                      self.size_limit(),
+                                      instance.trusted_certs)
         if config_drive and configdrive.required_by(instance):
             make_config_drive(context, instance,
                               os.path.join(inst_dir, 'disk.config'),
@@ -273,17 +303,32 @@ class InstanceStorage(object):
     def create_root(self, context, instance, image_id):
         """The root disk of the flavor's size: an overlay on the cached
         image, or on RBD a clone of the image (else the image imported)."""
+        root_gb = instance.flavor.root_gb
+        limit = self.size_limit(root_gb)
         if self.rbd is not None:
             self.rbd.create_root(
-                context, instance, image_id,
-                instance.flavor.root_gb * units.Gi,
-                lambda: self.cached_image(context, image_id,
+                context, instance, image_id, root_gb * units.Gi,
+                lambda: self.cached_image(context, image_id, limit,
                                           instance.trusted_certs))
             return
-        create_overlay(self.cached_image(context, image_id,
-                                         instance.trusted_certs),
-                       os.path.join(self.instance_dir(instance), 'disk'),
-                       instance.flavor.root_gb)
+        self.overlay_on_image(
+            self.cached_image(context, image_id, limit,
+                              instance.trusted_certs),
+            os.path.join(self.instance_dir(instance), 'disk'), root_gb)
+
+    def overlay_on_image(self, base, path, root_gb):
+        """A disk (create_overlay) on a cached image, in the format the
+        base really has."""
+        create_overlay(base, path, root_gb, base_format(base))
+        if root_gb:
+            self.allocate(path, root_gb * units.Gi)
+
+    def allocate(self, path, size):
+        """``[DEFAULT] preallocate_images = space``: reserve ``size``
+        bytes for the disk at ``path`` on the host's filesystem, as Nova's
+        libvirt driver does (fallocate, keeping the file's size)."""
+        if self.preallocate:
+            processutils.execute('fallocate', '-n', '-l', str(size), path)
 
     def rescue_files(self, context, instance, image_meta,
                      volume_backed=False, stable=None, network_info=None,
@@ -304,10 +349,10 @@ class InstanceStorage(object):
         rescue_disk = os.path.join(inst_dir, RESCUE_FILES[0])
         config_drive = None
         with fileutils.remove_path_on_error(rescue_disk):
-            create_overlay(self.cached_image(context,
-                                             image_id or image_meta.id,
-                                             instance.trusted_certs),
-                           rescue_disk, 0)
+            self.overlay_on_image(
+                self.cached_image(context, image_id or image_meta.id,
+                                  self.size_limit(), instance.trusted_certs),
+                rescue_disk, 0)
             if configdrive.required_by(instance):
                 config_drive = os.path.join(inst_dir, RESCUE_FILES[1])
                 with fileutils.remove_path_on_error(config_drive):
@@ -339,16 +384,18 @@ class InstanceStorage(object):
         if self.rbd is not None:
             self.rbd.import_blank(instance, rbd.EPHEMERAL, base)
             return
-        create_overlay(base, os.path.join(self.instance_dir(instance),
-                                          'disk.eph0'), size_gb)
+        path = os.path.join(self.instance_dir(instance), 'disk.eph0')
+        create_overlay(base, path, size_gb)
+        self.allocate(path, size_gb * units.Gi)
 
     def create_swap(self, instance, size_mb):
         base = self.blank_disk('swap', size_mb * units.Mi)
         if self.rbd is not None:
             self.rbd.import_blank(instance, rbd.SWAP, base)
             return
-        create_overlay(base, os.path.join(self.instance_dir(instance),
-                                          'disk.swap'), 0)
+        path = os.path.join(self.instance_dir(instance), 'disk.swap')
+        create_overlay(base, path, 0)
+        self.allocate(path, size_mb * units.Mi)
 
     def base_for(self, context, instance, backing_file):
         """This host's cached base of the name of ``backing_file`` (the
@@ -357,8 +404,10 @@ class InstanceStorage(object):
         any other base."""
         name = os.path.basename(backing_file)
         if name == cache_name(instance.image_ref):
-            return self.cached_image(context, instance.image_ref,
-                                     instance.trusted_certs)
+            return self.cached_image(
+                context, instance.image_ref,
+                self.size_limit(instance.flavor.root_gb),
+                instance.trusted_certs)
         blank = _BLANK_NAME.fullmatch(name)
         if blank:
             fs = blank.group(1)
@@ -385,15 +434,22 @@ class InstanceStorage(object):
                     os.rename(staged, path)
         return path
 
-    def cached_image(self, context, image_id, trusted_certs=None):
-        """Path of the raw base image of ``image_id``, fetched once.
+    def cached_image(self, context, image_id, limit=None,
+                     trusted_certs=None):
+        """Path of the base image of ``image_id``, fetched once (raw
+        unless ``force_raw_images = False``).
 
         Concurrent spawns of one image wait for the first download.
 
+        :param limit: the base_image.SizeLimit the image's virtual size
+            must keep to, checked before it is converted (None: unbounded,
+            as for an operator's pre-caching)
         :param trusted_certs: the instance's TrustedCerts: Nova's Glance
             client verifies the image's signature and its certificate
             against them as it downloads (as for Nova's libvirt driver, a
             base already cached is not downloaded again)
+        :raises: FlavorDiskSmallerThanImage, ImageTooLarge,
+            ImageVerificationFailed: nothing is cached then
         """
         name = cache_name(image_id)
         path = os.path.join(self.cache_dir, name)
@@ -402,21 +458,24 @@ class InstanceStorage(object):
         with lockutils.lock(name, lock_file_prefix=image_cache.LOCK_PREFIX,
                             external=True, lock_path=image_cache.lock_path(
                                 self.instances_path)):
-            if not os.path.exists(path):
-                os.makedirs(self.cache_dir, mode=DIR_MODE, exist_ok=True)
-                LOG.info('Fetching image %s into the image cache', image_id)
-                # Downloaded and converted in a private directory: the
-                # cache is traversable and its names are predictable.
-                staging = tempfile.mkdtemp(prefix='.fetch-',
-                                           dir=self.cache_dir)
-                try:
-                    staged = os.path.join(staging, name)
-                    fetch(images.fetch_to_raw, context, image_id, staged,
-                          trusted_certs)
-                    os.chmod(staged, FILE_MODE)
-                    os.rename(staged, path)
-                finally:
-                    shutil.rmtree(staging, ignore_errors=True)
+            if os.path.exists(path):
+                if limit is not None:
+                    limit.check(image_id,
+                                base_image.base_info(path).virtual_size)
+                return path
+            os.makedirs(self.cache_dir, mode=DIR_MODE, exist_ok=True)
+            LOG.info('Fetching image %s into the image cache', image_id)
+            # Downloaded and converted in a private directory: the cache
+            # is traversable and its names are predictable.
+            staging = tempfile.mkdtemp(prefix='.fetch-', dir=self.cache_dir)
+            try:
+                staged = os.path.join(staging, name)
+                base_image.fetch_base(context, image_id, staged, limit,
+                                      self.force_raw, trusted_certs)
+                os.chmod(staged, FILE_MODE)
+                os.rename(staged, path)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
         return path
 
 
@@ -448,48 +507,34 @@ def seal(inst_dir):
     os.chmod(inst_dir, DIR_MODE)
 
 
+def base_format(base):
+    """The format of a base in the image cache: raw for the blank disks
+    made here, the format a cached image really has (checked again)."""
+    if _BLANK_NAME.fullmatch(os.path.basename(base)):
+        return 'raw'
+    return base_image.base_info(base).file_format
+
+
 def cache_name(image_id):
     """The image cache's file name for an image."""
     return hashlib.sha1(image_id.encode()).hexdigest()
 
 
-def fetch(fetch_func, context, image_id, path, trusted_certs=None):
-    """Run one of nova.virt.images' fetch functions; failures that are not
-    already Nova's (a broken download stream, a full disk) become an
-    ImageFetchFailed naming the image, failed signature or certificate
-    checks an ImageVerificationFailed naming it."""
-    try:
-        fetch_func(context, image_id, path, trusted_certs=trusted_certs)
-    except (nova_exception.CertificateValidationFailed,
-            cursive_exception.SignatureVerificationError) as ex:
-        raise exception.ImageVerificationFailed(
-            image_id=image_id, reason=str(ex)) from ex
-    except crypto_exceptions.InvalidSignature as ex:
-        raise exception.ImageVerificationFailed(
-            image_id=image_id, reason='its data does not match its '
-            'signature (img_signature)') from ex
-    except nova_exception.NovaException:
-        raise
-    except Exception as ex:
-        raise exception.ImageFetchFailed(
-            image_id=image_id, reason=str(ex) or type(ex).__name__) from ex
-
-
-def create_overlay(base, path, root_gb):
-    """A qcow2 overlay on ``base``, grown to the flavor's root disk size.
+def create_overlay(base, path, root_gb, base_format='raw'):
+    """A qcow2 overlay on ``base`` (a file of ``base_format``), grown to
+    the flavor's root disk size.
 
     A flavor root disk smaller than the image is refused (root_gb=0 means
     "the image's size", as in Nova).
     """
-    virtual_size = images.qemu_img_info(base, format='raw').virtual_size
-    args = ['qemu-img', 'create', '-f', 'qcow2', '-F', 'raw', '-b', base,
-            path]
+    virtual_size = images.qemu_img_info(base,
+                                        format=base_format).virtual_size
+    args = ['qemu-img', 'create', '-f', 'qcow2', '-F', base_format, '-b',
+            base, path]
     if root_gb:
-        wanted = root_gb * units.Gi
-        if wanted < virtual_size:
-            raise nova_exception.FlavorDiskSmallerThanImage(
-                flavor_size=wanted, image_size=virtual_size)
-        args.append(str(wanted))
+        limit = base_image.size_limit(root_gb, 0)
+        limit.check(os.path.basename(base), virtual_size)
+        args.append(str(limit.size))
     private_file(path)
     processutils.execute(*args)
 
@@ -508,6 +553,20 @@ def make_config_drive(context, instance, path, injected_files,
         builder.make_drive(path)
 
 
+def disk_io(preallocate, cache):
+    """The I/O mode of the instance's disk files: 'native' for
+    preallocated disks, as Nova's libvirt driver, where the cache mode
+    lets QEMU use it (O_DIRECT); else QEMU's default."""
+    if not preallocate:
+        return None
+    if cache in ('none', 'directsync'):
+        return 'native'
+    LOG.warning('[DEFAULT] preallocate_images = space: disks keep QEMU\'s '
+                'threads I/O, not native, with the %s cache mode (the '
+                'instances directory does not allow O_DIRECT)', cache)
+    return None
+
+
 def supports_direct_io(directory):
     """Whether files in ``directory`` can be opened with O_DIRECT, which
     ``cache='none'`` needs (tmpfs, for one, cannot)."""
@@ -521,3 +580,16 @@ def supports_direct_io(directory):
     finally:
         if os.path.exists(probe):
             os.unlink(probe)
+
+
+def supports_fallocate(directory):
+    """Whether files in ``directory`` can be preallocated
+    (``preallocate_images = space``), as Nova's libvirt driver probes it."""
+    probe = os.path.join(directory, '.kvmx-fallocate-probe')
+    try:
+        processutils.execute('fallocate', '-l', '1', probe)
+        return True
+    except (processutils.ProcessExecutionError, OSError):
+        return False
+    finally:
+        fileutils.delete_if_exists(probe)

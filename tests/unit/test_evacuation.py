@@ -128,7 +128,7 @@ class EvacuationTestCase(testtools.TestCase):
         self.instance.task_state = task_states.REBUILD_SPAWNING
         self.dir = self.storage.instance_dir(self.instance)
 
-    def base_image(self, context, image_id, trusted_certs=None):
+    def base_image(self, context, image_id, limit=None, trusted_certs=None):
         path = os.path.join(self.instances, 'base')
         with open(path, 'wb') as f:
             f.truncate(units.Mi)

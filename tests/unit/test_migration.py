@@ -22,6 +22,7 @@ import shutil
 import fixtures
 from nova import exception
 from nova import objects
+from oslo_concurrency import processutils
 from oslo_utils import units
 import testtools
 
@@ -76,6 +77,38 @@ class CopiedOverlayTest(testtools.TestCase):
         self.moves.rebase_onto_local_cache(None, self.instance, overlay)
         self.assertEqual(here, test_storage.image_info(overlay)[
             'backing-filename'])
+
+    def test_qcow2_image_base_keeps_its_format(self):
+        # [DEFAULT] force_raw_images = False: the bases stay qcow2.
+        name = storage.cache_name(self.instance.image_ref)
+        bases = []
+        for cache_dir in (self.source.cache_dir, self.dest.cache_dir):
+            os.makedirs(cache_dir)
+            bases.append(os.path.join(cache_dir, name))
+            processutils.execute('qemu-img', 'create', '-f', 'qcow2',
+                                 bases[-1], str(units.Mi))
+        overlay = os.path.join(self.dest.instance_dir(self.instance), 'disk')
+        storage.create_overlay(bases[0], overlay, 0, 'qcow2')
+        self.moves.rebase_onto_local_cache(None, self.instance, overlay)
+        info = test_storage.image_info(overlay)
+        self.assertEqual((bases[1], 'qcow2'), (
+            info['backing-filename'], info['backing-filename-format']))
+
+    def test_grown_disks_preallocated_here(self):
+        # [DEFAULT] preallocate_images = space on the destination.
+        self.dest.preallocate = True
+        self.instance.flavor = b.flavor(root_gb=1, ephemeral_gb=1)
+        base = self.write_base(self.dest.cache_dir,
+                               storage.cache_name(self.instance.image_ref))
+        root = self.copied_overlay(base)
+        ephemeral = self.copied_overlay(self.dest.blank_disk(
+            'ext4', units.Gi, 'ephemeral0'), 'disk.eph0')
+        self.moves.adopt_files(None, self.instance,
+                               self.dest.instance_dir(self.instance))
+        for disk in (root, ephemeral):
+            info = test_storage.image_info(disk)
+            self.assertEqual(units.Gi, info['virtual-size'])
+            self.assertGreaterEqual(info['actual-size'], units.Gi)
 
     def test_unknown_base_is_refused(self):
         base = self.write_base(self.source.cache_dir, 'someone-elses')

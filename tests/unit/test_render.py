@@ -168,6 +168,20 @@ class DiskTest(DomainTestCase):
             [b.INST_DIR + '/disk', b.INST_DIR + '/disk.config'][:len(disks)],
             [d.find('source').get('file') for d in disks])
 
+    def test_preallocated_disks_native_io(self):
+        # [DEFAULT] preallocate_images = space: the instance's own disk
+        # files (not the config drive), as Nova's Qcow2 image backend.
+        root = self.domain(
+            inst=b.instance(flavor_obj=b.flavor(ephemeral_gb=1, swap=64)),
+            guest_files=b.files(ephemeral=True, swap=True,
+                                config_drive=True),
+            driver_settings=b.settings(disk_io='native'))
+        self.assertEqual(
+            [('vda', 'native'), ('vdb', 'native'), ('vdc', 'native'),
+             ('sdz', None)],
+            [(d.find('target').get('dev'), d.find('driver').get('io'))
+             for d in xml_schema.findall(root, 'devices/disk')])
+
 
 @ddt.ddt
 class RBDDiskTest(DomainTestCase):

@@ -34,6 +34,7 @@ import testtools
 
 from nova_kvmx import exception as kvmx_exception
 from nova_kvmx import storage
+from nova_kvmx.storage import base_image
 from tests.unit import builders as b
 from tests.unit import glance
 
@@ -197,7 +198,7 @@ class TrustedCertsTest(test.NoDBTestCase):
                                           '3ff5cc1d8cb8'])
         ex = self.assertRaises(kvmx_exception.ImageVerificationFailed,
                                self.storage.cached_image, self.ctxt,
-                               self.image_id, certs)
+                               self.image_id, trusted_certs=certs)
         # Nova aborts the build on it rather than trying another host.
         self.assertIsInstance(ex, exception.CertificateValidationFailed)
         self.assertIn('Image %s failed its signature verification'
@@ -216,7 +217,7 @@ class TrustedCertsTest(test.NoDBTestCase):
             raise crypto_exceptions.InvalidSignature()
 
         ex = self.assertRaises(kvmx_exception.ImageVerificationFailed,
-                               storage.fetch, fetch_func, self.ctxt,
+                               base_image.fetch, fetch_func, self.ctxt,
                                self.image_id, '/nonexistent')
         self.assertIn('Image %s failed its signature verification: its data '
                       'does not match its signature' % self.image_id,
