@@ -298,8 +298,8 @@ class SpawnFailureTest(PinnedHostTestCase):
     def test_fails_at_overlay_create(self):
         real = storage.create_overlay
 
-        def created_then_full(base, path, root_gb):
-            real(base, path, root_gb)
+        def created_then_full(base, path, root_gb, *args):
+            real(base, path, root_gb, *args)
             raise processutils.ProcessExecutionError(
                 cmd='qemu-img create', exit_code=1,
                 stderr='No space left on device')
