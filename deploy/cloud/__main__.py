@@ -31,6 +31,7 @@ GUEST_DIR = os.path.join(layout.STATE, 'guest-image')
 def up(driver):
     started = time.monotonic()
     _check_driver(driver)
+    base.reserve_ports()
     base.install_packages()
     ceph_up = storage.start_ceph()
     if install.venv_up():

@@ -29,6 +29,28 @@ PACKAGES = (
     'linux-image-amd64', 'dropbear-bin', 'ethtool')
 
 
+RESERVED_PORTS = '/proc/sys/net/ipv4/ip_local_reserved_ports'
+
+
+def reserve_ports():
+    """Keep the cloud's ports out of the kernel's ephemeral range
+    (32768-60999, where they all lie): an outgoing connection made while
+    the cloud comes up (pip, apt, a service's client) could otherwise hold
+    one and the service meant to listen there fails to bind. Ports the
+    host already reserves are kept."""
+    with open(RESERVED_PORTS) as f:
+        current = f.read().strip()
+    reserved = set()
+    for part in filter(None, current.split(',')):
+        low, _, high = part.partition('-')
+        reserved.update(range(int(low), int(high or low) + 1))
+    missing = sorted(set(layout.PORTS.values()) - reserved)
+    if missing:
+        with open(RESERVED_PORTS, 'w') as f:
+            f.write(','.join(filter(None, [current] + [
+                str(port) for port in missing])))
+
+
 def install_packages():
     missing = [p for p in PACKAGES if 'ok installed' not in procs.run(
         ['dpkg-query', '-W', '-f=${Status}', p], check=False, quiet=True)]
