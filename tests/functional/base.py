@@ -72,12 +72,14 @@ HUGEPAGES_2M = '/sys/kernel/mm/hugepages/hugepages-2048kB'
 PAGES_2M_NEEDED = 256
 
 
+def _read_2m(name):
+    with open(os.path.join(HUGEPAGES_2M, name)) as f:
+        return int(f.read())
+
+
 def available_2m_pages():
     """Free 2 MiB pages not yet promised to a mapping."""
-    def read(name):
-        with open(os.path.join(HUGEPAGES_2M, name)) as f:
-            return int(f.read())
-    return read('free_hugepages') - read('resv_hugepages')
+    return _read_2m('free_hugepages') - _read_2m('resv_hugepages')
 
 
 class HostHugepages(fixtures.Fixture):
@@ -113,12 +115,11 @@ class HostHugepages(fixtures.Fixture):
         self.addCleanup(fcntl.flock, lock, fcntl.LOCK_UN)
         while available_2m_pages() < PAGES_2M_NEEDED:
             if time.monotonic() > deadline:
-                with open(os.path.join(HUGEPAGES_2M, 'nr_hugepages')) as f:
-                    total = int(f.read())
                 raise AssertionError(
                     'only %d of the host\'s %d 2 MiB pages are free; the '
                     'test needs %d' % (
-                        available_2m_pages(), total, PAGES_2M_NEEDED))
+                        available_2m_pages(), _read_2m('nr_hugepages'),
+                        PAGES_2M_NEEDED))
             time.sleep(0.5)
 
 

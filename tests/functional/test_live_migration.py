@@ -129,6 +129,16 @@ class TwoHostsTestCase(base.RealLibvirtTestCase):
         self.api.post_server_action(server['id'], {'os-migrateLive': {
             'host': DEST, 'block_migration': 'auto'}})
 
+    def live_migrate_to_dest(self, server):
+        """Live-migrate the server and see it completed and ACTIVE on the
+        destination; the server as the API shows it then."""
+        self.live_migrate(server)
+        self.assertEqual('completed', self.wait_for_migration(
+            server, ('completed', 'error', 'failed'))['status'])
+        server = self.wait_for_status(server, 'ACTIVE')
+        self.assertEqual(DEST, server['OS-EXT-SRV-ATTR:host'])
+        return server
+
     def migration(self, server):
         """The server's live migration as the API lists it, or None before
         the conductor made it."""
@@ -209,12 +219,7 @@ class LiveMigrationTest(TwoHostsTestCase):
         self.take_dest_cpu()
         self.assertEqual({0}, self.pinned_cpus(DEST))
 
-        self.live_migrate(server)
-        migration = self.wait_for_migration(server, ('completed', 'error',
-                                                     'failed'))
-        self.assertEqual('completed', migration['status'])
-        server = self.wait_for_status(server, 'ACTIVE')
-        self.assertEqual(DEST, server['OS-EXT-SRV-ATTR:host'])
+        server = self.live_migrate_to_dest(server)
 
         # Nova's claim on the destination: the free CPU 1.
         self.assertEqual({0: 1}, self.claim(server).cells[0].cpu_pinning)
@@ -271,11 +276,7 @@ class LiveMigrationTest(TwoHostsTestCase):
             {'server': server}), 'ACTIVE')
         self.wait_for_console(server, guest_image.BOOT_MARKER_PREFIX)
 
-        self.live_migrate(server)
-        self.assertEqual('completed', self.wait_for_migration(
-            server, ('completed', 'error', 'failed'))['status'])
-        server = self.wait_for_status(server, 'ACTIVE')
-        self.assertEqual(DEST, server['OS-EXT-SRV-ATTR:host'])
+        server = self.live_migrate_to_dest(server)
         root = etree.fromstring(self.dest_conn.lookupByUUIDString(
             server['id']).XMLDesc(0))
         self.assert_every_disk(root)
@@ -437,12 +438,7 @@ class SerialConsoleLiveMigrationTest(TwoHostsTestCase):
         self.assertEqual([self.port],
                          test_consoles.serial_ports(self.domain(server)))
 
-        self.live_migrate(server)
-        migration = self.wait_for_migration(server, ('completed', 'error',
-                                                     'failed'))
-        self.assertEqual('completed', migration['status'])
-        server = self.wait_for_status(server, 'ACTIVE')
-        self.assertEqual(DEST, server['OS-EXT-SRV-ATTR:host'])
+        server = self.live_migrate_to_dest(server)
         moved = self.port + 1
         self.assertEqual([moved], test_consoles.serial_ports(
             self.dest_conn.lookupByUUIDString(server['id'])))
