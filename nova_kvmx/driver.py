@@ -180,11 +180,22 @@ class KVMXDriver(driver.ComputeDriver):
             CONF.instances_path) else 'writeback')
         self._storage.rbd = self._rbd_disks(network_cache)
         machine_type = options.default_machine_type(CONF, arch)
+        features = traits.guest_features(self._host, CONF.kvmx.virt_type,
+                                         arch)
         self._device_traits = traits.device_traits(
             traits.domain_capabilities(self._host, arch, machine_type,
                                        CONF.kvmx.virt_type),
             arch, CONF.kvmx.virt_type, CONF.vnc.enabled,
-            traits.has_igb(self._host))
+            traits.has_igb(self._host),
+            viommu_models=features['viommu_models'],
+            sound_models=features['sound_models'],
+            guest_arches=features['guest_arches'])
+        # Nova's compute manager turns these into the address space
+        # traits (hw_maxphysaddr_mode).
+        self.capabilities = dict(
+            self.capabilities,
+            supports_address_space_passthrough=features['maxphysaddr'],
+            supports_address_space_emulated=features['maxphysaddr'])
         spice = consoles.spice_from_conf(CONF)
         if spice is not None:
             connection.check_spice(self._host, CONF.kvmx.virt_type, arch)
@@ -211,6 +222,7 @@ class KVMXDriver(driver.ComputeDriver):
             rx_queue_size=CONF.libvirt.rx_queue_size,
             tx_queue_size=CONF.libvirt.tx_queue_size,
             disk_discard=CONF.libvirt.hw_disk_discard,
+            **features,
             **options.cpu_settings(CONF, self._host, CONF.kvmx.virt_type,
                                    arch))
 

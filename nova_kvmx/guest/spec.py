@@ -91,6 +91,15 @@ class DriverSettings:
     tx_queue_size: int | None = None
     # [libvirt] hw_disk_discard: 'unmap' or 'ignore' on every disk.
     disk_discard: str | None = None
+    # What this host's libvirt and QEMU start (guest.hwdevices and
+    # guest.platform; the traits say the same): vIOMMU and sound models,
+    # <cpu><maxphysaddr> (libvirt >= 8.7), the architectures libvirt's
+    # capabilities list guests of.
+    viommu_models: frozenset = frozenset(('auto', 'intel', 'virtio'))
+    sound_models: frozenset = frozenset(
+        ('sb16', 'es1370', 'pcspk', 'ac97', 'ich6', 'ich9', 'usb'))
+    maxphysaddr: bool = True
+    guest_arches: frozenset = frozenset(('i686', 'x86_64'))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -298,3 +307,7 @@ class GuestSpec:
     extras: object = None
     # Disk and NIC limits and NIC ring sizes (guest.qos.QoS), None: none.
     qos: object = None
+    # vIOMMU, sound, USB (guest.hwdevices.HwDevices), None for none.
+    hw_devices: object = None
+    # Architecture, address bits, Windows (guest.platform.Platform).
+    platform: object = None
