@@ -118,7 +118,10 @@ class KVMXDriver(driver.ComputeDriver):
             CONF.default_ephemeral_format,
             max_image_gb=CONF.kvmx.max_image_virtual_size_gb,
             force_raw=CONF.force_raw_images,
-            preallocate=CONF.preallocate_images == 'space')
+            preallocate=CONF.preallocate_images == 'space',
+            # Nova's image backend: Flat for default without copy-on-write.
+            use_cow=(CONF.use_cow_images or
+                     CONF.libvirt.images_type != 'default'))
         self._image_cache = image_cache.manager()
         self._settings = None
         self._device_traits = {}
