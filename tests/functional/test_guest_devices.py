@@ -15,18 +15,25 @@ physical address bits of a real guest, in the domain libvirt holds.
 
 A Windows guest's Hyper-V enlightenments do not start under TCG (QEMU
 sets vpindex through KVM only: "kernel doesn't allow setting HyperV
-VP_INDEX"), so on this host such a guest is refused before anything
-exists; its domain is checked by the unit tests.
+VP_INDEX"), nor does the intel vIOMMU's eim (it needs KVM's split
+irqchip); nested KVM hangs here. So on this host such a guest is refused
+before anything exists, and the domain a KVM host would run is checked
+as libvirt holds it once defined.
 """
+
+import dataclasses
 
 from lxml import etree
 from nova.network import model
 from nova import objects
 from oslo_utils import uuidutils
 
+from nova_kvmx.guest import planner
+from nova_kvmx.guest import render
 from tests.functional import base
 from tests.functional import guest_image
 from tests.functional import test_vif
+from tests.unit import builders as b
 
 HOST = '127.0.0.1'
 
@@ -106,3 +113,42 @@ class GuestDevicesTest(base.RealLibvirtTestCase):
             self.image(os_type='windows'), self.create_flavor())
         self.assertIn('os_type', message)
         self.assertIn('KVM', message)
+
+
+class KVMDomainTest(base.RealLibvirtTestCase):
+    """The Windows and intel vIOMMU domain of a KVM host, defined (not
+    started) in the real libvirtd: libvirt parsed and kept every
+    element."""
+
+    START_COMPUTE = False
+
+    def test_windows_guest_with_intel_viommu(self):
+        inst = b.instance(uuid=uuidutils.generate_uuid(),
+                          flavor_obj=b.flavor(extra_specs={
+                              'hw:viommu_model': 'intel',
+                              'hw:hide_hypervisor_id': 'true'}))
+        inst.os_type = 'windows'
+        guest = planner.plan_guest(b.context(), inst, b.image(), b.files(),
+                                   b.settings(virt_type='kvm'))
+        dom = self.libvirt().defineXML(render.render_domain(
+            dataclasses.replace(guest, name=self.domain_prefix + 'win')))
+        self.addCleanup(dom.undefine)
+
+        xml = etree.fromstring(dom.XMLDesc(0))
+        self.assertEqual('kvm', xml.get('type'))
+        self.assertEqual('localtime', xml.find('./clock').get('offset'))
+        self.assertEqual('yes', xml.find(
+            "./clock/timer[@name='hypervclock']").get('present'))
+        hyperv = xml.find('./features/hyperv')
+        self.assertEqual(
+            {'relaxed', 'vapic', 'spinlocks', 'vendor_id', 'vpindex',
+             'runtime', 'synic', 'reset', 'frequencies', 'tlbflush', 'ipi'},
+            {e.tag for e in hyperv if e.get('state') == 'on'})
+        self.assertEqual('8191', hyperv.find('spinlocks').get('retries'))
+        iommu = xml.find('./devices/iommu')
+        self.assertEqual('intel', iommu.get('model'))
+        self.assertEqual(
+            {'intremap': 'on', 'caching_mode': 'on', 'eim': 'on',
+             'iotlb': 'on', 'aw_bits': '48'},
+            dict(iommu.find('driver').attrib))
+        self.assertEqual('qemu', xml.find('./features/ioapic').get('driver'))
