@@ -182,3 +182,42 @@ class DeviceTraitsTest(testtools.TestCase):
     def test_socket_pci_numa_affinity_is_a_capability(self):
         self.assertTrue(driver.KVMXDriver.capabilities[
             'supports_socket_pci_numa_affinity'])
+
+
+class _Host(object):
+    """What guest_features asks a host: its capabilities and versions."""
+
+    def __init__(self, libvirt, qemu=(7, 2, 0)):
+        self.libvirt, self.qemu = libvirt, qemu
+
+    def get_capabilities(self):
+        return _captured(vconfig.LibvirtConfigCaps, CAPS_XML)
+
+    def has_min_version(self, lv_ver=None, hv_ver=None):
+        return ((lv_ver is None or self.libvirt >= lv_ver) and
+                (hv_ver is None or self.qemu >= hv_ver))
+
+
+class GuestFeaturesTest(testtools.TestCase):
+
+    def test_libvirt_9_0_and_qemu_7_2(self):
+        features = traits_mod.guest_features(_Host((9, 0, 0)), 'kvm',
+                                             'x86_64')
+        self.assertEqual({'auto', 'intel', 'virtio'},
+                         features['viommu_models'])
+        self.assertNotIn('virtio', features['sound_models'])
+        self.assertIn('ich9', features['sound_models'])
+        self.assertTrue(features['maxphysaddr'])
+        self.assertIn('x86_64', features['guest_arches'])
+
+    def test_novas_minimum_libvirt(self):
+        features = traits_mod.guest_features(_Host((8, 0, 0)), 'qemu',
+                                             'x86_64')
+        # No virtio vIOMMU before 8.3, no intel under TCG.
+        self.assertEqual(frozenset(), features['viommu_models'])
+        self.assertFalse(features['maxphysaddr'])
+
+    def test_virtio_sound_with_libvirt_10_4_and_qemu_8_2(self):
+        features = traits_mod.guest_features(
+            _Host((10, 4, 0), (8, 2, 0)), 'kvm', 'x86_64')
+        self.assertIn('virtio', features['sound_models'])
