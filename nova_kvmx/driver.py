@@ -109,7 +109,7 @@ class KVMXDriver(driver.ComputeDriver):
         # driver registers them once the configuration is loaded.
         nova.conf.neutron.register_dynamic_opts(CONF)
         self._host = connection.new_host(
-            CONF.kvmx.connection_uri,
+            options.connection_uri(CONF),
             lifecycle_event_handler=self.emit_event,
             conn_event_handler=self._handle_conn_event,
             pci_full_listing_interval=CONF.kvmx.pci_full_listing_interval)
@@ -166,11 +166,11 @@ class KVMXDriver(driver.ComputeDriver):
                             'device_spec) but this host is not ready for '
                             'it: %s', problem)
         LOG.info('nova-kvmx ready: libvirt %s, virt_type %s',
-                 CONF.kvmx.connection_uri, CONF.kvmx.virt_type)
+                 options.connection_uri(CONF), options.virt_type(CONF))
 
     def _check_host_and_read_settings(self):
         arch = self._host.get_capabilities().host.cpu.arch
-        connection.check_host(self._host, CONF.kvmx.virt_type, arch)
+        connection.check_host(self._host, options.virt_type(CONF), arch)
         # CPU sets and reserved hugepages that do not fit the host stop
         # nova-compute here, not in every periodic task.
         numa = resources.host_topology(self._host)
@@ -183,12 +183,12 @@ class KVMXDriver(driver.ComputeDriver):
             CONF.instances_path) else 'writeback')
         self._storage.rbd = self._rbd_disks(network_cache)
         machine_type = options.default_machine_type(CONF, arch)
-        features = traits.guest_features(self._host, CONF.kvmx.virt_type,
+        features = traits.guest_features(self._host, options.virt_type(CONF),
                                          arch)
         self._device_traits = traits.device_traits(
             traits.domain_capabilities(self._host, arch, machine_type,
-                                       CONF.kvmx.virt_type),
-            arch, CONF.kvmx.virt_type, CONF.vnc.enabled,
+                                       options.virt_type(CONF)),
+            arch, options.virt_type(CONF), CONF.vnc.enabled,
             traits.has_igb(self._host),
             viommu_models=features['viommu_models'],
             sound_models=features['sound_models'],
@@ -201,9 +201,9 @@ class KVMXDriver(driver.ComputeDriver):
             supports_address_space_emulated=features['maxphysaddr'])
         spice = consoles.spice_from_conf(CONF)
         if spice is not None:
-            connection.check_spice(self._host, CONF.kvmx.virt_type, arch)
+            connection.check_spice(self._host, options.virt_type(CONF), arch)
         return spec.DriverSettings(
-            virt_type=CONF.kvmx.virt_type,
+            virt_type=options.virt_type(CONF),
             machine_type=machine_type,
             arch=arch,
             pcie_ports=CONF.libvirt.num_pcie_ports,
@@ -226,7 +226,7 @@ class KVMXDriver(driver.ComputeDriver):
             tx_queue_size=CONF.libvirt.tx_queue_size,
             disk_discard=CONF.libvirt.hw_disk_discard,
             **features,
-            **options.cpu_settings(CONF, self._host, CONF.kvmx.virt_type,
+            **options.cpu_settings(CONF, self._host, options.virt_type(CONF),
                                    arch))
 
     def _rbd_disks(self, cache):
@@ -281,7 +281,7 @@ class KVMXDriver(driver.ComputeDriver):
     def get_available_resource(self, nodename):
         # With the node UUID of get_nodenames_by_uuid (see there).
         return dict(resources.available_resources(
-            self._host, CONF.instances_path, nodename, CONF.kvmx.virt_type,
+            self._host, CONF.instances_path, nodename, options.virt_type(CONF),
             self._pool_usage()), uuid=self._host.get_node_uuid())
 
     def _pool_usage(self):
@@ -339,7 +339,7 @@ class KVMXDriver(driver.ComputeDriver):
 
     def get_instance_diagnostics(self, instance):
         return diagnostics.instance_diagnostics(
-            self._host.get_guest(instance), instance, CONF.kvmx.virt_type)
+            self._host.get_guest(instance), instance, options.virt_type(CONF))
 
     def block_stats(self, instance, disk_id):
         return diagnostics.block_stats(self._host, instance, disk_id)
@@ -449,12 +449,12 @@ class KVMXDriver(driver.ComputeDriver):
 
     def attach_interface(self, context, instance, image_meta, vif):
         self._network.attach_interface(context, instance, image_meta, vif,
-                                       CONF.kvmx.virt_type)
+                                       options.virt_type(CONF))
 
     def detach_interface(self, context, instance, vif):
         self._network.detach_interface(context, instance,
                                        instance.image_meta, vif,
-                                       CONF.kvmx.virt_type)
+                                       options.virt_type(CONF))
 
     # -- volumes --------------------------------------------------------------
 

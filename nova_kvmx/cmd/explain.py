@@ -348,7 +348,7 @@ def domain_xml(facts, req, fitted, name='explain', instance_id=1,
     numa = hostview.host_numa(facts)
     cpu_sets = topology.cpu_sets(facts.online_cpus)
     settings = spec.DriverSettings(
-        virt_type=CONF.kvmx.virt_type, **options.configured_cpu(CONF),
+        virt_type=options.virt_type(CONF), **options.configured_cpu(CONF),
         machine_type=options.default_machine_type(
             CONF, facts.caps.host.cpu.arch), arch=facts.caps.host.cpu.arch,
         pcie_ports=CONF.libvirt.num_pcie_ports,
@@ -358,7 +358,7 @@ def domain_xml(facts, req, fitted, name='explain', instance_id=1,
         # What its guests start with (the facts carry no libvirt
         # version: taken as new enough for the virtio vIOMMU).
         viommu_models=hwdevices.viommu_models(
-            CONF.kvmx.virt_type, facts.caps.host.cpu.arch, True),
+            options.virt_type(CONF), facts.caps.host.cpu.arch, True),
         guest_arches=frozenset(g.arch for g in facts.caps.guests))
     instance = objects.Instance(
         id=instance_id, uuid=instance_uuid or req.spec.instance_uuid,
