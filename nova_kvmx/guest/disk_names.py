@@ -15,12 +15,13 @@
 A disk's target name (``vda``, ``sdb``) is what libvirt orders the guest's
 disks by, and what Nova stores as a block device mapping's ``device_name``
 (``/dev/vdb``): the two must agree, and they should be what the guest's
-kernel calls the disk. Linux names virtio disks ``vd*`` and SCSI and SATA
-disks ``sd*``, each the lowest free letter in the order the disks appear,
-so names are handed out the same way (``nova.virt.libvirt.blockinfo``):
-the root disk first, then the ephemeral and swap disks, then the volumes,
-each the first name free on its bus. The config drive is a CD-ROM on SATA
-named ``sdz`` (Linux calls it ``sr0``), kept out of every other disk's way.
+kernel calls the disk. Linux names virtio disks ``vd*`` and SCSI, SATA
+and USB disks ``sd*`` (Nova names IDE disks ``hd*``), each the lowest
+free letter in the order the disks appear, so names are handed out the
+same way (``nova.virt.libvirt.blockinfo``): the root disk first, then the
+ephemeral and swap disks, then the volumes, each the first name free on
+its bus. The config drive is a CD-ROM on SATA named ``sdz`` (Linux calls
+it ``sr0``), kept out of every other disk's way.
 
 Pure: names in, names out.
 """
@@ -32,8 +33,13 @@ from nova.virt.libvirt import blockinfo
 from nova_kvmx import exception as kvmx_exception
 
 # The disk buses a guest disk may use, with the name prefix of their disks
-# (a q35 machine has neither IDE nor a floppy controller).
-BUS_PREFIX = {'virtio': 'vd', 'scsi': 'sd', 'sata': 'sd'}
+# (Nova's blockinfo.get_dev_prefix_for_disk_bus); a q35 machine has no IDE
+# controller, and a disk on the floppy controller is no disk.
+BUS_PREFIX = {'virtio': 'vd', 'scsi': 'sd', 'sata': 'sd', 'usb': 'sd',
+              'ide': 'hd'}
+# The disks a bus takes at most (Nova's blockinfo.get_dev_count_for_disk_bus:
+# one IDE controller, two buses of two units).
+BUS_DEVICES = {'ide': 4}
 # Device types a disk may be (libvirt's <disk device=...>).
 DEVICE_TYPES = ('disk', 'cdrom', 'lun')
 DEFAULT_DISK_BUS = 'virtio'
@@ -72,12 +78,17 @@ def bus_of_name(name):
         return 'virtio'
     if name and name.startswith('sd'):
         return 'scsi'
+    if name and name.startswith('hd'):
+        return 'ide'
     return None
 
 
 def image_bus(image_meta, device_type='disk'):
     """The bus of the image's disks (``hw_disk_bus``, virtio by default)
-    or CD-ROMs (``hw_cdrom_bus``, SATA by default)."""
+    or CD-ROMs (``hw_cdrom_bus``, SATA by default).
+
+    :raises: Nova's UnsupportedHardware for a bus no disk can be on
+    """
     props = image_meta.properties
     if device_type == 'cdrom':
         bus = props.get('hw_cdrom_bus', DEFAULT_CDROM_BUS)
@@ -110,6 +121,19 @@ def cdrom_bus(image_meta, virt_type, machine_type):
     return bus
 
 
+def check_disk_bus(image_meta, machine_type):
+    """The image's ``hw_disk_bus``, refused by name on a machine type
+    without its controller (IDE on q35: Nova leaves that to libvirt's
+    error at define time)."""
+    bus = image_bus(image_meta)
+    if bus == 'ide' and 'q35' in machine_type:
+        raise kvmx_exception.UnsupportedKey(
+            kind='image property', key='hw_disk_bus', value=bus,
+            reason='the %s machine type has no IDE controller (set '
+                   'hw_machine_type=pc)' % machine_type)
+    return bus
+
+
 def choose_bus(requested, name, default):
     """The bus of a block device mapping, as Nova's blockinfo chooses it:
     the one it asks for if the driver offers it, else the one its name
@@ -130,6 +154,7 @@ def next_free(bus, used, maximum=-1):
         limit); TooManyDiskDevices once the bus has no name left under it
     """
     pre = prefix(bus)
+    maximum = BUS_DEVICES.get(bus, maximum)
     index = 0
     while True:
         if 0 <= maximum <= index:

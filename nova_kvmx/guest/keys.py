@@ -140,7 +140,8 @@ HONOURED = {
     'hw:vif_multiqueue_enabled': '<interface><driver queues>',
     'hw_vif_multiqueue_enabled': '<interface><driver queues>',
     'hw_vif_model': '<interface><model>',
-    'hw_disk_bus': '<disk><target bus> (virtio, scsi, sata)',
+    'hw_disk_bus': '<disk><target bus> (virtio, scsi, sata, usb; ide '
+                   'with hw_machine_type=pc)',
     'hw_machine_type': '<os><type machine> (else [libvirt] '
                        "hw_machine_type's, kept with the instance)",
     'trait{group}:*': "the scheduler's (Placement traits); with "

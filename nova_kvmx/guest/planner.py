@@ -74,10 +74,12 @@ def plan_guest(context, instance, image_meta, files, settings,
             '%d serial ports acquired for a guest of %d' % (
                 len(serial_ports), wanted))
     machine_type = plan_machine_type(image_meta, settings)
+    disk_names.check_disk_bus(image_meta, machine_type)
     disks = plan_disks(files, image_meta, settings.disk_cache, volumes,
                        settings.network_disk_cache, settings.disk_io,
                        cdrom_bus=disk_names.cdrom_bus(
-                           image_meta, settings.virt_type, machine_type))
+                           image_meta, settings.virt_type, machine_type),
+                       has_ide='q35' not in machine_type)
     nics_and_hostdevs = devices.plan_devices(
         instance, image_meta, settings.virt_type, network_info, vf_netdevs)
     memory = numa.plan_numa(instance.numa_topology, flavor, image_meta,
@@ -185,7 +187,8 @@ def plan_boot(files, image_meta, root_dev):
 
 
 def plan_disks(files, image_meta, cache, volumes=(), network_cache='none',
-               io=None, cdrom_bus=disk_names.CONFIG_DRIVE_BUS):
+               io=None, cdrom_bus=disk_names.CONFIG_DRIVE_BUS,
+               has_ide=False):
     """The guest's disks, root disk first: the instance's own disks on the
     image's disk bus (``hw_disk_bus``), each named as Nova's blockinfo
     names it (the first name its bus has free once the volumes have
@@ -195,8 +198,9 @@ def plan_disks(files, image_meta, cache, volumes=(), network_cache='none',
     An instance disk is a qcow2 file with the ``cache`` and ``io``
     modes, or an RBD image (raw) with the ``network_cache`` mode.
 
-    :raises: InvalidBDM when no disk is the root disk, or two disks have
-        one name
+    :param has_ide: the machine type has an IDE controller (i440fx)
+    :raises: InvalidBDM when no disk is the root disk, two disks have
+        one name, or a volume is on IDE without an IDE controller
     """
     bus = disk_names.image_bus(image_meta)
     local = [(kind, path) for kind, path in (
@@ -227,6 +231,11 @@ def plan_disks(files, image_meta, cache, volumes=(), network_cache='none',
                 files.rescue.bus, {d.target_dev for d in disks}),
             bus=files.rescue.bus, device=files.rescue.device,
             cache=cache, boot_order=1))
+    ide = [d.target_dev for d in disks if d.bus == 'ide']
+    if ide and not has_ide:
+        raise exception.InvalidBDMFormat(
+            details='%s on IDE, and the machine type has no IDE '
+                    'controller' % ', '.join(ide))
     names = [d.target_dev for d in disks]
     if len(set(names)) != len(names):
         raise exception.InvalidBDMFormat(

@@ -13,6 +13,8 @@
 """Nova's [libvirt] hw_machine_type and the device traits Nova's image
 metadata prefilter schedules with, on the real libvirtd."""
 
+import os
+
 from lxml import etree
 import os_traits as ot
 from nova import objects
@@ -101,12 +103,12 @@ class ImageMetadataPrefilterTest(base.RealLibvirtTestCase):
         self.assertLessEqual({ot.COMPUTE_STORAGE_BUS_VIRTIO,
                               ot.COMPUTE_STORAGE_BUS_SCSI,
                               ot.COMPUTE_STORAGE_BUS_SATA,
+                              ot.COMPUTE_STORAGE_BUS_USB,
                               ot.HW_ARCH_X86_64,
                               ot.COMPUTE_GRAPHICS_MODEL_VIRTIO,
                               ot.COMPUTE_NET_VIF_MODEL_VIRTIO,
                               ot.COMPUTE_SOCKET_PCI_NUMA_AFFINITY}, traits)
-        # libvirt offers USB disks; nova-kvmx does not render them.
-        self.assertNotIn(ot.COMPUTE_STORAGE_BUS_USB, traits)
+        # The default machine type (q35) has no IDE controller.
         self.assertNotIn(ot.COMPUTE_STORAGE_BUS_IDE, traits)
         self.assertNotIn(ot.COMPUTE_VIOMMU_MODEL_INTEL, traits)
 
@@ -121,11 +123,55 @@ class ImageMetadataPrefilterTest(base.RealLibvirtTestCase):
         self.assertEqual('scsi', xml.find(
             "devices/disk[@device='disk']/target").get('bus'))
 
-        for bus in ('usb', 'ide'):
-            refused = self._create_server(
-                image_uuid=self.image(hw_disk_bus=bus),
-                flavor_id=self.flavor_id, networks='none',
-                expected_state='BUILD')
-            refused = self.wait_for_status(refused, 'ERROR')
-            self.assertIn('No valid host', refused['fault']['message'])
-            self.assertFalse(self.domain_exists(refused))
+        refused = self._create_server(
+            image_uuid=self.image(hw_disk_bus='ide'),
+            flavor_id=self.flavor_id, networks='none',
+            expected_state='BUILD')
+        refused = self.wait_for_status(refused, 'ERROR')
+        self.assertIn('No valid host', refused['fault']['message'])
+        self.assertFalse(self.domain_exists(refused))
+
+
+class DiskBusTest(base.RealLibvirtTestCase):
+    """``hw_disk_bus`` usb and ide (the latter on an i440fx machine) as
+    the root disk's bus of a guest that boots; ide on q35 refused by name
+    with nothing left behind."""
+
+    def setUp(self):
+        super().setUp()
+        self.guest = guest_image.get_guest_artifacts()
+        self.kernel_id = self._upload(self.guest.kernel, 'aki', 'kernel')
+        self.ramdisk_id = self._upload(self.guest.initramfs, 'ari', 'initrd')
+        self.flavor_id = self.create_flavor(vcpus=1, ram=256, disk=1)
+
+    def boot(self, state, **properties):
+        image_id = self._upload(
+            self.guest.root_disk, 'qcow2', 'kvmx-guest',
+            kernel_id=self.kernel_id, ramdisk_id=self.ramdisk_id,
+            os_command_line=self.guest.cmdline, **properties)
+        server = self._create_server(
+            image_uuid=image_id, flavor_id=self.flavor_id, networks='none',
+            expected_state='BUILD')
+        return self.wait_for_status(server, state)
+
+    def root_target(self, server):
+        return etree.fromstring(self.domain(server).XMLDesc(0)).find(
+            "devices/disk[@device='disk']/target")
+
+    def test_usb_and_ide_root_disks(self):
+        for props, bus, dev in (
+                ({'hw_disk_bus': 'usb'}, 'usb', 'sda'),
+                ({'hw_disk_bus': 'ide', 'hw_machine_type': 'pc'}, 'ide',
+                 'hda')):
+            server = self.boot('ACTIVE', **props)
+            self.wait_for_console(server, guest_image.BOOT_MARKER_PREFIX)
+            target = self.root_target(server)
+            self.assertEqual((bus, dev), (target.get('bus'),
+                                          target.get('dev')))
+            self._delete_server(server)
+
+    def test_ide_on_q35_is_refused_by_name(self):
+        server = self.boot('ERROR', hw_disk_bus='ide')
+        self.assertIn('hw_disk_bus', server['fault']['message'])
+        self.assertFalse(self.domain_exists(server))
+        self.assertFalse(os.path.exists(self.instance_dir(server)))

@@ -21,6 +21,7 @@ from nova import exception
 from nova.virt import hardware
 import testtools
 
+from nova_kvmx import exception as kvmx_exception
 from tests.unit import builders as b
 
 
@@ -101,6 +102,8 @@ class DiskTest(testtools.TestCase):
         ({'hw_disk_bus': 'virtio'}, 'virtio', 'vda'),
         ({'hw_disk_bus': 'scsi'}, 'scsi', 'sda'),
         ({'hw_disk_bus': 'sata'}, 'sata', 'sda'),
+        ({'hw_disk_bus': 'usb'}, 'usb', 'sda'),
+        ({'hw_disk_bus': 'ide', 'hw_machine_type': 'pc'}, 'ide', 'hda'),
     )
     @ddt.unpack
     def test_root_disk_bus(self, props, bus, dev):
@@ -112,7 +115,14 @@ class DiskTest(testtools.TestCase):
                           disks[0].driver_format, disks[0].readonly,
                           disks[0].path))
 
-    @ddt.data('ide', 'usb', 'fdc', 'xen', 'uml', 'lxc')
+    def test_ide_without_an_ide_controller_is_refused_by_name(self):
+        ex = self.assertRaises(
+            kvmx_exception.UnsupportedKey, b.plan,
+            image_meta=b.image(hw_disk_bus='ide'))
+        self.assertIn('hw_disk_bus', str(ex))
+        self.assertIn('no IDE controller', str(ex))
+
+    @ddt.data('fdc', 'xen', 'uml', 'lxc')
     def test_bus_we_cannot_offer_is_a_typed_error(self, bus):
         ex = self.assertRaises(
             exception.UnsupportedHardware, b.plan,

@@ -104,10 +104,12 @@ class DeviceTraitsTest(testtools.TestCase):
     def test_storage_buses_libvirt_offers_and_the_driver_renders(self):
         present, listed = self.present()
         buses = {t for t in present if t.startswith('COMPUTE_STORAGE_BUS_')}
-        # libvirt offers usb and fdc too; nova-kvmx gives guests neither.
+        # libvirt offers fdc too, where a disk is no disk; the q35
+        # machine has no IDE.
         self.assertEqual({ot.COMPUTE_STORAGE_BUS_VIRTIO,
                           ot.COMPUTE_STORAGE_BUS_SCSI,
-                          ot.COMPUTE_STORAGE_BUS_SATA}, buses)
+                          ot.COMPUTE_STORAGE_BUS_SATA,
+                          ot.COMPUTE_STORAGE_BUS_USB}, buses)
         self.assertIn(ot.COMPUTE_STORAGE_BUS_IDE, listed)
         self.assertIn(ot.COMPUTE_STORAGE_BUS_USB, listed)
 

@@ -338,7 +338,7 @@ class DeviceTest(testtools.TestCase):
             dev='sdb', bus='sata', device_type='cdrom'))
         self.assertEqual('cdrom', disk.get('device'))
 
-    @ddt.data(('floppy', 'virtio'), ('disk', 'ide'), ('disk', 'usb'))
+    @ddt.data(('floppy', 'virtio'), ('disk', 'fdc'), ('disk', 'xen'))
     @ddt.unpack
     def test_refused_devices(self, device_type, bus):
         self.assertRaises(

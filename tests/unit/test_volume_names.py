@@ -57,7 +57,14 @@ class NamesTest(testtools.TestCase):
         self.assertRaises(exception.TooManyDiskDevices,
                           disk_names.next_free, 'virtio', {'vda', 'vdb'}, 2)
 
-    @ddt.data('ide', 'usb', 'fdc', 'xen')
+    def test_ide_takes_four_disks(self):
+        self.assertEqual('hdd', disk_names.next_free(
+            'ide', {'hda', 'hdb', 'hdc'}))
+        self.assertRaises(exception.TooManyDiskDevices,
+                          disk_names.next_free, 'ide',
+                          {'hda', 'hdb', 'hdc', 'hdd'})
+
+    @ddt.data('fdc', 'xen', 'uml')
     def test_buses_without_names(self, bus):
         self.assertRaises(exception.UnsupportedHardware,
                           disk_names.next_free, bus, set())
@@ -68,7 +75,10 @@ class NamesTest(testtools.TestCase):
         (None, '/dev/vdb', 'virtio', 'virtio'),
         (None, '/dev/sdb', 'virtio', 'scsi'),
         (None, '/dev/sdb', 'sata', 'sata'),     # the image's SATA disks
-        ('ide', '/dev/hdb', 'virtio', 'virtio'),
+        ('ide', '/dev/hdb', 'virtio', 'ide'),
+        (None, '/dev/hdb', 'virtio', 'ide'),
+        ('usb', '/dev/sdb', 'virtio', 'usb'),
+        ('fdc', '/dev/vdb', 'virtio', 'virtio'),
         (None, None, 'scsi', 'scsi'),
     )
     @ddt.unpack
