@@ -52,6 +52,7 @@ from nova_kvmx import migration
 from nova_kvmx import quiesce
 from nova_kvmx import rescue
 from nova_kvmx import snapshot
+from nova_kvmx import startup
 from nova_kvmx import storage
 from nova_kvmx.storage import image_cache
 from nova_kvmx.storage import rbd as rbd_storage
@@ -243,6 +244,12 @@ class KVMXDriver(driver.ComputeDriver):
                  settings.pool, settings.user or 'admin',
                  settings.ceph_conf or 'default ceph.conf')
         return disks
+
+    def process_instances_at_startup(self, context, instances):
+        # As Nova's libvirt driver: the CPU sets must still hold this
+        # host's instances before nova-compute initialises them.
+        startup.check_pinning(CONF, instances)
+        return instances
 
     def cleanup_host(self, host):
         self._host.close()

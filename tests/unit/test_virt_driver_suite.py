@@ -26,11 +26,13 @@ from unittest import mock
 import fixtures
 from lxml import etree
 from nova.compute import power_state
+from nova import exception
 from nova import objects
 from nova import test
 from nova.tests import fixtures as nova_fixtures
 from nova.tests.fixtures import libvirt as fakelibvirt
 from nova.tests.unit import fake_block_device
+from nova.tests.unit import utils as test_utils
 from nova.tests.unit.virt import test_virt_drivers
 from nova.virt import block_device as driver_block_device
 from oslo_utils import uuidutils
@@ -256,3 +258,19 @@ class KVMXDriverSuiteTest(FakeLibvirtDriverMixin,
             self.connection.detach_volume(self.ctxt, volume,
                                           instance, '/dev/sda')
         self.assertEqual({}, self._volume_disks(instance))
+
+    def test_process_instances_at_startup_checks_cpu_sets(self):
+        # As Nova's libvirt driver: nova-compute does not start with a
+        # pinned instance and no '[compute] cpu_dedicated_set'.
+        self.flags(cpu_dedicated_set=None, cpu_shared_set='0-1',
+                   group='compute')
+        instance = test_utils.get_test_instance(obj=True)
+        instance.numa_topology = objects.InstanceNUMATopology(cells=[
+            objects.InstanceNUMACell(
+                id=0, cpuset=set(), pcpuset={0}, memory=512,
+                cpu_policy='dedicated', cpu_pinning={0: 1})])
+        ex = self.assertRaises(
+            exception.InvalidConfiguration,
+            self.connection.process_instances_at_startup, self.ctxt,
+            objects.InstanceList(objects=[instance]))
+        self.assertIn("'[compute] cpu_dedicated_set'", str(ex))
