@@ -361,6 +361,10 @@ class KVMXDriver(driver.ComputeDriver):
 
     def destroy(self, context, instance, network_info, block_device_info=None,
                 destroy_disks=True, destroy_secrets=True):
+        # destroy_secrets: the libvirt secrets Nova's libvirt driver keeps
+        # for natively decrypted (LUKS) volumes and encrypted ephemeral
+        # disks; both are refused here, so no secret of an instance exists
+        # (an RBD client's secret is the operator's, never deleted).
         shared_disks = True
         if (not destroy_disks and self._storage.shared_disks and (
                 instance.task_state == task_states.RESIZE_REVERTING or
