@@ -351,6 +351,9 @@ class KVMXDriver(driver.ComputeDriver):
     def block_stats(self, instance, disk_id):
         return diagnostics.block_stats(self._host, instance, disk_id)
 
+    def get_all_volume_usage(self, context, compute_host_bdms):
+        return diagnostics.volume_usage(self._host, compute_host_bdms)
+
     def spawn(self, context, instance, image_meta, injected_files,
               admin_password, allocations, network_info=None,
               block_device_info=None, power_on=True, accel_info=None):
@@ -457,6 +460,13 @@ class KVMXDriver(driver.ComputeDriver):
         # ports already plugged when a later one fails (no rollback).
         for port in network_info:
             self._network.plug(instance, port)
+
+    def unplug_vifs(self, instance, network_info):
+        # As Nova's libvirt driver: the first failure stops it (Nova's
+        # compute manager logs it, when a failed build's ports are
+        # cleaned up).
+        for port in network_info:
+            self._network.unplug(instance, port)
 
     def attach_interface(self, context, instance, image_meta, vif):
         self._network.attach_interface(context, instance, image_meta, vif,

@@ -274,3 +274,26 @@ class KVMXDriverSuiteTest(FakeLibvirtDriverMixin,
             self.connection.process_instances_at_startup, self.ctxt,
             objects.InstanceList(objects=[instance]))
         self.assertIn("'[compute] cpu_dedicated_set'", str(ex))
+
+    def test_unplug_vifs(self):
+        instance, network_info = self._get_running_instance()
+        unplugged = []
+        self.stub_out('os_vif.unplug',
+                      lambda vif, info: unplugged.append(vif.id))
+        self.connection.unplug_vifs(instance, network_info)
+        self.assertEqual([port['id'] for port in network_info], unplugged)
+
+    def test_get_all_volume_usage(self):
+        instance, _ = self._get_running_instance()
+        volume_id = uuidutils.generate_uuid()
+        usage = self.connection.get_all_volume_usage(self.ctxt, [
+            {'instance': instance, 'instance_bdms': [
+                {'device_name': '/dev/vda', 'volume_id': volume_id}]}])
+        # Nova's fake libvirt's counters of any disk.
+        [stats] = usage
+        self.assertEqual(
+            (volume_id, instance.uuid),
+            (stats.pop('volume'), stats.pop('instance').uuid))
+        self.assertEqual({'rd_req', 'rd_bytes', 'wr_req', 'wr_bytes'},
+                         set(stats))
+        self.assertTrue(all(isinstance(v, int) for v in stats.values()))
