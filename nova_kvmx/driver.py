@@ -52,6 +52,7 @@ from nova_kvmx import migration
 from nova_kvmx import quiesce
 from nova_kvmx import rescue
 from nova_kvmx import snapshot
+from nova_kvmx import startup
 from nova_kvmx import storage
 from nova_kvmx.storage import image_cache
 from nova_kvmx.storage import rbd as rbd_storage
@@ -244,6 +245,12 @@ class KVMXDriver(driver.ComputeDriver):
                  settings.ceph_conf or 'default ceph.conf')
         return disks
 
+    def process_instances_at_startup(self, context, instances):
+        # As Nova's libvirt driver: the CPU sets must still hold this
+        # host's instances before nova-compute initialises them.
+        startup.check_pinning(CONF, instances)
+        return instances
+
     def cleanup_host(self, host):
         self._host.close()
 
@@ -344,6 +351,9 @@ class KVMXDriver(driver.ComputeDriver):
     def block_stats(self, instance, disk_id):
         return diagnostics.block_stats(self._host, instance, disk_id)
 
+    def get_all_volume_usage(self, context, compute_host_bdms):
+        return diagnostics.volume_usage(self._host, compute_host_bdms)
+
     def spawn(self, context, instance, image_meta, injected_files,
               admin_password, allocations, network_info=None,
               block_device_info=None, power_on=True, accel_info=None):
@@ -354,6 +364,10 @@ class KVMXDriver(driver.ComputeDriver):
 
     def destroy(self, context, instance, network_info, block_device_info=None,
                 destroy_disks=True, destroy_secrets=True):
+        # destroy_secrets: the libvirt secrets Nova's libvirt driver keeps
+        # for natively decrypted (LUKS) volumes and encrypted ephemeral
+        # disks; both are refused here, so no secret of an instance exists
+        # (an RBD client's secret is the operator's, never deleted).
         shared_disks = True
         if (not destroy_disks and self._storage.shared_disks and (
                 instance.task_state == task_states.RESIZE_REVERTING or
@@ -446,6 +460,13 @@ class KVMXDriver(driver.ComputeDriver):
         # ports already plugged when a later one fails (no rollback).
         for port in network_info:
             self._network.plug(instance, port)
+
+    def unplug_vifs(self, instance, network_info):
+        # As Nova's libvirt driver: the first failure stops it (Nova's
+        # compute manager logs it, when a failed build's ports are
+        # cleaned up).
+        for port in network_info:
+            self._network.unplug(instance, port)
 
     def attach_interface(self, context, instance, image_meta, vif):
         self._network.attach_interface(context, instance, image_meta, vif,

@@ -56,6 +56,7 @@ from oslo_utils import units
 from oslo_utils import uuidutils
 
 from nova_kvmx import console
+from nova_kvmx import device_metadata
 from nova_kvmx import storage as instance_storage
 from nova_kvmx.storage import rbd as rbd_storage
 from nova_kvmx import vif_events
@@ -298,7 +299,8 @@ class ColdMigration(object):
                         block_device_info, events=()):
         """Connect the volumes here, then start the guest (after Neutron's
         ``events``, see lifecycle.start_with_network), or only define it;
-        a failure leaves the volumes disconnected."""
+        a failure leaves the volumes disconnected. The instance's device
+        metadata is the new domain's."""
         bdms = host_volumes.mapping(block_device_info)
         volumes = self.lifecycle.volumes
         volumes.connect_all(context, instance, bdms)
@@ -316,6 +318,12 @@ class ColdMigration(object):
         except Exception:
             with excutils.save_and_reraise_exception():
                 volumes.disconnect_all(context, instance, bdms)
+        # As Nova's libvirt driver for a move: the device metadata (tags
+        # with the bus addresses) of the new domain; Nova's compute manager
+        # saves the instance.
+        device_metadata.refresh(
+            context, instance, self.lifecycle.host.get_guest(
+                instance).get_xml_desc(dump_inactive=True), network_info)
 
     def define(self, xml):
         """Define the domain, not started; a failure gives back its serial

@@ -37,8 +37,10 @@ from nova.virt import hardware
 from oslo_log import log as logging
 from oslo_utils import excutils
 
+from nova_kvmx import device_metadata
 from nova_kvmx.guest import disk_names
 from nova_kvmx.guest import spec
+from nova_kvmx import storage as instance_storage
 from nova_kvmx import volumes as host_volumes
 
 CONF = nova.conf.CONF
@@ -73,7 +75,20 @@ class Rescuer(object):
             xml = self.lifecycle.domain_xml(context, instance, image_meta,
                                             files, network_info, bdms)
             self.stop(instance)
-            self.lifecycle.start_with_network(instance, xml, network_info)
+
+            def described(guest):
+                # As Nova's libvirt driver: the device metadata and the
+                # rescue config drive carrying it are the rescue domain's
+                # (its devices' addresses), once it is defined.
+                device_metadata.refresh(context, instance,
+                                        guest.get_xml_desc(), network_info)
+                if files.config_drive:
+                    instance_storage.make_config_drive(
+                        context, instance, files.config_drive, None,
+                        rescue_password, network_info)
+
+            self.lifecycle.start_with_network(instance, xml, network_info,
+                                              defined=described)
         except Exception:
             with excutils.save_and_reraise_exception():
                 LOG.warning('Rescue failed: starting the guest again from '
@@ -91,6 +106,12 @@ class Rescuer(object):
         self.lifecycle.hard_reboot(context, instance,
                                    instance.get_network_info(),
                                    wait_for_plug=False)
+        # The instance's own domain again: its devices' addresses (Nova's
+        # libvirt driver leaves the rescue domain's; the compute manager
+        # saves the instance).
+        device_metadata.refresh(
+            context, instance, self.lifecycle.host.get_guest(
+                instance).get_xml_desc(dump_inactive=True))
         LOG.info('Guest unrescued', instance=instance)
 
     def stop(self, instance):

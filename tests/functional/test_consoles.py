@@ -14,6 +14,7 @@
 token resolved as nova-serialproxy resolves it, and the guest's boot
 read from the TCP port QEMU listens on, on the local libvirtd."""
 
+import os
 import socket
 import threading
 import time
@@ -25,6 +26,7 @@ from nova import context as nova_context
 from nova import objects
 
 from tests.functional import base
+from tests.functional import console_proxy
 from tests.functional import guest_image
 
 HOST = '127.0.0.1'
@@ -223,3 +225,90 @@ class SpiceConsoleTest(base.RealLibvirtTestCase):
             sock.sendall(b'XXXX' + bytes(12))
             self.assertEqual(b'REDQ', sock.recv(4))
         self._delete_server(server)
+
+
+# The guest of SerialProxyTest waits for a line on its console before it
+# says it booted: what it prints then can only come after a client is
+# connected, and the line it echoes shows the proxy carries input too.
+WAITING = 'KVMX-SERIAL-WAITING'
+READ = 'KVMX-SERIAL-READ'
+_WAIT_FOR_A_LINE = '''echo "%s"
+read -r line
+echo "%s $line"''' % (WAITING, READ)
+
+
+def waiting_guest():
+    return guest_image.variant(
+        'serial-input', initramfs=lambda tmpdir: guest_image.build_initramfs(
+            os.path.join(tmpdir, 'serial-input-initramfs.cpio.gz'),
+            guest_image.DEFAULT_MARKER, extra_init=_WAIT_FOR_A_LINE))
+
+
+class SerialProxyTest(base.RealLibvirtTestCase):
+    """The serial console as a user reaches it: the API's remote console
+    URL opened through Nova's serial proxy (nova-serialproxy's server and
+    request handler), the guest's output read from the websocket."""
+
+    START_COMPUTE = False
+
+    def setUp(self):
+        super().setUp()
+        # The guest's range, then the proxy's port.
+        self.port = free_port(3)
+        self.proxy_port = self.port + 2
+        self.flags(enabled=True, proxyclient_address=HOST,
+                   port_range='%d:%d' % (self.port, self.port + 1),
+                   base_url='ws://%s:%d/' % (HOST, self.proxy_port),
+                   serialproxy_host=HOST, serialproxy_port=self.proxy_port,
+                   group='serial_console')
+        self.start_compute()
+
+    def boot_waiting_guest(self):
+        guest = waiting_guest()
+        kernel_id = self._upload(guest.kernel, 'aki', 'kvmx-kernel')
+        ramdisk_id = self._upload(guest.initramfs, 'ari', 'kvmx-initrd')
+        image_id = self._upload(guest.root_disk, 'qcow2', 'kvmx-serial',
+                                kernel_id=kernel_id, ramdisk_id=ramdisk_id,
+                                os_command_line=guest.cmdline)
+        server = self._create_server(
+            image_uuid=image_id, flavor_id=self.create_flavor(),
+            networks='none', expected_state='BUILD')
+        return self.wait_for_status(server, 'ACTIVE')
+
+    def console_url(self, server):
+        self.api.microversion = '2.6'
+        try:
+            remote = self.remote_console(server, 'serial', 'serial')
+        finally:
+            self.api.microversion = 'latest'
+        self.assertEqual('serial', remote['protocol'])
+        return remote['url']
+
+    def test_guest_read_through_the_serial_proxy(self):
+        server = self.boot_waiting_guest()
+        self.addCleanup(self._delete_server, server)
+        self.wait_for_console(server, WAITING)
+        url = self.console_url(server)
+        self.assertTrue(url.startswith('ws://%s:%d/?' % (
+            HOST, self.proxy_port)), url)
+
+        with console_proxy.SerialProxy(HOST, self.proxy_port):
+            client = console_proxy.connect(url)
+            try:
+                client.sendmsg(b'through-the-proxy\r')
+                output = console_proxy.read_until(
+                    client, guest_image.BOOT_MARKER_PREFIX,
+                    base.STATE_TIMEOUT)
+            finally:
+                client.close()
+            self.assertIn('%s through-the-proxy' % READ, output)
+            self.assertIn(guest_image.BOOT_MARKER_PREFIX, output)
+
+            # A token the API did not give gets no console: the proxy
+            # closes the connection.
+            bogus = parse.urlunparse(parse.urlparse(url)._replace(
+                query='token=' + '0' * 36))
+            self.assertIsNone(console_proxy.connect(bogus).recv())
+
+        # The guest's output is logged as ever.
+        self.wait_for_console(server, guest_image.BOOT_MARKER_PREFIX)

@@ -82,8 +82,8 @@ class DeviceTaggingTest(base.RealLibvirtTestCase):
                 '/openstack/latest/meta_data.json'))
         return instance.device_metadata, served.get('devices')
 
-    def config_drive_devices(self, server):
-        path = os.path.join(self.instance_dir(server), 'disk.config')
+    def config_drive_devices(self, server, name='disk.config'):
+        path = os.path.join(self.instance_dir(server), name)
         return json.loads(subprocess.run(
             ['isoinfo', '-i', path, '-R', '-x',
              '/openstack/latest/meta_data.json'],
@@ -138,6 +138,73 @@ class DeviceTaggingTest(base.RealLibvirtTestCase):
         self.wait_for_served(server, booted)
 
         self._delete_server(server)
+
+
+class DeviceTaggingMovesTest(DeviceTaggingTest):
+    """The device metadata Nova serves is the domain's after a rescue, an
+    unrescue, a resize (which adds an ephemeral disk) and its revert, and
+    the rescue config drive carries it. (libvirt gives the NIC the same
+    address in each of these domains: the tagged volumes whose addresses
+    do move are Cinder volumes, which this tier attaches only from its
+    Ceph cluster, KVMX_CEPH=1.)"""
+
+    # DeviceTaggingTest's own test runs there only.
+    test_tagged_port_at_boot_and_attached = None
+
+    def tagged_server(self):
+        port = self.new_port('fa:16:3e:7a:92:01')
+        server = self._build_server(
+            image_uuid=self.image_id, flavor_id=self.flavor_id,
+            networks=[{'port': port['id'], 'tag': 'nfv-mgmt'}])
+        server['config_drive'] = True
+        server = self.wait_for_status(self.api.post_server(
+            {'server': server}), 'ACTIVE')
+        self.addCleanup(self._delete_server, server)
+        self.wait_for_console(server, guest_image.BOOT_MARKER_PREFIX)
+        return server, port['mac_address']
+
+    def served_is_the_domains(self, server, mac):
+        """The NIC of the domain libvirt holds, as Nova serves it; its
+        address."""
+        address = self.nic_address(server, mac)
+        self.assertEqual([self.nic(mac, address, ['nfv-mgmt'])],
+                         self.stored(server)[1])
+        return address
+
+    def test_rescue_and_unrescue(self):
+        server, mac = self.tagged_server()
+        own = self.served_is_the_domains(server, mac)
+
+        self.api.post_server_action(server['id'], {'rescue': {}})
+        server = self.wait_for_status(server, 'RESCUE')
+        self.served_is_the_domains(server, mac)
+        # The rescue config drive was made from the rescue domain.
+        self.assertEqual(self.stored(server)[1], self.config_drive_devices(
+            server, 'disk.config.rescue'))
+
+        self.api.post_server_action(server['id'], {'unrescue': None})
+        server = self.wait_for_status(server, 'ACTIVE')
+        self.assertEqual(own, self.served_is_the_domains(server, mac))
+
+    def test_resize_with_an_ephemeral_disk(self):
+        self.flags(allow_resize_to_same_host=True)
+        server, mac = self.tagged_server()
+        own = self.served_is_the_domains(server, mac)
+        bigger = self._create_flavor(name='kvmx.tiny.eph', vcpu=1,
+                                     memory_mb=256, disk=1, ephemeral=1)
+        self.api.post_server_action(server['id'],
+                                    {'resize': {'flavorRef': bigger}})
+        server = self.wait_for_status(server, 'VERIFY_RESIZE')
+        # The new domain has the flavor's ephemeral disk.
+        self.assertEqual(['disk.eph0'], [
+            os.path.basename(path) for path in etree.fromstring(
+                self.domain(server).XMLDesc(0)).xpath(
+                    "devices/disk[target/@dev='vdb']/source/@file")])
+        self.served_is_the_domains(server, mac)
+
+        self.api.post_server_action(server['id'], {'revertResize': None})
+        server = self.wait_for_status(server, 'ACTIVE')
+        self.assertEqual(own, self.served_is_the_domains(server, mac))
 
 
 class TrustedCertsTest(base.RealLibvirtTestCase):

@@ -17,11 +17,14 @@ ephemeral, swap, volumes). Then the domain layouts built from them: a
 volume-backed guest, an image-backed one with volumes, both rescues."""
 
 import dataclasses
+import itertools
 from unittest import mock
 
 import ddt
 from nova import exception
 from nova import objects
+from nova.virt import driver as virt_driver
+from nova.virt.libvirt import blockinfo
 from oslo_config import cfg
 from oslo_config import fixture as config_fixture
 import testtools
@@ -203,6 +206,114 @@ class DriverNamesTest(testtools.TestCase):
             exception.TooManyDiskDevices, self.ops.device_name_for,
             self.instance, [bdm(id=1, device_name='/dev/vda'),
                             bdm(id=2, device_name='/dev/vdb')], bdm(id=3))
+
+
+def _nova_names(instance, *bdm_lists):
+    """What Nova's libvirt driver names the mappings: its
+    default_device_names_for_instance (names asked for dropped, then
+    Nova's blockinfo)."""
+    mappings = list(itertools.chain(*bdm_lists))
+    for mapping in mappings:
+        mapping.device_name = None
+    blockinfo.default_device_names(
+        'kvm', None, instance,
+        virt_driver.get_block_device_info(instance, mappings),
+        instance.image_meta)
+
+
+def _full_bdm(**fields):
+    values = dict(no_device=None, attachment_id=None, guest_format=None,
+                  connection_info=None, snapshot_id=None, image_id=None,
+                  volume_size=1, delete_on_termination=False, tag=None,
+                  volume_type=None, encrypted=False,
+                  encryption_secret_uuid=None, encryption_format=None,
+                  encryption_options=None, instance_uuid=b.INSTANCE_UUID)
+    values.update(fields)
+    return bdm(**values)
+
+
+def _local(**fields):
+    return _full_bdm(source_type='blank', destination_type='local',
+                     volume_id=None, **fields)
+
+
+@ddt.ddt
+class NovaBlockinfoTest(testtools.TestCase):
+    """Our names are the ones Nova's blockinfo gives the same mappings
+    (on Nova's default q35 machine, where CD-ROMs are on SATA)."""
+
+    CASES = {
+        'volume-backed': lambda: (
+            [], [_local()], [_local(guest_format='swap')],
+            [_full_bdm(boot_index=0, volume_id=vd.VOLUME_ID),
+             _full_bdm(disk_bus='scsi', device_name='/dev/vdq')]),
+        'image-backed': lambda: (
+            [_full_bdm(boot_index=0, source_type='image',
+                       destination_type='local', volume_id=None,
+                       image_id=b.IMAGE_ID)],
+            [_local(device_name='/dev/sdc')], [],
+            [_full_bdm(volume_id=vd.VOLUME_ID),
+             _full_bdm(device_type='cdrom'), _full_bdm(disk_bus='sata')]),
+    }
+
+    def instance(self, config_drive):
+        instance = b.instance()
+        instance.system_metadata = {'image_hw_machine_type': 'q35'}
+        instance.image_ref = b.IMAGE_ID
+        instance.config_drive = 'True' if config_drive else ''
+        instance.ephemeral_gb = instance.flavor.ephemeral_gb = 1
+        instance.flavor.swap = 0
+        instance.root_device_name = '/dev/vda'
+        instance.default_ephemeral_device = None
+        instance.default_swap_device = None
+        return instance
+
+    @ddt.data(*itertools.product(sorted(CASES), (False, True)))
+    @ddt.unpack
+    def test_same_as_novas_blockinfo(self, case, config_drive):
+        instance = self.instance(config_drive)
+        host = mock.Mock()
+        host.get_guest.side_effect = exception.InstanceNotFound(
+            instance_id='x')
+        ours, novas = self.CASES[case](), self.CASES[case]()
+        volume_ops.VolumeOperations(host, None, None).default_device_names(
+            instance, '/dev/vda', *ours)
+        _nova_names(instance, *novas)
+        # (Nova leaves a swap mapping's device type unset: a disk.)
+        self.assertEqual(
+            [(x.device_name, x.disk_bus, x.device_type or 'disk')
+             for x in itertools.chain(*novas)],
+            [(x.device_name, x.disk_bus, x.device_type)
+             for x in itertools.chain(*ours)])
+
+    @ddt.data(None, 'scsi', 'sata')
+    def test_next_attachment_as_novas_blockinfo(self, bus):
+        # Without a config drive: Nova's blockinfo names it after the
+        # volumes (the next SATA name), ours is always sdz, so with one the
+        # next SCSI/SATA attachment here is a letter lower than in Nova.
+        instance = self.instance(config_drive=False)
+        existing = [
+            _full_bdm(id=1, boot_index=0, source_type='image',
+                      destination_type='local', volume_id=None,
+                      image_id=b.IMAGE_ID, device_name='/dev/vda'),
+            _local(id=2, device_name='/dev/vdb'),
+            _full_bdm(id=3, volume_id=vd.VOLUME_ID, device_name='/dev/vdc'),
+            _full_bdm(id=4, disk_bus='scsi', device_name='/dev/sda')]
+        host = mock.Mock()
+        host.get_guest.side_effect = exception.InstanceNotFound(
+            instance_id='x')
+        ours = volume_ops.VolumeOperations(host, None, None).device_name_for(
+            instance, existing, _full_bdm(id=5, disk_bus=bus,
+                                          device_name='/dev/vdz'))
+        # Nova's libvirt get_device_name_for_instance.
+        mapping = blockinfo.get_disk_info(
+            'kvm', instance, instance.image_meta,
+            virt_driver.get_block_device_info(instance, existing))['mapping']
+        new = _full_bdm(id=5, disk_bus=bus)
+        novas = '/dev/' + blockinfo.get_info_from_bdm(
+            instance, 'kvm', instance.image_meta, new,
+            mapping=mapping)['dev']
+        self.assertEqual(novas, ours)
 
 
 def files(**kw):
