@@ -118,7 +118,8 @@ class KVMXDriver(driver.ComputeDriver):
             CONF.default_ephemeral_format,
             max_image_gb=CONF.kvmx.max_image_virtual_size_gb,
             force_raw=CONF.force_raw_images,
-            preallocate=CONF.preallocate_images == 'space')
+            preallocate=CONF.preallocate_images == 'space',
+            cache_group=CONF.kvmx.image_cache_group)
         self._image_cache = image_cache.manager()
         self._settings = None
         self._device_traits = {}
