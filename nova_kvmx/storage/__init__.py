@@ -213,7 +213,7 @@ class InstanceStorage(object):
         if self.rbd is not None and disks:
             self.rbd.check_absent(instance)
         # Private while the files are written (tools create them with the
-        # umask's mode), traversable once they are root's alone.
+        # umask's mode), traversable once they are nova-compute's alone.
         os.makedirs(inst_dir, mode=0o700)
         try:
             self._create_files(
@@ -576,7 +576,7 @@ def local_disks(files):
 
 
 def seal(inst_dir):
-    """Make an instance directory's files root's alone, the directory
+    """Make an instance directory's files its owner's alone, the directory
     traversable (QEMU's user reaches the files libvirt hands it)."""
     for name in os.listdir(inst_dir):
         os.chmod(os.path.join(inst_dir, name), FILE_MODE)
