@@ -23,6 +23,10 @@ function install_nova_kvmx {
     # an editable install would map the top-level ``nova`` package to this
     # tree (for nova/virt/kvmx.py) and shadow Nova itself.
     setup_install "$NOVA_KVMX_DIR"
+    # nova-compute runs as $STACK_USER, which DevStack puts in the libvirt
+    # group; QEMU reads the image cache's bases through the kvm group
+    # ([kvmx] image_cache_group), so nova-compute must be in it too.
+    add_user_to_group "$STACK_USER" kvm
 }
 
 # _nova_kvmx_set_list section option list - a multi-valued option of

@@ -122,7 +122,8 @@ class KVMXDriver(driver.ComputeDriver):
             preallocate=CONF.preallocate_images == 'space',
             # Nova's image backend: Flat for default without copy-on-write.
             use_cow=(CONF.use_cow_images or
-                     CONF.libvirt.images_type != 'default'))
+                     CONF.libvirt.images_type != 'default'),
+            cache_group=CONF.kvmx.image_cache_group)
         self._image_cache = image_cache.manager()
         self._settings = None
         self._device_traits = {}

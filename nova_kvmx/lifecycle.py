@@ -186,6 +186,7 @@ class GuestLifecycle(object):
         undefined, or given back with :func:`forget_domain` if it is never
         created."""
         vif.load_claims(instance)
+        files = self.storage.with_bases(files, self.find_guest(instance))
         settings = self.settings()
         serial = console.acquire_serial_ports(
             settings.serial_listen, consoles.serial_port_count(

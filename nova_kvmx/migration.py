@@ -169,6 +169,7 @@ class ColdMigration(object):
         for name in _MOVED_FILES:
             path = os.path.join(source_dir, name)
             if os.path.exists(path):
+                instance_storage.reclaim(path)
                 libvirt_utils.copy_image(
                     path, os.path.join(inst_dir, name), host=remote,
                     compression=name.startswith('disk'))

@@ -47,13 +47,14 @@ import time
 from nova.compute import task_states
 from nova import exception
 from nova.image import glance
-import nova.privsep.path
 from nova.virt import images
 from lxml import etree
 from oslo_concurrency import processutils
 from oslo_log import log as logging
 from oslo_utils import excutils
 
+from nova_kvmx.guest import render
+from nova_kvmx.guest import spec
 from nova_kvmx import quiesce
 from nova_kvmx import storage as instance_storage
 
@@ -194,19 +195,24 @@ class Snapshotter(object):
     def live_copy(self, guest, root, delta, freeze, instance):
         """Leave in ``delta`` a point-in-time copy of the top of ``root``,
         quiesced if ``freeze``."""
-        info = images.qemu_img_info(root, format='qcow2')
+        # QEMU's user holds the running disk: its base and size come from
+        # libvirt, not from the file.
+        target = guest_disk_target(guest, root)
+        backing = guest.get_disk(target).backing_store
+        base = (spec.BaseImage(backing.source_file,
+                               instance_storage.base_format(
+                                   backing.source_file))
+                if backing is not None and backing.source_file else None)
+        size = guest._domain.blockInfo(target)[0]
         instance_storage.private_file(delta)
         # On the root disk's base, so the shallow copy is its top; a disk
         # without one (use_cow_images = False) is copied whole.
-        backing = ['-F', info.backing_file_format or 'raw',
-                   '-b', info.backing_file] if info.backing_file else []
+        on_base = ['-F', base.format, '-b', base.path] if base else []
         processutils.execute(
-            'qemu-img', 'create', '-f', 'qcow2', *backing, delta,
-            str(info.virtual_size))
-        target = guest_disk_target(guest, root)
+            'qemu-img', 'create', '-f', 'qcow2', *on_base, delta, str(size))
         device = guest.get_block_device(target)
-        device.copy(copy_destination(delta), shallow=True, reuse_ext=True,
-                    transient=True)
+        device.copy(copy_destination(delta, base), shallow=True,
+                    reuse_ext=True, transient=True)
         try:
             self.wait_in_sync(device)
             # Frozen only for the cut, which keeps the guest's writes
@@ -224,7 +230,7 @@ class Snapshotter(object):
             with excutils.save_and_reraise_exception():
                 cancel_quietly(device)
         # libvirt gave the copy to QEMU's user: take it back to read it.
-        nova.privsep.path.chown(delta, uid=os.getuid())
+        instance_storage.reclaim(delta)
 
     def wait_in_sync(self, device):
         deadline = time.monotonic() + self.timeout
@@ -263,11 +269,16 @@ def guest_disk_target(guest, path):
     raise exception.DiskNotFound(location=path)
 
 
-def copy_destination(path):
-    """The <disk> XML a block copy writes to: an existing qcow2 file."""
+def copy_destination(path, base):
+    """The <disk> XML a block copy writes to: an existing qcow2 file on
+    ``base`` (a spec.BaseImage), the running disk's base, which libvirt
+    would otherwise probe and relabel as a new backing file; on nothing
+    when ``base`` is None (a disk copied whole)."""
     disk = etree.Element('disk', type='file')
     etree.SubElement(disk, 'driver', type='qcow2')
     etree.SubElement(disk, 'source', file=path)
+    if base is not None:
+        render.add_base(disk, base)
     return etree.tostring(disk, encoding='unicode')
 
 

@@ -135,6 +135,19 @@ Seconds a live snapshot waits for the copy of the root disk to get in sync
 before it gives up, and a volume swap for the copy of the volume (the guest
 keeps running on its own disk either way).
 """),
+    cfg.StrOpt(
+        'image_cache_group',
+        default='kvm',
+        help="""
+Group of the bases in the image cache (``[image_cache]
+subdirectory_name``), which are ``0640``: nova-compute's user owns them,
+QEMU reads them through this group. Guests share a base, and libvirt never
+gives back a backing file it has handed to QEMU's user, so the domain
+tells libvirt not to relabel it. A group nova-compute's user and QEMU's
+user (``[user]`` in libvirt's qemu.conf) both belong to: ``kvm`` on
+Debian, Ubuntu and Red Hat distributions. ``init_host`` refuses to start
+when the group does not exist or nova-compute's user is not in it.
+"""),
     cfg.IntOpt(
         'max_image_virtual_size_gb',
         default=20,

@@ -208,8 +208,8 @@ def plan_disks(files, image_meta, cache, volumes=(), network_cache='none',
         ('ephemeral', files.ephemeral), ('swap', files.swap)) if path]
     names = disk_names.local_names(bus, [kind for kind, _ in local],
                                    [v.target_dev for v in volumes])
-    own = [own_disk(path, names[kind], bus, cache, network_cache, io)
-           for kind, path in local]
+    own = [own_disk(path, names[kind], bus, cache, network_cache, io,
+                    files.base_of(path)) for kind, path in local]
     roots = [v for v in volumes if v.is_root]
     if files.root_disk is None and len(roots) != 1:
         raise exception.InvalidBDMFormat(
@@ -230,7 +230,8 @@ def plan_disks(files, image_meta, cache, volumes=(), network_cache='none',
             path=files.rescue.path, target_dev=disk_names.next_free(
                 files.rescue.bus, {d.target_dev for d in disks}),
             bus=files.rescue.bus, device=files.rescue.device,
-            cache=cache, boot_order=1))
+            cache=cache, boot_order=1,
+            base=files.base_of(files.rescue.path)))
     ide = [d.target_dev for d in disks if d.bus == 'ide']
     if ide and not has_ide:
         raise exception.InvalidBDMFormat(
@@ -244,13 +245,15 @@ def plan_disks(files, image_meta, cache, volumes=(), network_cache='none',
     return tuple(disks)
 
 
-def own_disk(path, target_dev, bus, cache, network_cache, io=None):
-    """A disk of the instance's own: a qcow2 file, or an RBD image."""
+def own_disk(path, target_dev, bus, cache, network_cache, io=None,
+             base=None):
+    """A disk of the instance's own: a qcow2 file (an overlay on
+    ``base``, a spec.BaseImage), or an RBD image."""
     if isinstance(path, spec.RBDImage):
         return spec.DiskSpec(path=path, target_dev=target_dev, bus=bus,
                              driver_format='raw', cache=network_cache)
     return spec.DiskSpec(path=path, target_dev=target_dev, bus=bus,
-                         cache=cache, io=io)
+                         cache=cache, io=io, base=base)
 
 
 def plan_owner(context, instance, image_meta, root=None):

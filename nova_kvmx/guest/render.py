@@ -183,8 +183,37 @@ def build_clock():
     return clock
 
 
+class DiskOnBase(vconfig.LibvirtConfigGuestDisk):
+    """A qcow2 overlay whose base (a spec.BaseImage) libvirt must not
+    relabel: libvirt gives a backing file to QEMU's user and never gives
+    it back, which would lock nova-compute (an unprivileged user) out of
+    the image cache. QEMU reads the base through the image cache's
+    group instead."""
+
+    def __init__(self, base, **kwargs):
+        super().__init__(**kwargs)
+        self.base = base
+
+    def format_dom(self):
+        dev = super().format_dom()
+        add_base(dev, self.base)
+        return dev
+
+
+def add_base(disk, base):
+    """``<disk>`` element ``disk`` backed by ``base`` (a spec.BaseImage),
+    which libvirt is not to relabel (DiskOnBase)."""
+    backing = etree.SubElement(disk, 'backingStore', type='file')
+    etree.SubElement(backing, 'format', type=base.format)
+    source = etree.SubElement(backing, 'source', file=base.path)
+    etree.SubElement(source, 'seclabel', model='dac', relabel='no')
+    # The base has no backing file of its own (storage.base_image).
+    etree.SubElement(backing, 'backingStore')
+
+
 def build_disk(disk):
-    conf = vconfig.LibvirtConfigGuestDisk()
+    conf = vconfig.LibvirtConfigGuestDisk() if disk.base is None \
+        else DiskOnBase(disk.base)
     conf.source_device = disk.device
     if isinstance(disk.path, spec.RBDImage):
         set_rbd_source(conf, disk.path)

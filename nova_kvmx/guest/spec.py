@@ -133,6 +133,18 @@ class RBDImage:
 
 
 @dataclasses.dataclass(frozen=True)
+class BaseImage:
+    """The base in the image cache a local qcow2 disk is an overlay on.
+
+    Guests share it, and libvirt never gives back a backing file it has
+    handed to QEMU's user: the domain tells libvirt to leave it alone
+    (QEMU reads it through the image cache's group)."""
+
+    path: str
+    format: str
+
+
+@dataclasses.dataclass(frozen=True)
 class GuestFiles:
     """The per-instance files and disks a guest uses, prepared by storage:
     paths, and for disks on RBD (root, ephemeral, swap) :class:`RBDImage`.
@@ -151,6 +163,14 @@ class GuestFiles:
     rescued_root: 'str | RBDImage | None' = None
     # Stable device rescue: the rescue disk, after all the others.
     rescue: RescueDisk | None = None
+    # ((disk path, BaseImage), ...): the bases of the local overlays.
+    bases: tuple = ()
+
+    def base_of(self, path):
+        """The BaseImage of the local disk at ``path``, None if it has
+        none in the image cache."""
+        return dict(self.bases).get(path) if isinstance(path, str) \
+            else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,6 +187,8 @@ class DiskSpec:
     io: str | None = None
     # <boot order=...>: the disk the firmware boots first (stable rescue).
     boot_order: int | None = None
+    # The image cache's base of a qcow2 overlay.
+    base: BaseImage | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -48,6 +48,7 @@ libvirt driver does.
 """
 
 import dataclasses
+import grp
 import hashlib
 import os
 import re
@@ -59,6 +60,7 @@ from nova import exception as nova_exception
 from nova.virt import configdrive
 from nova.virt import images
 import nova.privsep.fs
+import nova.privsep.path
 from oslo_concurrency import lockutils
 from oslo_concurrency import processutils
 from oslo_log import log as logging
@@ -78,10 +80,14 @@ LOG = logging.getLogger(__name__)
 # Directories are traversable but not listable by others: QEMU runs as its
 # own user and must reach the files libvirt hands it.
 DIR_MODE = 0o711
-# Guest data (disks, config drive with its passwords and user data, cached
-# images) is root's: libvirt gives each file to QEMU's user while the guest
-# runs (dynamic_ownership) and takes it back when it stops.
+# Guest data (disks, config drive with its passwords and user data) is
+# nova-compute's user's alone: libvirt gives each file to QEMU's user while
+# the guest runs (dynamic_ownership) and takes it back when it stops.
 FILE_MODE = 0o600
+# A base in the image cache is shared by guests, and libvirt never gives
+# a backing file back: it stays nova-compute's user's, and QEMU reads it
+# through [kvmx] image_cache_group (the domain says not to relabel it).
+BASE_MODE = 0o640
 # The label of ephemeral disks' filesystem (as Nova's libvirt driver).
 EPHEMERAL_LABEL = 'ephemeral0'
 # The filesystem of an ephemeral disk when [DEFAULT]
@@ -98,7 +104,7 @@ RESCUE_FILES = ('disk.rescue', 'disk.config.rescue')
 class InstanceStorage(object):
     def __init__(self, instances_path, cache_subdir, ephemeral_format=None,
                  rbd=None, max_image_gb=0, force_raw=True,
-                 preallocate=False, use_cow=True):
+                 preallocate=False, use_cow=True, cache_group='kvm'):
         """:param ephemeral_format: ``[DEFAULT] default_ephemeral_format``
             (None: Nova's choice for the instance's ``os_type``)
         :param rbd: the storage.rbd.RBDDisks keeping root, ephemeral
@@ -110,6 +116,7 @@ class InstanceStorage(object):
         :param preallocate: ``[DEFAULT] preallocate_images = space``
         :param use_cow: False for disks that are full copies of their base
             (``[DEFAULT] use_cow_images = False``), not overlays on it
+        :param cache_group: ``[kvmx] image_cache_group``
         """
         self.instances_path = instances_path
         self.cache_dir = os.path.join(instances_path, cache_subdir)
@@ -119,15 +126,61 @@ class InstanceStorage(object):
         self.force_raw = force_raw
         self.preallocate = preallocate
         self.use_cow = use_cow
+        self.cache_group = cache_group
 
     def check_host(self):
         """:raises: HostNotSupported when ``preallocate_images = space``
-            cannot be done in the instances directory"""
+            cannot be done in the instances directory, or the image
+            cache's group is not one of this process's"""
+        gid = self.cache_gid()
+        if os.geteuid() != 0 and gid not in os.getgroups() + [
+                os.getegid()]:
+            raise exception.HostNotSupported(
+                reason='[kvmx] image_cache_group %s: nova-compute\'s user '
+                       'is not in this group, and cannot give it the '
+                       'image cache\'s bases' % self.cache_group)
         if self.preallocate and not supports_fallocate(self.instances_path):
             raise exception.HostNotSupported(
                 reason='[DEFAULT] preallocate_images = space, but the '
                        'filesystem of [DEFAULT] instances_path %s cannot '
                        'preallocate files (fallocate)' % self.instances_path)
+
+    def cache_gid(self):
+        """:raises: HostNotSupported when the group does not exist"""
+        try:
+            return grp.getgrnam(self.cache_group).gr_gid
+        except KeyError:
+            raise exception.HostNotSupported(
+                reason='[kvmx] image_cache_group %s: no such group' %
+                       self.cache_group)
+
+    def share_base(self, path):
+        """The base at ``path`` readable by QEMU through the image
+        cache's group (BASE_MODE), as every base the cache holds."""
+        info = os.stat(path)
+        gid = self.cache_gid()
+        if info.st_gid != gid:
+            os.chown(path, -1, gid)
+        if info.st_mode & 0o777 != BASE_MODE:
+            os.chmod(path, BASE_MODE)
+
+    def with_bases(self, files, guest=None):
+        """``files`` with the bases of its local overlays (GuestFiles
+        .bases), read from each overlay; the running ``guest``'s disks
+        from libvirt instead (QEMU holds them)."""
+        held = running_bases(guest) if guest is not None else {}
+        paths = [files.root_disk, files.rescued_root, files.ephemeral,
+                 files.swap, files.rescue.path if files.rescue else None]
+        bases = []
+        for path in paths:
+            if not isinstance(path, str) or not os.path.exists(path):
+                continue
+            backing = held.get(path) or images.qemu_img_info(
+                path, format='qcow2').backing_file
+            if backing and os.path.dirname(backing) == self.cache_dir:
+                bases.append((path, spec.BaseImage(backing,
+                                                   base_format(backing))))
+        return dataclasses.replace(files, bases=tuple(bases))
 
     def size_limit(self, root_gb=0):
         """The bound of an image's virtual size for a root disk of
@@ -168,7 +221,7 @@ class InstanceStorage(object):
         if self.rbd is not None and disks:
             self.rbd.check_absent(instance)
         # Private while the files are written (tools create them with the
-        # umask's mode), traversable once they are root's alone.
+        # umask's mode), traversable once they are nova-compute's alone.
         os.makedirs(inst_dir, mode=0o700)
         try:
             self._create_files(
@@ -445,7 +498,10 @@ class InstanceStorage(object):
                                       FILE_MODE), 'wb') as f:
                         f.truncate(size)
                     nova.privsep.fs.unprivileged_mkfs(fs, staged, label)
+                    self.share_base(staged)
                     os.rename(staged, path)
+            else:
+                self.share_base(path)
         return path
 
     def cached_image(self, context, image_id, limit=None,
@@ -473,6 +529,7 @@ class InstanceStorage(object):
                             external=True, lock_path=image_cache.lock_path(
                                 self.instances_path)):
             if os.path.exists(path):
+                self.share_base(path)
                 if limit is not None:
                     limit.check(image_id,
                                 base_image.base_info(path).virtual_size)
@@ -486,11 +543,30 @@ class InstanceStorage(object):
                 staged = os.path.join(staging, name)
                 base_image.fetch_base(context, image_id, staged, limit,
                                       self.force_raw, trusted_certs)
-                os.chmod(staged, FILE_MODE)
+                self.share_base(staged)
                 os.rename(staged, path)
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
         return path
+
+
+def running_bases(guest):
+    """{disk path: its backing file} of a running guest's file disks,
+    as libvirt reports them."""
+    return {disk.source_path: disk.backing_store.source_file
+            for disk in guest.get_all_disks()
+            if disk.source_path and disk.backing_store is not None and
+            disk.backing_store.source_file}
+
+
+def reclaim(path):
+    """Own the file at ``path`` again. libvirt gives a stopped guest's
+    writable disks back, never a read-only one (the config drive: other
+    guests might share it) nor a block copy's target: those stay QEMU's
+    user's (0600) until nova-compute takes them back through Nova's
+    privsep to read them."""
+    if os.stat(path).st_uid != os.geteuid():
+        nova.privsep.path.chown(path, uid=os.geteuid())
 
 
 def private_file(path):
@@ -514,7 +590,7 @@ def local_disks(files):
 
 
 def seal(inst_dir):
-    """Make an instance directory's files root's alone, the directory
+    """Make an instance directory's files its owner's alone, the directory
     traversable (QEMU's user reaches the files libvirt hands it)."""
     for name in os.listdir(inst_dir):
         os.chmod(os.path.join(inst_dir, name), FILE_MODE)

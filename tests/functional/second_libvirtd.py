@@ -56,9 +56,15 @@ _MOUNTS = ('/run/libvirt', '/var/lib/libvirt', '/etc/libvirt',
 
 
 class SecondLibvirtd(fixtures.Fixture):
-    def __init__(self, workdir, hostname, binds=(), ssh=False):
-        """:param binds: ((directory, path it is mounted at), ...)"""
+    def __init__(self, workdir, hostname, binds=(), ssh=False,
+                 group=None):
+        """:param binds: ((directory, path it is mounted at), ...)
+        :param group: a group whose members may manage this libvirtd
+            through its socket (as Debian's polkit rule lets the
+            ``libvirt`` group; this machine runs no polkit)
+        """
         super().__init__()
+        self.group = group
         self.root = os.path.join(workdir, 'libvirtd-' + hostname)
         self.hostname = hostname
         self.binds = binds
@@ -89,6 +95,10 @@ class SecondLibvirtd(fixtures.Fixture):
             conf.write('\nhost_uuid = "%s"\nlisten_tls = 0\nlisten_tcp = 1\n'
                        'listen_addr = "%s"\nauth_tcp = "none"\n' % (
                            uuid.uuid4(), self.address))
+            if self.group:
+                conf.write('unix_sock_group = "%s"\n'
+                           'unix_sock_rw_perms = "0770"\n'
+                           'auth_unix_rw = "none"\n' % self.group)
         with open(os.path.join(dirs['/etc/libvirt'], 'qemu.conf'),
                   'a') as conf:
             # VNC ports of its own: both daemons share the network and

@@ -24,6 +24,7 @@ QEMU's user must pass).
 """
 
 import collections
+import grp
 import os
 import re
 import stat
@@ -33,6 +34,7 @@ import time
 import fixtures
 from testtools import content
 
+from nova_kvmx import storage
 from tests.functional import base
 from tests.functional import guest_image
 from tests.functional import test_live_migration
@@ -57,6 +59,7 @@ class ModeWatcher(fixtures.Fixture):
 
     def _setUp(self):
         self.seen = collections.defaultdict(set)
+        self.groups = collections.defaultdict(set)
         self._stop = threading.Event()
         thread = threading.Thread(target=self._run, daemon=True)
         thread.start()
@@ -85,6 +88,8 @@ class ModeWatcher(fixtures.Fixture):
                 self._look(entry.path, reachable and bool(mode & 0o001))
             elif stat.S_ISREG(info.st_mode):
                 self.seen[entry.path].add(('file', mode, reachable))
+                if mode & 0o070:
+                    self.groups[entry.path].add(info.st_gid)
 
     def listing(self):
         lines = []
@@ -106,9 +111,19 @@ class ModeWatcher(fixtures.Fixture):
                 continue
             for kind, mode, reachable in looks:
                 loose = mode & (0o077 if kind == 'file' else 0o066)
+                if kind == 'file' and self.shared_base(path, mode):
+                    continue
                 if reachable and loose:
                     found.append('%s %04o %s' % (kind, mode, path))
         return sorted(found)
+
+    def shared_base(self, path, mode):
+        """A base of the image cache, readable by QEMU through the
+        cache's group only (storage.BASE_MODE, [kvmx] image_cache_group)
+        from the moment it appears under its name."""
+        return (os.path.basename(os.path.dirname(path)) == '_base' and
+                mode == storage.BASE_MODE and
+                self.groups[path] == {grp.getgrnam('kvm').gr_gid})
 
     def names(self):
         return {os.path.basename(path) for path in self.seen}

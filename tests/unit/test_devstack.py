@@ -78,6 +78,7 @@ function die { echo "die: $*" >&2; exit 1; }
 function install_package { echo "install_package $*" >> "$CALLS_LOG"; }
 function setup_install { echo "setup_install $*" >> "$CALLS_LOG"; }
 function setup_develop { echo "setup_develop $*" >> "$CALLS_LOG"; }
+function add_user_to_group { echo "add_user_to_group $*" >> "$CALLS_LOG"; }
 function pip_install { echo "pip_install $*" >> "$CALLS_LOG"; }
 function openstack {
     echo "openstack $*" >> "$CALLS_LOG"
@@ -198,6 +199,7 @@ class DevstackTestCase(testtools.TestCase):
             # stack.sh sets these before any plugin phase runs.
             'REGION_NAME': 'RegionOne',
             'OS_CLOUD': 'devstack-admin',
+            'STACK_USER': 'stack',
         }
         env.update(variables)
         proc = subprocess.run(
@@ -274,7 +276,7 @@ class TestDevstackPlugin(DevstackTestCase):
         self._run('stack', 'install')
 
         calls = self._calls()
-        self.assertEqual(2, len(calls), calls)
+        self.assertEqual(3, len(calls), calls)
         packages = calls[0].split()
         self.assertEqual('install_package', packages[0])
         for package in ('libvirt-daemon-system', 'libvirt-clients',
@@ -284,6 +286,8 @@ class TestDevstackPlugin(DevstackTestCase):
         self.assertEqual(
             'setup_install %s' % os.path.join(self.tmp, 'stack', 'nova-kvmx'),
             calls[1])
+        # The image cache's group ([kvmx] image_cache_group).
+        self.assertEqual('add_user_to_group stack kvm', calls[2])
         # Configuration happens in post-config only.
         with open(self.nova_conf) as f:
             self.assertIn('libvirt.LibvirtDriver', f.read())
@@ -293,13 +297,13 @@ class TestDevstackPlugin(DevstackTestCase):
 
         self.assertIn('VIRT_DRIVER=libvirt', proc.stderr)
         self.assertIn("'fake'", proc.stderr)
-        self.assertEqual(2, len(self._calls()))
+        self.assertEqual(3, len(self._calls()))
 
     def test_install_custom_dir(self):
         custom = os.path.join(self.tmp, 'src', 'nova-kvmx')
         self._run('stack', 'install', NOVA_KVMX_DIR=custom)
 
-        self.assertEqual('setup_install %s' % custom, self._calls()[-1])
+        self.assertEqual('setup_install %s' % custom, self._calls()[1])
 
     def test_node_without_compute_is_untouched(self):
         with open(self.nova_conf) as f:

@@ -23,6 +23,7 @@ import ddt
 import testtools
 
 from nova_kvmx.guest import render
+from nova_kvmx.guest import spec
 from tests.unit import builders as b
 from tests.unit import xml_schema
 
@@ -181,6 +182,34 @@ class DiskTest(DomainTestCase):
              ('sdz', None)],
             [(d.find('target').get('dev'), d.find('driver').get('io'))
              for d in xml_schema.findall(root, 'devices/disk')])
+
+    def test_overlays_name_their_bases_not_to_relabel(self):
+        """Each overlay names its base in the image cache, which libvirt
+        must leave to nova-compute's user (it never gives a backing file
+        back); the config drive and the disks without one name none."""
+        base = spec.BaseImage('/var/lib/nova/instances/_base/abc', 'raw')
+        swap = spec.BaseImage('/var/lib/nova/instances/_base/swap_64', 'raw')
+        files = b.files(ephemeral=True, swap=True, config_drive=True)
+        files = dataclasses.replace(files, bases=(
+            (files.root_disk, base), (files.swap, swap)))
+        root = self.domain(
+            inst=b.instance(flavor_obj=b.flavor(ephemeral_gb=1, swap=64)),
+            guest_files=files)
+
+        def chain(disk):
+            backing = disk.find('backingStore')
+            if backing is None:
+                return None
+            source = backing.find('source')
+            label = source.find('seclabel')
+            return (backing.get('type'), backing.find('format').get('type'),
+                    source.get('file'), label.get('model'),
+                    label.get('relabel'), len(backing.find('backingStore')))
+
+        self.assertEqual(
+            [('file', 'raw', base.path, 'dac', 'no', 0), None,
+             ('file', 'raw', swap.path, 'dac', 'no', 0), None],
+            [chain(d) for d in xml_schema.findall(root, 'devices/disk')])
 
 
 @ddt.ddt

@@ -14,7 +14,9 @@
 O_DIRECT probe that chooses the disk cache mode, and paths that only a
 UUID can name."""
 
+import dataclasses
 import errno
+import grp
 import io
 import json
 import os
@@ -33,6 +35,7 @@ from oslo_utils import units
 import testtools
 
 from nova_kvmx import exception as kvmx_exception
+from nova_kvmx.guest import spec
 from nova_kvmx import storage
 from nova_kvmx.storage import base_image
 from tests.unit import builders as b
@@ -222,3 +225,62 @@ class TrustedCertsTest(test.NoDBTestCase):
         self.assertIn('Image %s failed its signature verification: its data '
                       'does not match its signature' % self.image_id,
                       str(ex))
+
+
+class SharedBaseTest(test.NoDBTestCase):
+    """The image cache's bases: 0640 of [kvmx] image_cache_group, and the
+    overlays' bases found for the domain (which tells libvirt not to
+    relabel them)."""
+
+    def setUp(self):
+        super().setUp()
+        self.ctxt = nova_context.get_admin_context()
+        root = self.useFixture(fixtures.TempDir()).path
+        self.storage = storage.InstanceStorage(root, '_base')
+        self.flags(lock_path=root, group='oslo_concurrency')
+        self.glance = self.useFixture(glance.VerifyingGlanceFixture(self))
+        self.image_id = self.glance.create(self.ctxt, {
+            'name': 'img', 'status': 'active', 'disk_format': 'raw',
+            'container_format': 'bare', 'properties': {}},
+            data=io.BytesIO(b'\0' * 65536))['id']
+
+    def assert_shared(self, path):
+        info = os.stat(path)
+        self.assertEqual((0o640, grp.getgrnam('kvm').gr_gid),
+                         (info.st_mode & 0o777, info.st_gid))
+
+    def test_cached_image_and_blank_disk_are_shared(self):
+        self.assert_shared(self.storage.cached_image(self.ctxt,
+                                                     self.image_id))
+        self.assert_shared(self.storage.blank_disk('swap', units.Mi))
+
+    def test_a_base_cached_before_is_shared_on_use(self):
+        path = self.storage.cached_image(self.ctxt, self.image_id)
+        os.chmod(path, 0o600)
+        self.storage.cached_image(self.ctxt, self.image_id)
+        self.assert_shared(path)
+
+    def test_with_bases_reads_each_overlay(self):
+        base = self.storage.cached_image(self.ctxt, self.image_id)
+        swap = self.storage.blank_disk('swap', units.Mi)
+        inst_dir = os.path.join(self.storage.instances_path, b.INSTANCE_UUID)
+        os.makedirs(inst_dir)
+        root = os.path.join(inst_dir, 'disk')
+        storage.create_overlay(base, root, 0)
+        files = self.storage.with_bases(
+            dataclasses.replace(b.files(swap=True), root_disk=root,
+                                swap=os.path.join(inst_dir, 'disk.swap')))
+        self.assertEqual(((root, spec.BaseImage(base, 'raw')),),
+                         files.bases)
+        storage.create_overlay(swap, files.swap, 0)
+        self.assertEqual(
+            {root: spec.BaseImage(base, 'raw'),
+             files.swap: spec.BaseImage(swap, 'raw')},
+            dict(self.storage.with_bases(files).bases))
+
+    def test_unknown_group_refused_at_start(self):
+        store = storage.InstanceStorage('/nonexistent', '_base',
+                                        cache_group='no-such-group')
+        ex = self.assertRaises(kvmx_exception.HostNotSupported,
+                               store.check_host)
+        self.assertIn('[kvmx] image_cache_group no-such-group', str(ex))

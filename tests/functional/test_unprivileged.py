@@ -1,0 +1,192 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""nova-compute as the unprivileged ``nova`` user, on a real libvirtd.
+
+The compute service runs with the ``nova`` user's effective uid and gid
+and the groups ``libvirt`` and ``kvm`` (unprivileged.AsNovaUser); Nova's
+privsep context is a daemon started from ``privsep-helper`` before, as
+in a deployment. The libvirtd is one of the test's own, which lets the
+``libvirt`` group manage it through its socket, as Debian's polkit rule
+does (this machine runs no polkit, and the main libvirtd admits root
+only). A guest with every kind of disk is spawned, rebooted,
+snapshotted live and cold, rescued, resized and deleted; what a user or
+an operator would check is asserted: the guest booted, its console log
+is read, the snapshots are images, the instance's files are the ``nova``
+user's with private modes while the guest is off and QEMU's (libvirt's
+dynamic ownership) while it runs, and nothing is left behind.
+"""
+
+import grp
+import os
+import pwd
+import stat
+
+import libvirt
+
+from tests.functional import base
+from tests.functional import guest_image
+from tests.functional import second_libvirtd
+from tests.functional import test_file_modes
+from tests.functional import unprivileged
+
+import nova.privsep
+
+# QEMU's user on Debian (qemu.conf's default there).
+QEMU_USER = 'libvirt-qemu'
+# The instance's own files, made by the driver; console.log is virtlogd's.
+INSTANCE_FILES = ('disk', 'disk.eph0', 'disk.swap', 'disk.config',
+                  'kernel', 'ramdisk')
+DISKS = ('disk', 'disk.eph0', 'disk.swap', 'disk.config')
+
+
+class UnprivilegedComputeTest(test_file_modes.FileModesTestMixin,
+                              base.RealLibvirtTestCase):
+
+    START_COMPUTE = False
+    _conn = None
+
+    def setUp(self):
+        super().setUp()
+        self.nova = unprivileged.ensure_nova_user()
+        self.flags(allow_resize_to_same_host=True)
+        # Cleanups run last first: leftovers are looked for on the main
+        # libvirtd once this one has stopped with its guests.
+        self.addCleanup(setattr, self, 'libvirtd', None)
+        self.libvirtd = self.useFixture(second_libvirtd.SecondLibvirtd(
+            os.path.dirname(self.instances_path),
+            hostname='kvmx-' + self.domain_prefix.strip('-'),
+            group='libvirt'))
+        self.flags(connection_uri=self.libvirtd.uri, group='kvmx')
+        workdir = os.path.dirname(self.instances_path)
+        unprivileged.private_dir(workdir, 'instances', self.nova)
+        os.chmod(self.instances_path, 0o711)
+        self.flags(lock_path=unprivileged.private_dir(
+            workdir, 'locks', self.nova), group='oslo_concurrency')
+        # The test's images are made as root, before the drop: the
+        # harness, not nova-compute.
+        self.image_id = self.create_bootable_image()
+        self.small = self._create_flavor(
+            name='kvmx.disks', vcpu=1, memory_mb=256, disk=1, ephemeral=1,
+            swap=64)
+        self.big = self._create_flavor(
+            name='kvmx.disks.big', vcpu=1, memory_mb=256, disk=2,
+            ephemeral=1, swap=64)
+        self.useFixture(unprivileged.PrivsepDaemons(
+            self, nova.privsep.sys_admin_pctxt))
+        self.useFixture(unprivileged.AsNovaUser(self.nova))
+        self.start_compute()
+
+    def libvirt(self):
+        """The test's connection to the libvirtd nova-compute uses (the
+        base's own connection to the main libvirtd before it starts)."""
+        if getattr(self, 'libvirtd', None) is None:
+            return super().libvirt()
+        if self._conn is None:
+            self._conn = libvirt.open(self.libvirtd.uri)
+            self.addCleanup(self._conn.close)
+        return self._conn
+
+    def snapshot(self, server):
+        image_id = self.api.post_server_action(
+            server['id'], {'createImage': {'name': 'snap'}})['image_id']
+        self.wait_for_task_done(server)
+        image = self.glance.show(self.ctxt, image_id)
+        self.assertEqual('active', image['status'])
+        self.assertGreater(image['size'], 0)
+
+    def owners(self, server, names):
+        """{file name: (owner, group, mode)} of the instance's files."""
+        found = {}
+        for name in names:
+            info = os.stat(os.path.join(self.instance_dir(server), name))
+            found[name] = (pwd.getpwuid(info.st_uid).pw_name,
+                           grp.getgrgid(info.st_gid).gr_name,
+                           '%04o' % stat.S_IMODE(info.st_mode))
+        return found
+
+    def assert_nova_owns(self, server):
+        """The guest is off: every file of its own is the nova user's
+        and private, its directory traversable only (QEMU's user passes
+        through it while a guest runs). libvirt never gives back a
+        read-only disk (the config drive): it stays QEMU's user's, as
+        private, until a move takes it back."""
+        expected = {name: (unprivileged.NOVA_USER, self.nova_group, '0600')
+                    for name in INSTANCE_FILES}
+        expected['disk.config'] = (QEMU_USER, QEMU_USER, '0600')
+        self.assertEqual(expected, self.owners(server, INSTANCE_FILES))
+        info = os.stat(self.instance_dir(server))
+        self.assertEqual((self.nova.pw_uid, 0o711),
+                         (info.st_uid, stat.S_IMODE(info.st_mode)))
+
+    def assert_qemu_holds(self, server):
+        """The guest runs: libvirt handed its disks to QEMU's user."""
+        self.assertEqual(
+            {name: QEMU_USER for name in DISKS},
+            {name: owner for name, (owner, _group, _mode)
+             in self.owners(server, DISKS).items()})
+
+    @property
+    def nova_group(self):
+        return grp.getgrgid(self.nova.pw_gid).gr_name
+
+    def test_lifecycle_as_nova_user(self):
+        self.assertEqual((self.nova.pw_uid, self.nova.pw_gid),
+                         (os.geteuid(), os.getegid()))
+        watcher = self.watch(self.instances_path)
+        server = self.boot_every_disk(self.small, self.image_id)
+        self.assert_qemu_holds(server)
+        # The console log is virtlogd's (root's, 0600): nova-compute
+        # reads it through Nova's privsep.
+        self.assertIn(guest_image.BOOT_MARKER_PREFIX,
+                      self.console_output(server))
+        channel = nova.privsep.sys_admin_pctxt.channel
+        self.assertTrue(channel is not None and channel.running)
+
+        self.api.post_server_action(server['id'],
+                                    {'reboot': {'type': 'HARD'}})
+        server = self.wait_for_status(server, 'ACTIVE')
+        self.wait_for_console(server, guest_image.BOOT_MARKER_PREFIX,
+                              count=2)
+
+        self.snapshot(server)           # live
+        self.api.post_server_action(server['id'], {'os-stop': None})
+        server = self.wait_for_status(server, 'SHUTOFF')
+        self.assert_nova_owns(server)
+        self.snapshot(server)           # cold
+        self.api.post_server_action(server['id'], {'os-start': None})
+        server = self.wait_for_status(server, 'ACTIVE')
+
+        self.api.post_server_action(server['id'],
+                                    {'rescue': {'adminPass': 'rescue'}})
+        server = self.wait_for_status(server, 'RESCUE')
+        self.api.post_server_action(server['id'], {'unrescue': None})
+        server = self.wait_for_status(server, 'ACTIVE')
+
+        self.api.post_server_action(server['id'],
+                                    {'resize': {'flavorRef': self.big}})
+        server = self.wait_for_status(server, 'VERIFY_RESIZE')
+        self.api.post_server_action(server['id'], {'confirmResize': None})
+        server = self.wait_for_status(server, 'ACTIVE')
+        self.assert_qemu_holds(server)
+        self.api.post_server_action(server['id'], {'os-stop': None})
+        server = self.wait_for_status(server, 'SHUTOFF')
+        self.assert_nova_owns(server)
+
+        self.api.delete_server(server['id'])
+        self.wait_until_deleted(server)
+        self.assertFalse(os.path.exists(self.instance_dir(server)))
+        self.assertEqual([], self.libvirt().listAllDomains())
+        self.assert_private(
+            watcher, 'disk', 'disk.eph0', 'disk.swap', 'disk.config',
+            'kernel', 'ramdisk', 'console.log', 'delta', 'snapshot',
+            'disk.rescue', 'disk.config.rescue', server['id'] + '_resize')
