@@ -41,6 +41,7 @@ from nova_kvmx.guest import spec
 from nova_kvmx.host import availability
 from nova_kvmx.host import connection
 from nova_kvmx.host import device_events
+from nova_kvmx.host import firmware as host_firmware
 from nova_kvmx.host import iommu
 from nova_kvmx.host import options
 from nova_kvmx.host import resources
@@ -180,11 +181,18 @@ class KVMXDriver(driver.ComputeDriver):
             CONF.instances_path) else 'writeback')
         self._storage.rbd = self._rbd_disks(network_cache)
         machine_type = options.default_machine_type(CONF, arch)
+        domcaps = traits.domain_capabilities(self._host, arch, machine_type,
+                                             CONF.kvmx.virt_type)
         self._device_traits = traits.device_traits(
-            traits.domain_capabilities(self._host, arch, machine_type,
-                                       CONF.kvmx.virt_type),
-            arch, CONF.kvmx.virt_type, CONF.vnc.enabled,
+            domcaps, arch, CONF.kvmx.virt_type, CONF.vnc.enabled,
             traits.has_igb(self._host))
+        fw = host_firmware.firmware_support(
+            domcaps, host_firmware.has_stateless_firmware(self._host, arch))
+        # Nova's capabilities -> COMPUTE_SECURITY_UEFI_SECURE_BOOT and
+        # COMPUTE_SECURITY_STATELESS_FIRMWARE, as its libvirt driver.
+        self.capabilities = dict(
+            self.capabilities, supports_secure_boot=fw.secure_boot,
+            supports_stateless_firmware=fw.stateless)
         spice = consoles.spice_from_conf(CONF)
         if spice is not None:
             connection.check_spice(self._host, CONF.kvmx.virt_type, arch)
@@ -211,6 +219,9 @@ class KVMXDriver(driver.ComputeDriver):
             rx_queue_size=CONF.libvirt.rx_queue_size,
             tx_queue_size=CONF.libvirt.tx_queue_size,
             disk_discard=CONF.libvirt.hw_disk_discard,
+            uefi=fw.uefi,
+            secure_boot=fw.secure_boot,
+            stateless_firmware=fw.stateless,
             **options.cpu_settings(CONF, self._host, CONF.kvmx.virt_type,
                                    arch))
 

@@ -28,6 +28,7 @@ which publishes it, is made then, before the guest starts.
 """
 
 import functools
+import os
 import re
 import time
 
@@ -42,6 +43,7 @@ from nova_kvmx import device_metadata
 from nova_kvmx import exception as kvmx_exception
 from nova_kvmx.guest import consoles
 from nova_kvmx.guest import devices
+from nova_kvmx.guest import firmware
 from nova_kvmx.guest import keys
 from nova_kvmx.guest import planner
 from nova_kvmx.guest import render
@@ -179,12 +181,13 @@ class GuestLifecycle(object):
             instance, network_info))
 
     def domain_xml(self, context, instance, image_meta, files,
-                   network_info=None, bdms=()):
+                   network_info=None, bdms=(), chosen_firmware=None):
         """The domain of the instance, with ``bdms`` (connected driver
         BDMs of its volumes) and, with the serial console, TCP ports
         acquired for its serial ports: they are the domain's until it is
         undefined, or given back with :func:`forget_domain` if it is never
-        created."""
+        created. ``chosen_firmware`` (:func:`kept_firmware`): the UEFI
+        firmware of the instance's previous domain."""
         vif.load_claims(instance)
         settings = self.settings()
         serial = console.acquire_serial_ports(
@@ -195,7 +198,8 @@ class GuestLifecycle(object):
                                        settings, network_info,
                                        vif.vf_netdevs(network_info),
                                        self.volumes.disks(instance, bdms),
-                                       serial_ports=serial)
+                                       serial_ports=serial,
+                                       chosen_firmware=chosen_firmware)
             record_machine_type(instance, image_meta, guest.machine_type)
             return render.render_domain(guest)
         except Exception:
@@ -312,7 +316,8 @@ class GuestLifecycle(object):
         guest = self.find_guest(instance)
         if guest is not None:
             try:
-                self.undefine(guest, instance)
+                # As Nova's libvirt driver: the NVRAM goes with the disks.
+                self.undefine(guest, instance, keep_nvram=not destroy_disks)
             except libvirt.libvirtError as ex:
                 # Nova shows a user only a Nova exception's message.
                 raise exception.InstanceTerminationFailure(
@@ -354,13 +359,14 @@ class GuestLifecycle(object):
             if ex.get_error_code() != libvirt.VIR_ERR_OPERATION_INVALID:
                 raise
 
-    def undefine(self, guest, instance):
-        """Stop the domain if it runs, then remove its definition and any
-        managed save image; its serial console's ports are free again."""
+    def undefine(self, guest, instance, keep_nvram=False):
+        """Stop the domain if it runs, then remove its definition, any
+        managed save image and, unless ``keep_nvram``, its UEFI NVRAM; its
+        serial console's ports are free again."""
         try:
             xml = guest.get_xml_desc()
             self.hard_stop(guest)
-            guest.delete_configuration()
+            guest.delete_configuration(keep_nvram=keep_nvram)
         except libvirt.libvirtError as ex:
             if ex.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
                 raise
@@ -452,12 +458,16 @@ class GuestLifecycle(object):
         # leaves a running guest running (and connected).
         self.volumes.connect_all(context, instance, bdms, rollback=False)
         guest = self.find_guest(instance)
+        chosen = None
         if guest is not None:
-            self.undefine(guest, instance)
+            # The guest's UEFI NVRAM stays, with the firmware it was made
+            # for (as Nova's libvirt driver).
+            chosen = kept_firmware(guest)
+            self.undefine(guest, instance, keep_nvram=True)
         xml = self.domain_xml(
             context, instance, instance.image_meta, self.storage.files_of(
                 instance, host_volumes.root_volume(block_device_info)
-                is not None), network_info, bdms)
+                is not None), network_info, bdms, chosen)
         self.network.unplug_all(instance, network_info)
         events = vif_events.for_hard_reboot(
             network_info, self.settings().virt_type) if wait_for_plug else []
@@ -540,6 +550,17 @@ def record_machine_type(instance, image_meta, machine_type):
     if (image_meta.properties.get('hw_machine_type') is None and
             'image_hw_machine_type' not in instance.system_metadata):
         instance.system_metadata['image_hw_machine_type'] = machine_type
+
+
+def kept_firmware(guest):
+    """The UEFI firmware files libvirt chose for ``guest`` (a
+    guest.firmware.Chosen), None when it chose none or one of its files
+    is gone from the host (libvirt then chooses again, as Nova's libvirt
+    driver lets it)."""
+    chosen = firmware.chosen_firmware(guest.get_xml_desc())
+    if chosen is None or not all(os.path.exists(p) for p in chosen.files()):
+        return None
+    return chosen
 
 
 def forget_domain(xml):

@@ -39,6 +39,7 @@ from oslo_utils import excutils
 
 from nova_kvmx.guest import disk_names
 from nova_kvmx.guest import spec
+from nova_kvmx import lifecycle
 from nova_kvmx import volumes as host_volumes
 
 CONF = nova.conf.CONF
@@ -70,8 +71,10 @@ class Rescuer(object):
         try:
             self.lifecycle.volumes.connect_all(context, instance, bdms,
                                                rollback=False)
-            xml = self.lifecycle.domain_xml(context, instance, image_meta,
-                                            files, network_info, bdms)
+            guest = self.lifecycle.find_guest(instance)
+            xml = self.lifecycle.domain_xml(
+                context, instance, image_meta, files, network_info, bdms,
+                lifecycle.kept_firmware(guest) if guest else None)
             self.stop(instance)
             self.lifecycle.start_with_network(instance, xml, network_info)
         except Exception:
@@ -94,9 +97,11 @@ class Rescuer(object):
         LOG.info('Guest unrescued', instance=instance)
 
     def stop(self, instance):
+        """Undefine the domain, keeping its UEFI NVRAM for the next
+        (as Nova's libvirt driver, which defines the next over it)."""
         guest = self.lifecycle.find_guest(instance)
         if guest is not None:
-            self.lifecycle.undefine(guest, instance)
+            self.lifecycle.undefine(guest, instance, keep_nvram=True)
 
 
 def rescue_image_id(image_meta, instance):

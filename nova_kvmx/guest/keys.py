@@ -110,6 +110,11 @@ _VIDEO = '<video><model>'
 _SERIAL = ("one <serial type='tcp'> each (up to 3) with [serial_console] "
            "enabled; without it Nova's libvirt driver does not read it "
            "either: the guest has its one logged <serial type='pty'>")
+_UEFI = ("<os firmware='efi'> (libvirt chooses OVMF; its NVRAM is kept "
+         'across hard reboots and removed with the server)')
+_SECURE_BOOT = ("<firmware><feature name='secure-boot'> and <loader "
+                'secure> of a UEFI guest: required, or optional where the '
+                'host can')
 
 # key -> what it becomes.
 HONOURED = {
@@ -168,6 +173,11 @@ HONOURED = {
                     'that bus (a guest with VNC or SPICE)',
     'hw:serial_port_count': _SERIAL, 'hw_serial_port_count': _SERIAL,
     'hw_scsi_model': "<controller type='scsi' model='virtio-scsi'>",
+    'hw_firmware_type': _UEFI + ' (uefi), else the BIOS',
+    'hw_firmware_stateless': "<loader stateless='yes'> of a UEFI guest, "
+                             'no NVRAM (where a firmware descriptor of '
+                             'the host offers it)',
+    'os:secure_boot': _SECURE_BOOT, 'os_secure_boot': _SECURE_BOOT,
     # Of the rescue image (nova_kvmx.rescue).
     'hw_rescue_device': 'stable device rescue: the rescue disk\'s device',
     'hw_rescue_bus': 'stable device rescue: the rescue disk\'s bus',
@@ -185,11 +195,6 @@ _CDROM = 'the config drive CD-ROM is on SATA; other buses are ' + _NOT_YET
 REFUSED = {
     'accel:device_profile': Refused('Cyborg accelerators are ' + _NOT_YET),
     'hw_cdrom_bus': Refused(_CDROM, _unset_or('sata')),
-    'hw_firmware_type': Refused('UEFI is ' + _NOT_YET, _unset_or('bios')),
-    'hw_firmware_stateless': Refused('UEFI is ' + _NOT_YET, _false),
-    'os:secure_boot': Refused('UEFI is ' + _NOT_YET,
-                              _unset_or('disabled')),
-    'os_secure_boot': Refused('UEFI is ' + _NOT_YET, _unset_or('disabled')),
     'hw:tpm_model': Refused('vTPM is ' + _NOT_YET),
     'hw:tpm_version': Refused('vTPM is ' + _NOT_YET),
     'hw:tpm_secret_security': Refused('vTPM is ' + _NOT_YET),

@@ -28,6 +28,7 @@ from nova_kvmx.guest import cpu_topology
 from nova_kvmx.guest import devices
 from nova_kvmx.guest import disk_names
 from nova_kvmx.guest import extras
+from nova_kvmx.guest import firmware
 from nova_kvmx.guest import keys
 from nova_kvmx.guest import numa
 from nova_kvmx.guest import qos
@@ -48,7 +49,7 @@ _NOT_XML = re.compile('[^\t\n\r\x20-\ud7ff\ue000-\ufffd'
 
 def plan_guest(context, instance, image_meta, files, settings,
                network_info=None, vf_netdevs=None, volumes=(),
-               serial_ports=()):
+               serial_ports=(), chosen_firmware=None):
     """Decide the guest that realises ``instance`` on this host.
 
     :param context: the request context (for the owner's names only)
@@ -63,6 +64,8 @@ def plan_guest(context, instance, image_meta, files, settings,
     :param serial_ports: the TCP ports acquired for its serial ports
         (guest.consoles.serial_port_count of them), empty without the
         serial console
+    :param chosen_firmware: guest.firmware.Chosen, the UEFI firmware
+        files of the instance's previous domain, kept if they still fit
     """
     flavor = instance.flavor
     keys.refuse_unsupported(flavor, image_meta)
@@ -110,6 +113,8 @@ def plan_guest(context, instance, image_meta, files, settings,
         extras=extras.plan_extras(flavor, image_meta, settings,
                                   disks[0].bus),
         qos=qos.plan_qos(flavor, settings, nics_and_hostdevs),
+        firmware=firmware.plan_firmware(flavor, image_meta, machine_type,
+                                        settings, chosen_firmware),
         **memory,
     )
 

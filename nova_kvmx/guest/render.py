@@ -23,6 +23,7 @@ from nova.virt.libvirt import config as vconfig
 
 from nova_kvmx.guest import consoles
 from nova_kvmx.guest import extras
+from nova_kvmx.guest import firmware
 from nova_kvmx.guest import qos
 from nova_kvmx.guest import render_devices
 from nova_kvmx.guest import render_numa
@@ -85,6 +86,7 @@ def build_domain(guest):
         extras.apply_extras(conf, guest.extras)
     if guest.qos is not None:
         qos.apply_qos(conf, guest.qos)
+    firmware.apply_firmware(conf, guest.firmware)
     return conf
 
 

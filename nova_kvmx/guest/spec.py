@@ -91,6 +91,12 @@ class DriverSettings:
     tx_queue_size: int | None = None
     # [libvirt] hw_disk_discard: 'unmap' or 'ignore' on every disk.
     disk_discard: str | None = None
+    # libvirt chooses UEFI firmware for guests (domain capabilities: the
+    # firmware descriptors of the host's OVMF), and some do Secure Boot.
+    uefi: bool = False
+    secure_boot: bool = False
+    # A UEFI firmware without NVRAM (hw_firmware_stateless) is among them.
+    stateless_firmware: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -298,3 +304,5 @@ class GuestSpec:
     extras: object = None
     # Disk and NIC limits and NIC ring sizes (guest.qos.QoS), None: none.
     qos: object = None
+    # UEFI firmware (guest.firmware.Firmware), None for the BIOS.
+    firmware: object = None

@@ -55,6 +55,7 @@ def nova_keys():
 DEDICATED = {'hw:cpu_policy': 'dedicated'}
 REALTIME = dict(DEDICATED, **{'hw:cpu_realtime': 'yes'})
 TWO_CELLS = {'hw:numa_nodes': '2'}
+UEFI = {'hw_firmware_type': 'uefi'}
 
 
 def numa_cells(cpus0, cpus1, mem0, mem1):
@@ -168,6 +169,12 @@ SAMPLES = {
     'hw_scsi_model': (
         ({}, {'hw_disk_bus': 'scsi', 'hw_scsi_model': 'virtio-scsi'}),
         ({}, {'hw_disk_bus': 'scsi'})),
+    'hw_firmware_type': (({}, UEFI), ({}, {})),
+    'hw_firmware_stateless': (
+        ({}, dict(UEFI, hw_firmware_stateless=True)), ({}, UEFI)),
+    'os:secure_boot': (({'os:secure_boot': 'required'}, UEFI), ({}, UEFI)),
+    'os_secure_boot': (
+        ({}, dict(UEFI, os_secure_boot='required')), ({}, UEFI)),
 }
 for _name in qos.DISK_KEYS:
     SAMPLES['quota:' + _name] = (({'quota:' + _name: '1000'}, {}), ({}, {}))
@@ -206,11 +213,12 @@ def guest(specs, props):
     """(domain XML or Nova's exception class) of a 4-vCPU, 2 GiB guest
     with these extra specs and image properties, claimed on the NFV
     host as Nova would; the host has a VNC console and no default
-    pointer."""
+    pointer; its firmware can be UEFI with Secure Boot."""
     host = nfv.NFVHost()
     host.setUp()
     host.settings = dataclasses.replace(
-        host.settings, vnc_listen='127.0.0.1', pointer_model='ps2mouse')
+        host.settings, vnc_listen='127.0.0.1', pointer_model='ps2mouse',
+        uefi=True, secure_boot=True, stateless_firmware=True)
     try:
         image_meta = b.image(**props)
         try:
@@ -262,9 +270,7 @@ class TestEveryKeyIsListed(testtools.TestCase):
 # A value each refused key is refused for (as Nova's API accepts it).
 REFUSED_VALUES = {
     'accel:device_profile': 'gpu',
-    'hw_cdrom_bus': 'ide',
-    'hw_firmware_type': 'uefi', 'os:secure_boot': 'required',
-    'os_secure_boot': 'required', 'hw:tpm_model': 'tpm-crb',
+    'hw_cdrom_bus': 'ide', 'hw:tpm_model': 'tpm-crb',
     'hw:tpm_version': '2.0', 'hw:tpm_secret_security': 'user',
     'hw_tpm_model': 'tpm-crb', 'hw_tpm_version': '2.0',
     'hw:viommu_model': 'intel', 'hw_viommu_model': 'intel',
