@@ -45,6 +45,7 @@ from nova_kvmx.host import firmware as host_firmware
 from nova_kvmx.host import iommu
 from nova_kvmx.host import options
 from nova_kvmx.host import resources
+from nova_kvmx.host import tpm as host_tpm
 from nova_kvmx.host import topology
 from nova_kvmx.host import traits
 from nova_kvmx import lifecycle
@@ -186,6 +187,8 @@ class KVMXDriver(driver.ComputeDriver):
         self._device_traits = traits.device_traits(
             domcaps, arch, CONF.kvmx.virt_type, CONF.vnc.enabled,
             traits.has_igb(self._host))
+        tpms = host_tpm.tpm_support(CONF, domcaps, CONF.kvmx.virt_type)
+        self._device_traits.update(host_tpm.tpm_traits(tpms))
         fw = host_firmware.firmware_support(
             domcaps, host_firmware.has_stateless_firmware(self._host, arch))
         # Nova's capabilities -> COMPUTE_SECURITY_UEFI_SECURE_BOOT and
@@ -222,6 +225,9 @@ class KVMXDriver(driver.ComputeDriver):
             uefi=fw.uefi,
             secure_boot=fw.secure_boot,
             stateless_firmware=fw.stateless,
+            tpm_versions=tpms.versions,
+            tpm_models=tpms.models,
+            tpm_secret_security=tpms.secret_security,
             **options.cpu_settings(CONF, self._host, CONF.kvmx.virt_type,
                                    arch))
 

@@ -63,6 +63,7 @@ from nova_kvmx import live_migration_job
 from nova_kvmx import storage as instance_storage
 from nova_kvmx import vif
 from nova_kvmx import volumes as host_volumes
+from nova_kvmx import vtpm_secret
 
 CONF = nova.conf.CONF
 LOG = logging.getLogger(__name__)
@@ -167,6 +168,7 @@ class LiveMigrations(object):
     # -- source: checks -----------------------------------------------------
 
     def check_source(self, context, instance, data, block_device_info):
+        vtpm_secret.refuse_move(instance)
         if CONF.libvirt.live_migration_tunnelled:
             raise exception.MigrationPreCheckError(
                 reason='[libvirt] live_migration_tunnelled is not supported '

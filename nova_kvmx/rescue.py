@@ -76,7 +76,8 @@ class Rescuer(object):
                 context, instance, image_meta, files, network_info, bdms,
                 lifecycle.kept_firmware(guest) if guest else None)
             self.stop(instance)
-            self.lifecycle.start_with_network(instance, xml, network_info)
+            self.lifecycle.start_with_network(instance, xml, network_info,
+                                              context=context)
         except Exception:
             with excutils.save_and_reraise_exception():
                 LOG.warning('Rescue failed: starting the guest again from '
@@ -97,11 +98,13 @@ class Rescuer(object):
         LOG.info('Guest unrescued', instance=instance)
 
     def stop(self, instance):
-        """Undefine the domain, keeping its UEFI NVRAM for the next
-        (as Nova's libvirt driver, which defines the next over it)."""
+        """Undefine the domain, keeping its UEFI NVRAM and vTPM state
+        for the next (as Nova's libvirt driver, which defines the next
+        over it)."""
         guest = self.lifecycle.find_guest(instance)
         if guest is not None:
-            self.lifecycle.undefine(guest, instance, keep_nvram=True)
+            self.lifecycle.undefine(guest, instance, keep_nvram=True,
+                                    keep_vtpm=True)
 
 
 def rescue_image_id(image_meta, instance):

@@ -115,6 +115,8 @@ _UEFI = ("<os firmware='efi'> (libvirt chooses OVMF; its NVRAM is kept "
 _SECURE_BOOT = ("<firmware><feature name='secure-boot'> and <loader "
                 'secure> of a UEFI guest: required, or optional where the '
                 'host can')
+_VTPM = ("<tpm><backend type='emulator' version> (swtpm, with [libvirt] "
+         'swtpm_enabled), its state encrypted with a key manager secret')
 
 # key -> what it becomes.
 HONOURED = {
@@ -178,6 +180,10 @@ HONOURED = {
                              'no NVRAM (where a firmware descriptor of '
                              'the host offers it)',
     'os:secure_boot': _SECURE_BOOT, 'os_secure_boot': _SECURE_BOOT,
+    'hw:tpm_version': _VTPM, 'hw_tpm_version': _VTPM,
+    'hw:tpm_model': _VTPM + ' model', 'hw_tpm_model': _VTPM + ' model',
+    'hw:tpm_secret_security': 'how long the vTPM secret stays defined in '
+                              'libvirt (user, host, deployment)',
     # Of the rescue image (nova_kvmx.rescue).
     'hw_rescue_device': 'stable device rescue: the rescue disk\'s device',
     'hw_rescue_bus': 'stable device rescue: the rescue disk\'s bus',
@@ -195,11 +201,6 @@ _CDROM = 'the config drive CD-ROM is on SATA; other buses are ' + _NOT_YET
 REFUSED = {
     'accel:device_profile': Refused('Cyborg accelerators are ' + _NOT_YET),
     'hw_cdrom_bus': Refused(_CDROM, _unset_or('sata')),
-    'hw:tpm_model': Refused('vTPM is ' + _NOT_YET),
-    'hw:tpm_version': Refused('vTPM is ' + _NOT_YET),
-    'hw:tpm_secret_security': Refused('vTPM is ' + _NOT_YET),
-    'hw_tpm_model': Refused('vTPM is ' + _NOT_YET),
-    'hw_tpm_version': Refused('vTPM is ' + _NOT_YET),
     'hw:viommu_model': Refused('vIOMMU is ' + _NOT_YET),
     'hw_viommu_model': Refused('vIOMMU is ' + _NOT_YET),
     'hw:virtio_packed_ring': Refused(_NOT_YET, _false),

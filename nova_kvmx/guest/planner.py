@@ -33,6 +33,7 @@ from nova_kvmx.guest import keys
 from nova_kvmx.guest import numa
 from nova_kvmx.guest import qos
 from nova_kvmx.guest import spec
+from nova_kvmx.guest import vtpm
 
 # The consoles Nova's libvirt driver puts on a direct kernel boot command
 # line (after root=<root disk>), so images built for Nova boot the same way.
@@ -115,6 +116,7 @@ def plan_guest(context, instance, image_meta, files, settings,
         qos=qos.plan_qos(flavor, settings, nics_and_hostdevs),
         firmware=firmware.plan_firmware(flavor, image_meta, machine_type,
                                         settings, chosen_firmware),
+        vtpm=vtpm.plan_vtpm(instance, image_meta, settings),
         **memory,
     )
 

@@ -29,6 +29,7 @@ from nova_kvmx.guest import render_devices
 from nova_kvmx.guest import render_numa
 from nova_kvmx.guest import render_volumes
 from nova_kvmx.guest import spec
+from nova_kvmx.guest import vtpm
 
 # SMBIOS values cloud-init and other guest tools use to recognise a Nova
 # guest; the same as Nova's libvirt driver sets.
@@ -81,6 +82,8 @@ def build_domain(guest):
         conf.add_device(GuestAgentChannel())
     for device in consoles.build_graphics(guest.vnc_listen, guest.spice):
         conf.add_device(device)
+    if guest.vtpm is not None:
+        conf.add_device(vtpm.build_vtpm(guest.vtpm))
     conf.add_device(build_memballoon(guest.memballoon))
     if guest.extras is not None:
         extras.apply_extras(conf, guest.extras)

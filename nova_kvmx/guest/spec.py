@@ -97,6 +97,11 @@ class DriverSettings:
     secure_boot: bool = False
     # A UEFI firmware without NVRAM (hw_firmware_stateless) is among them.
     stateless_firmware: bool = False
+    # Emulated TPMs (swtpm) guests can have: none without [libvirt]
+    # swtpm_enabled.
+    tpm_versions: tuple[str, ...] = ()
+    tpm_models: tuple[str, ...] = ()
+    tpm_secret_security: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -306,3 +311,5 @@ class GuestSpec:
     qos: object = None
     # UEFI firmware (guest.firmware.Firmware), None for the BIOS.
     firmware: object = None
+    # The emulated TPM (guest.vtpm.VTPM), None for none.
+    vtpm: object = None

@@ -82,8 +82,9 @@ def device_traits(domcaps, arch, virt_type, graphics, igb=False):
     traits.update(_family(
         'COMPUTE_NET_VIF_MODEL_',
         itertools.chain(*libvirt_vif.SUPPORTED_VIF_MODELS.values()), vifs))
-    # hw_viommu_model, vTPM, packed virtqueues and emulating another
+    # hw_viommu_model, packed virtqueues and emulating another
     # architecture are refused (nova_kvmx.guest.keys): none reported.
+    # vTPM ones: nova_kvmx.host.tpm replaces these with swtpm_enabled.
     traits.update(_family('COMPUTE_VIOMMU_MODEL_',
                           fields.VIOMMUModel.ALL, ()))
     traits.update({t: False for t in ot.get_traits(

@@ -113,7 +113,7 @@ class FakeGuest(object):
         self.log.append('poweroff')
         self.state = power_state.SHUTDOWN
 
-    def delete_configuration(self, keep_nvram=False):
+    def delete_configuration(self, keep_vtpm=False, keep_nvram=False):
         self.log.append('undefine, NVRAM kept' if keep_nvram else 'undefine')
 
     def get_xml_desc(self):
