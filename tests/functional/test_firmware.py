@@ -119,6 +119,19 @@ class UEFIGuestTest(base.RealLibvirtTestCase):
         self.assertTrue(smm)
         self.assertTrue(os.path.isfile(nvram.text))
         path = nvram.text
+        os.setxattr(path, MARK, b'1')
+
+        # Defined again with the same Secure Boot firmware, SMM and NVRAM.
+        self.api.post_server_action(server['id'],
+                                    {'reboot': {'type': 'HARD'}})
+        server = self.wait_for_status(server, 'ACTIVE', BOOT_TIMEOUT)
+        self.wait_for_console(server, guest_image.BOOT_MARKER_PREFIX,
+                              count=2, timeout=BOOT_TIMEOUT)
+        loader_after, nvram_after, smm = self.firmware(server)
+        self.assertEqual((loader.text, 'yes', path), (
+            loader_after.text, loader_after.get('secure'), nvram_after.text))
+        self.assertTrue(smm)
+        self.assertEqual(b'1', os.getxattr(path, MARK))
         self.api.delete_server(server['id'])
         self.wait_until_deleted(server)
         self.assertFalse(os.path.exists(path))
