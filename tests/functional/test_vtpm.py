@@ -134,6 +134,6 @@ class VTPMGuestTest(base.RealLibvirtTestCase):
                 'events']
         self.assertIn('Error', [e['result'] for e in events])
         self.assertIn('emulated TPM', ' '.join(
-            e.get('traceback') or '' for e in events))
+            e.get('details') or '' for e in events))
         self.api.delete_server(server['id'])
         self.wait_until_deleted(server)

@@ -27,6 +27,7 @@ from nova_kvmx.guest import firmware
 from nova_kvmx.guest import planner
 from nova_kvmx.guest import render
 from nova_kvmx.host import firmware as host_firmware
+from nova_kvmx import live_migration
 from tests.unit import builders as b
 from tests.unit import test_traits
 from tests.unit import xml_schema
@@ -297,3 +298,22 @@ class StatelessDescriptorsTest(testtools.TestCase):
         self.assertFalse(self.stateless(
             [('50-fw.json', descriptor(mode='stateless'))],
             later=[('50-fw.json', descriptor())]))
+
+
+class LeftNVRAMTest(testtools.TestCase):
+    """After a live migration, libvirt 9.0 leaves the source's NVRAM."""
+
+    def test_removed_once_the_guest_left(self):
+        path = os.path.join(self.useFixture(fixtures.TempDir()).path,
+                            'instance-00000001_VARS.fd')
+        with open(path, 'wb') as f:
+            f.write(b'vars')
+        xml = (RUNNING % '').replace(NVRAM, path)
+        live_migration.remove_nvram(xml, b.instance())
+        self.assertFalse(os.path.exists(path))
+        # Already gone: nothing to do.
+        live_migration.remove_nvram(xml, b.instance())
+
+    def test_bios_guest_has_none(self):
+        live_migration.remove_nvram(
+            '<domain><os><type>hvm</type></os></domain>', b.instance())
