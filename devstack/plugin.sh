@@ -57,8 +57,8 @@ function _nova_kvmx_set_list {
 # $NOVA_CONF or $NOVA_CPU_CONF in local.conf still override these values.
 function configure_nova_kvmx {
     iniset "$NOVA_CONF" DEFAULT compute_driver kvmx.KVMXDriver
-    iniset "$NOVA_CONF" kvmx virt_type "$NOVA_KVMX_VIRT_TYPE"
-    iniset "$NOVA_CONF" kvmx connection_uri "$NOVA_KVMX_CONNECTION_URI"
+    iniset "$NOVA_CONF" libvirt virt_type "$NOVA_KVMX_VIRT_TYPE"
+    iniset "$NOVA_CONF" libvirt connection_uri "$NOVA_KVMX_CONNECTION_URI"
     if [[ -n "$NOVA_KVMX_CPU_DEDICATED_SET" ]]; then
         iniset "$NOVA_CONF" compute cpu_dedicated_set \
             "$NOVA_KVMX_CPU_DEDICATED_SET"

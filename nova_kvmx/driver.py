@@ -111,7 +111,7 @@ class KVMXDriver(driver.ComputeDriver):
         # driver registers them once the configuration is loaded.
         nova.conf.neutron.register_dynamic_opts(CONF)
         self._host = connection.new_host(
-            CONF.kvmx.connection_uri,
+            options.connection_uri(CONF),
             lifecycle_event_handler=self.emit_event,
             conn_event_handler=self._handle_conn_event,
             pci_full_listing_interval=CONF.kvmx.pci_full_listing_interval)
@@ -120,7 +120,10 @@ class KVMXDriver(driver.ComputeDriver):
             CONF.default_ephemeral_format,
             max_image_gb=CONF.kvmx.max_image_virtual_size_gb,
             force_raw=CONF.force_raw_images,
-            preallocate=CONF.preallocate_images == 'space')
+            preallocate=CONF.preallocate_images == 'space',
+            # Nova's image backend: Flat for default without copy-on-write.
+            use_cow=(CONF.use_cow_images or
+                     CONF.libvirt.images_type != 'default'))
         self._image_cache = image_cache.manager()
         self._settings = None
         self._device_traits = {}
@@ -165,11 +168,11 @@ class KVMXDriver(driver.ComputeDriver):
                             'device_spec) but this host is not ready for '
                             'it: %s', problem)
         LOG.info('nova-kvmx ready: libvirt %s, virt_type %s',
-                 CONF.kvmx.connection_uri, CONF.kvmx.virt_type)
+                 options.connection_uri(CONF), options.virt_type(CONF))
 
     def _check_host_and_read_settings(self):
         arch = self._host.get_capabilities().host.cpu.arch
-        connection.check_host(self._host, CONF.kvmx.virt_type, arch)
+        connection.check_host(self._host, options.virt_type(CONF), arch)
         # CPU sets and reserved hugepages that do not fit the host stop
         # nova-compute here, not in every periodic task.
         numa = resources.host_topology(self._host)
@@ -182,25 +185,34 @@ class KVMXDriver(driver.ComputeDriver):
             CONF.instances_path) else 'writeback')
         self._storage.rbd = self._rbd_disks(network_cache)
         machine_type = options.default_machine_type(CONF, arch)
+        features = traits.guest_features(self._host, options.virt_type(CONF),
+                                         arch)
         domcaps = traits.domain_capabilities(self._host, arch, machine_type,
-                                             CONF.kvmx.virt_type)
+                                             options.virt_type(CONF))
         self._device_traits = traits.device_traits(
-            domcaps, arch, CONF.kvmx.virt_type, CONF.vnc.enabled,
-            traits.has_igb(self._host))
-        tpms = host_tpm.tpm_support(CONF, domcaps, CONF.kvmx.virt_type)
+            domcaps, arch, options.virt_type(CONF), CONF.vnc.enabled,
+            traits.has_igb(self._host),
+            viommu_models=features['viommu_models'],
+            sound_models=features['sound_models'],
+            guest_arches=features['guest_arches'])
+        tpms = host_tpm.tpm_support(CONF, domcaps, options.virt_type(CONF))
         self._device_traits.update(host_tpm.tpm_traits(tpms))
         fw = host_firmware.firmware_support(
             domcaps, host_firmware.has_stateless_firmware(self._host, arch))
-        # Nova's capabilities -> COMPUTE_SECURITY_UEFI_SECURE_BOOT and
-        # COMPUTE_SECURITY_STATELESS_FIRMWARE, as its libvirt driver.
+        # Nova's compute manager turns these into the address space
+        # traits (hw_maxphysaddr_mode), COMPUTE_SECURITY_UEFI_SECURE_BOOT
+        # and COMPUTE_SECURITY_STATELESS_FIRMWARE, as its libvirt driver.
         self.capabilities = dict(
-            self.capabilities, supports_secure_boot=fw.secure_boot,
+            self.capabilities,
+            supports_address_space_passthrough=features['maxphysaddr'],
+            supports_address_space_emulated=features['maxphysaddr'],
+            supports_secure_boot=fw.secure_boot,
             supports_stateless_firmware=fw.stateless)
         spice = consoles.spice_from_conf(CONF)
         if spice is not None:
-            connection.check_spice(self._host, CONF.kvmx.virt_type, arch)
+            connection.check_spice(self._host, options.virt_type(CONF), arch)
         return spec.DriverSettings(
-            virt_type=CONF.kvmx.virt_type,
+            virt_type=options.virt_type(CONF),
             machine_type=machine_type,
             arch=arch,
             pcie_ports=CONF.libvirt.num_pcie_ports,
@@ -228,7 +240,8 @@ class KVMXDriver(driver.ComputeDriver):
             tpm_versions=tpms.versions,
             tpm_models=tpms.models,
             tpm_secret_security=tpms.secret_security,
-            **options.cpu_settings(CONF, self._host, CONF.kvmx.virt_type,
+            **features,
+            **options.cpu_settings(CONF, self._host, options.virt_type(CONF),
                                    arch))
 
     def _rbd_disks(self, cache):
@@ -283,7 +296,7 @@ class KVMXDriver(driver.ComputeDriver):
     def get_available_resource(self, nodename):
         # With the node UUID of get_nodenames_by_uuid (see there).
         return dict(resources.available_resources(
-            self._host, CONF.instances_path, nodename, CONF.kvmx.virt_type,
+            self._host, CONF.instances_path, nodename, options.virt_type(CONF),
             self._pool_usage()), uuid=self._host.get_node_uuid())
 
     def _pool_usage(self):
@@ -341,7 +354,7 @@ class KVMXDriver(driver.ComputeDriver):
 
     def get_instance_diagnostics(self, instance):
         return diagnostics.instance_diagnostics(
-            self._host.get_guest(instance), instance, CONF.kvmx.virt_type)
+            self._host.get_guest(instance), instance, options.virt_type(CONF))
 
     def block_stats(self, instance, disk_id):
         return diagnostics.block_stats(self._host, instance, disk_id)
@@ -451,12 +464,12 @@ class KVMXDriver(driver.ComputeDriver):
 
     def attach_interface(self, context, instance, image_meta, vif):
         self._network.attach_interface(context, instance, image_meta, vif,
-                                       CONF.kvmx.virt_type)
+                                       options.virt_type(CONF))
 
     def detach_interface(self, context, instance, vif):
         self._network.detach_interface(context, instance,
                                        instance.image_meta, vif,
-                                       CONF.kvmx.virt_type)
+                                       options.virt_type(CONF))
 
     # -- volumes --------------------------------------------------------------
 

@@ -72,7 +72,7 @@ class LibvirtUnreachable(exception.HypervisorUnavailable,
     # power state sync, cleanup of deleted guests) then skip their run with
     # a warning while libvirtd is away, instead of failing with a trace.
     msg_fmt = ('Cannot connect to libvirt at %(uri)s: is libvirtd running '
-               'and is [kvmx] connection_uri right?')
+               'and is [libvirt] connection_uri right?')
 
 
 class ImageFetchFailed(exception.NovaException):

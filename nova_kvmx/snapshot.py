@@ -196,10 +196,13 @@ class Snapshotter(object):
         quiesced if ``freeze``."""
         info = images.qemu_img_info(root, format='qcow2')
         instance_storage.private_file(delta)
+        # On the root disk's base, so the shallow copy is its top; a disk
+        # without one (use_cow_images = False) is copied whole.
+        backing = ['-F', info.backing_file_format or 'raw',
+                   '-b', info.backing_file] if info.backing_file else []
         processutils.execute(
-            'qemu-img', 'create', '-f', 'qcow2',
-            '-F', info.backing_file_format or 'raw',
-            '-b', info.backing_file, delta, str(info.virtual_size))
+            'qemu-img', 'create', '-f', 'qcow2', *backing, delta,
+            str(info.virtual_size))
         target = guest_disk_target(guest, root)
         device = guest.get_block_device(target)
         device.copy(copy_destination(delta), shallow=True, reuse_ext=True,

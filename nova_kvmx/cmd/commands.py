@@ -39,6 +39,7 @@ from nova_kvmx.cmd import report
 from nova_kvmx.cmd import request
 from nova_kvmx.cmd import usage as host_usage
 from nova_kvmx.cmd import usagefile
+from nova_kvmx.host import options
 from nova_kvmx.host import resources
 
 CONF = kvmx_conf.CONF
@@ -142,7 +143,7 @@ def _host(args):
     if args.capabilities:
         return hostdata.from_files(args.capabilities, args.node_devices), None
     facts = hostdata.from_libvirt(
-        args.connection_uri or CONF.kvmx.connection_uri, with_domains=True)
+        args.connection_uri or options.connection_uri(CONF), with_domains=True)
     return facts, _local_gb()
 
 
@@ -198,7 +199,7 @@ def _batch_output(args, answers, out):
 
 def run_host_check(args, out):
     results = host_check.run(
-        args.root, args.connection_uri or CONF.kvmx.connection_uri)
+        args.root, args.connection_uri or options.connection_uri(CONF))
     if args.format == 'json':
         out.write(report.to_json([r.as_dict() for r in results]) + '\n')
     else:

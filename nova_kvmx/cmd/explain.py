@@ -40,6 +40,7 @@ from nova_kvmx.cmd import placement
 from nova_kvmx.cmd import request as server_request
 from nova_kvmx.cmd import usage as host_usage
 from nova_kvmx.cmd import usagefile
+from nova_kvmx.guest import hwdevices
 from nova_kvmx.guest import numa as guest_numa
 from nova_kvmx.guest import planner
 from nova_kvmx.guest import render
@@ -347,13 +348,18 @@ def domain_xml(facts, req, fitted, name='explain', instance_id=1,
     numa = hostview.host_numa(facts)
     cpu_sets = topology.cpu_sets(facts.online_cpus)
     settings = spec.DriverSettings(
-        virt_type=CONF.kvmx.virt_type, **options.configured_cpu(CONF),
+        virt_type=options.virt_type(CONF), **options.configured_cpu(CONF),
         machine_type=options.default_machine_type(
             CONF, facts.caps.host.cpu.arch), arch=facts.caps.host.cpu.arch,
         pcie_ports=CONF.libvirt.num_pcie_ports,
         host_cpus=topology.guest_cpu_pools(numa, cpu_sets),
         small_page_kb=topology.small_page_kb(numa),
-        realtime_priority=options.realtime_priority(CONF))
+        realtime_priority=options.realtime_priority(CONF),
+        # What its guests start with (the facts carry no libvirt
+        # version: taken as new enough for the virtio vIOMMU).
+        viommu_models=hwdevices.viommu_models(
+            options.virt_type(CONF), facts.caps.host.cpu.arch, True),
+        guest_arches=frozenset(g.arch for g in facts.caps.guests))
     instance = objects.Instance(
         id=instance_id, uuid=instance_uuid or req.spec.instance_uuid,
         display_name=name,

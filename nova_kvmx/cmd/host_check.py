@@ -33,6 +33,7 @@ from oslo_utils import versionutils
 from nova_kvmx.cmd import hostdata
 from nova_kvmx.cmd import systree
 from nova_kvmx.host import connection
+from nova_kvmx.host import options as host_options
 from nova_kvmx.host import topology
 
 CONF = nova.conf.CONF
@@ -56,11 +57,20 @@ def _spec(cpus):
     return hardware.format_cpu_spec(cpus) or 'none'
 
 
+def _virt_type():
+    """The configured domain type, lxc or parallels included: host-check
+    reports one nova-compute would refuse instead of stopping on it."""
+    try:
+        return host_options.virt_type(CONF)
+    except exception.InvalidConfiguration:
+        return CONF.libvirt.virt_type
+
+
 def check_virtualization(tree):
     name = 'virtualization'
     flags = tree.cpu_flags() & {'vmx', 'svm'}
     kvm = tree.exists('dev/kvm')
-    emulated = CONF.kvmx.virt_type != 'kvm'
+    emulated = _virt_type() != 'kvm'
     if flags and kvm:
         return Result(PASS, name, 'CPU flag %s, /dev/kvm present'
                       % ','.join(sorted(flags)))
@@ -68,15 +78,15 @@ def check_virtualization(tree):
         return Result(WARN, name, '/dev/kvm is present but /proc/cpuinfo '
                       'shows neither vmx nor svm (a nested or paravirtual '
                       'host?)', 'check that KVM guests boot here; otherwise '
-                      'set [kvmx] virt_type = qemu (emulation, slow)')
+                      'set [libvirt] virt_type = qemu (emulation, slow)')
     fix = ('enable VT-x/AMD-V in the firmware setup and load the module '
            '(modprobe kvm_intel or kvm_amd)')
     return Result(WARN if emulated else FAIL, name, '%s; /dev/kvm is '
                   'missing%s' % (
                       'CPU flag ' + ','.join(sorted(flags)) if flags else
                       'no vmx/svm CPU flag',
-                      ' ([kvmx] virt_type=%s does not need it)'
-                      % CONF.kvmx.virt_type if emulated else ''), fix)
+                      ' ([libvirt] virt_type=%s does not need it)'
+                      % _virt_type() if emulated else ''), fix)
 
 
 def check_iommu(tree):
@@ -408,16 +418,16 @@ def check_versions(uri):
                             libvirt_driver.NEXT_MIN_QEMU_VERSION)]
         caps = hostdata.parse_capabilities(conn.getCapabilities())
         types = connection.supported_domain_types(caps, caps.host.cpu.arch)
-        virt_type = CONF.kvmx.virt_type
-        results.append(Result(PASS, 'virt_type', '[kvmx] virt_type=%s is '
+        virt_type = _virt_type()
+        results.append(Result(PASS, 'virt_type', '[libvirt] virt_type=%s is '
                               'offered by libvirt' % virt_type)
                        if virt_type in types else
-                       Result(FAIL, 'virt_type', '[kvmx] virt_type=%s is not '
-                              'offered by libvirt (it offers %s)' % (
+                       Result(FAIL, 'virt_type', '[libvirt] virt_type=%s is '
+                              'not offered by libvirt (it offers %s)' % (
                                   virt_type, ', '.join(sorted(types))
                                   or 'none'),
-                              'load the kvm module, or set [kvmx] virt_type '
-                              '= qemu'))
+                              'load the kvm module, or set [libvirt] '
+                              'virt_type = qemu'))
         return results, versions
     finally:
         host.close()

@@ -108,7 +108,7 @@ def inventory(totals, ratios, has_disk=True):
 
 def host_traits(caps):
     """{trait: present} of the traits our driver manages."""
-    settings = spec.DriverSettings(virt_type=CONF.kvmx.virt_type,
+    settings = spec.DriverSettings(virt_type=options.virt_type(CONF),
                                    **options.configured_cpu(CONF))
     return resources.cpu_traits(caps, settings,
                                 topology.has_hyperthreading(caps))

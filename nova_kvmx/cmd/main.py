@@ -57,7 +57,8 @@ def _explain_parser(sub, common):
                     'Nova\'s own fitting code.')
     host = ex.add_argument_group('the host')
     host.add_argument('--connection-uri', metavar='URI',
-                      help='libvirt to ask (default: [kvmx] connection_uri)')
+                      help='libvirt to ask (default: [libvirt] '
+                           'connection_uri)')
     host.add_argument('--capabilities', metavar='PATH',
                       help='saved "virsh capabilities" output, instead of a '
                            'live libvirt')

@@ -25,8 +25,12 @@ kvmx_opts = [
     cfg.StrOpt(
         'connection_uri',
         default='qemu:///system',
+        deprecated_for_removal=True,
+        deprecated_reason="Use Nova's ``[libvirt] connection_uri``, which "
+                          "wins when set.",
         help="""
-URI of the libvirt daemon that runs the guests.
+URI of the libvirt daemon that runs the guests, read only when Nova's
+``[libvirt] connection_uri`` is empty.
 
 nova-compute keeps one connection open, reconnects when it drops and
 listens to its domain lifecycle events.
@@ -34,6 +38,9 @@ listens to its domain lifecycle events.
     cfg.StrOpt(
         'virt_type',
         default='kvm',
+        deprecated_for_removal=True,
+        deprecated_reason="Use Nova's ``[libvirt] virt_type``, which wins "
+                          "when it is not kvm.",
         choices=[
             ('kvm', 'Hardware accelerated guests through /dev/kvm.'),
             ('qemu', 'Software emulation (TCG). For test and nested '
@@ -41,7 +48,8 @@ listens to its domain lifecycle events.
                      'not hold under TCG.'),
         ],
         help="""
-Domain type of the guests. ``init_host`` refuses to start when libvirt
+Domain type of the guests, read only while Nova's ``[libvirt] virt_type``
+is at its default (kvm). ``init_host`` refuses to start when libvirt
 cannot run guests of this type on this host.
 """),
     cfg.StrOpt(

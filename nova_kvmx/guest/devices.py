@@ -35,6 +35,7 @@ from os_vif import objects as osv_objects
 from oslo_utils import netutils
 
 from nova_kvmx import exception
+from nova_kvmx.guest import hwdevices
 
 # os-vif's object classes (os_vif.initialize() would also load the plugins,
 # which planning does not need).
@@ -87,6 +88,8 @@ class InterfaceSpec:
     tap_managed: bool | None = None
     # <virtualport type='openvswitch'> with this interfaceid
     ovs_interface_id: str | None = None
+    # <driver packed='on'>: the virtio packed ring (hw:virtio_packed_ring)
+    packed: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -272,12 +275,32 @@ def port_mac(vif):
     return mac
 
 
+def packed_ring(flavor, image_meta):
+    """``hw:virtio_packed_ring`` / ``hw_virtio_packed_ring`` (Nova's
+    ``get_packed_virtqueue_constraint``, FlavorImageConflict when they
+    disagree); a flavor value Nova's API refuses gets its message."""
+    value = flavor.extra_specs.get('hw:virtio_packed_ring')
+    if value is not None:
+        hwdevices.validate_flavor_value('hw:virtio_packed_ring', value)
+    return hardware.get_packed_virtqueue_constraint(flavor, image_meta)
+
+
 def plan_port(vif, flavor, image_meta, virt_type, vf_netdevs=None):
-    """The InterfaceSpec or HostdevSpec of one port.
+    """The InterfaceSpec or HostdevSpec of one port; a virtio NIC with
+    the packed ring when the flavor or image asks (Nova sets it on the
+    NIC's <driver>).
 
     :param vif: nova.network.model.VIF
     :param vf_netdevs: {VF PCI address: its netdev}, for macvtap ports
     """
+    result = _plan_port(vif, flavor, image_meta, virt_type, vf_netdevs)
+    if (isinstance(result, InterfaceSpec) and result.model == VIRTIO and
+            packed_ring(flavor, image_meta)):
+        result = dataclasses.replace(result, packed=True)
+    return result
+
+
+def _plan_port(vif, flavor, image_meta, virt_type, vf_netdevs=None):
     check_supported(vif)
     # Before os-vif's conversion, which raises a bare ValueError for it.
     port_mac(vif)

@@ -27,6 +27,9 @@ Pure: names in, names out.
 
 from nova import block_device
 from nova import exception
+from nova.virt.libvirt import blockinfo
+
+from nova_kvmx import exception as kvmx_exception
 
 # The disk buses a guest disk may use, with the name prefix of their disks
 # (a q35 machine has neither IDE nor a floppy controller).
@@ -38,6 +41,11 @@ DEFAULT_CDROM_BUS = 'sata'
 # The config drive: a CD-ROM on the SATA bus.
 CONFIG_DRIVE_DEV = 'sdz'
 CONFIG_DRIVE_BUS = 'sata'
+# The buses of Nova's blockinfo a CD-ROM can be on (hw_cdrom_bus), with
+# the config drive's name on each (Nova's on IDE: hdd); virtio-blk and
+# the floppy controller have no CD-ROM.
+CDROM_DEV = {'sata': CONFIG_DRIVE_DEV, 'scsi': CONFIG_DRIVE_DEV,
+             'usb': CONFIG_DRIVE_DEV, 'ide': 'hdd'}
 
 
 def prefix(bus):
@@ -76,6 +84,29 @@ def image_bus(image_meta, device_type='disk'):
     else:
         bus = props.get('hw_disk_bus', DEFAULT_DISK_BUS)
     prefix(bus)
+    return bus
+
+
+def cdrom_bus(image_meta, virt_type, machine_type):
+    """The bus of the guest's CD-ROM (the config drive): the image's
+    ``hw_cdrom_bus`` (SATA by default, as Nova's blockinfo on q35).
+
+    :raises: Nova's UnsupportedHardware for a bus blockinfo does not
+        allow; UnsupportedKey for virtio and fdc (no CD-ROM there) and
+        for IDE on a q35 machine (it has no IDE controller)
+    """
+    bus = image_meta.properties.get('hw_cdrom_bus', DEFAULT_CDROM_BUS)
+    if not blockinfo.is_disk_bus_valid_for_virt(virt_type, bus):
+        raise exception.UnsupportedHardware(model=bus, virt=virt_type)
+    reason = None
+    if bus not in CDROM_DEV:
+        reason = 'QEMU has no CD-ROM on the %s bus' % bus
+    elif bus == 'ide' and 'q35' in machine_type:
+        reason = 'the %s machine type has no IDE controller' % machine_type
+    if reason:
+        raise kvmx_exception.UnsupportedKey(
+            kind='image property', key='hw_cdrom_bus', value=bus,
+            reason=reason)
     return bus
 
 

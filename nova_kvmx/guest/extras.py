@@ -98,6 +98,12 @@ def plan_extras(flavor, image_meta, settings, disk_bus):
     )
 
 
+def on_usb(extras):
+    """The Extras put a tablet or keyboard on USB."""
+    return 'usb' in ((extras.pointer or (None, None))[1],
+                     extras.keyboard_bus)
+
+
 def plan_watchdog(specs, props):
     """The image's action, else the flavor's, else none ('disabled')."""
     action = props.get('hw_watchdog_action',

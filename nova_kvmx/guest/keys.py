@@ -78,13 +78,6 @@ def _unset_or(*values):
     return accepts
 
 
-def _not(refused_value):
-    def accepts(value):
-        return value != refused_value
-    accepts.accepted = 'anything but %s' % refused_value
-    return accepts
-
-
 @dataclasses.dataclass(frozen=True)
 class Refused:
     """A key refused with UnsupportedKey; ``accepts(value)`` True for the
@@ -117,6 +110,15 @@ _SECURE_BOOT = ("<firmware><feature name='secure-boot'> and <loader "
                 'host can')
 _VTPM = ("<tpm><backend type='emulator' version> (swtpm, with [libvirt] "
          'swtpm_enabled), its state encrypted with a key manager secret')
+_TPM_MODEL = '<tpm model> of the emulated TPM (tpm-tis, tpm-crb)'
+
+_VIOMMU = ("<iommu> with <features><ioapic driver='qemu'> (q35; intel "
+           'under KVM only)')
+_PACKED = "<interface><driver packed='on'> of virtio NICs"
+_MAXPHYSADDR = '<cpu><maxphysaddr mode bits>'
+_USB = "<controller type='usb' index='0' model>"
+_REDIRDEV = "<redirdev type='spicevmc' bus='usb'> each (with SPICE)"
+_SOUND = '<sound model>'
 
 # key -> what it becomes.
 HONOURED = {
@@ -181,9 +183,22 @@ HONOURED = {
                              'the host offers it)',
     'os:secure_boot': _SECURE_BOOT, 'os_secure_boot': _SECURE_BOOT,
     'hw:tpm_version': _VTPM, 'hw_tpm_version': _VTPM,
-    'hw:tpm_model': _VTPM + ' model', 'hw_tpm_model': _VTPM + ' model',
+    'hw:tpm_model': _TPM_MODEL, 'hw_tpm_model': _TPM_MODEL,
     'hw:tpm_secret_security': 'how long the vTPM secret stays defined in '
                               'libvirt (user, host, deployment)',
+    'hw_cdrom_bus': "the config drive's <disk device='cdrom'><target bus> "
+                    '(sata, scsi, usb; ide off q35)',
+    'hw:viommu_model': _VIOMMU, 'hw_viommu_model': _VIOMMU,
+    'hw:virtio_packed_ring': _PACKED, 'hw_virtio_packed_ring': _PACKED,
+    'hw_maxphysaddr_mode': _MAXPHYSADDR, 'hw_maxphysaddr_bits': _MAXPHYSADDR,
+    'hw:usb_model': _USB, 'hw_usb_model': _USB,
+    'hw:redirected_usb_ports': _REDIRDEV,
+    'hw_redirected_usb_ports': _REDIRDEV,
+    'hw:sound_model': _SOUND, 'hw_sound_model': _SOUND,
+    'hw_emulation_architecture': '<os><type arch> when libvirt lists an '
+                                 'emulator for it (else refused by name)',
+    'os_type': "windows: <clock offset='localtime'>, <timer "
+               "name='hypervclock'>, <features><hyperv> (under KVM)",
     # Of the rescue image (nova_kvmx.rescue).
     'hw_rescue_device': 'stable device rescue: the rescue disk\'s device',
     'hw_rescue_bus': 'stable device rescue: the rescue disk\'s bus',
@@ -195,24 +210,10 @@ for _name in qos.VIF_KEYS:
         tuple(_name[4:].split('_')))
 
 _NOT_YET = 'not supported by nova-kvmx yet'
-_CDROM = 'the config drive CD-ROM is on SATA; other buses are ' + _NOT_YET
 
 # key -> Refused.
 REFUSED = {
     'accel:device_profile': Refused('Cyborg accelerators are ' + _NOT_YET),
-    'hw_cdrom_bus': Refused(_CDROM, _unset_or('sata')),
-    'hw:viommu_model': Refused('vIOMMU is ' + _NOT_YET),
-    'hw_viommu_model': Refused('vIOMMU is ' + _NOT_YET),
-    'hw:virtio_packed_ring': Refused(_NOT_YET, _false),
-    'hw_virtio_packed_ring': Refused(_NOT_YET, _false),
-    'hw_maxphysaddr_mode': Refused(_NOT_YET),
-    'hw_maxphysaddr_bits': Refused(_NOT_YET),
-    'hw:usb_model': Refused(_NOT_YET),
-    'hw_usb_model': Refused(_NOT_YET),
-    'hw:redirected_usb_ports': Refused(_NOT_YET, _unset_or(0)),
-    'hw_redirected_usb_ports': Refused(_NOT_YET, _unset_or(0)),
-    'hw:sound_model': Refused(_NOT_YET),
-    'hw_sound_model': Refused(_NOT_YET),
     'hw:mem_encryption': Refused('AMD SEV is ' + _NOT_YET, _false),
     'hw_mem_encryption': Refused('AMD SEV is ' + _NOT_YET, _false),
     'hw:mem_encryption_model': Refused('AMD SEV is ' + _NOT_YET),
@@ -228,12 +229,8 @@ REFUSED = {
         'ephemeral encryption is ' + _NOT_YET),
     'hw_ephemeral_encryption_secret_uuid': Refused(
         'ephemeral encryption is ' + _NOT_YET),
-    'hw_emulation_architecture': Refused(
-        'emulating another architecture is ' + _NOT_YET),
     'hw_vm_mode': Refused('a KVM guest is a full virtual machine',
                           _unset_or('hvm')),
-    'os_type': Refused('the Windows clock and Hyper-V enlightenments are '
-                       + _NOT_YET, _not('windows')),
 }
 
 _SCHEDULER = "the scheduler's; the driver has nothing to realise"

@@ -29,8 +29,10 @@ from nova_kvmx.guest import devices
 from nova_kvmx.guest import disk_names
 from nova_kvmx.guest import extras
 from nova_kvmx.guest import firmware
+from nova_kvmx.guest import hwdevices
 from nova_kvmx.guest import keys
 from nova_kvmx.guest import numa
+from nova_kvmx.guest import platform
 from nova_kvmx.guest import qos
 from nova_kvmx.guest import spec
 from nova_kvmx.guest import vtpm
@@ -75,15 +77,19 @@ def plan_guest(context, instance, image_meta, files, settings,
         raise exception.InternalError(
             '%d serial ports acquired for a guest of %d' % (
                 len(serial_ports), wanted))
-    disks = plan_disks(files, image_meta, settings.disk_cache, volumes,
-                       settings.network_disk_cache, settings.disk_io)
     machine_type = plan_machine_type(image_meta, settings)
+    disks = plan_disks(files, image_meta, settings.disk_cache, volumes,
+                       settings.network_disk_cache, settings.disk_io,
+                       cdrom_bus=disk_names.cdrom_bus(
+                           image_meta, settings.virt_type, machine_type))
     nics_and_hostdevs = devices.plan_devices(
         instance, image_meta, settings.virt_type, network_info, vf_netdevs)
     memory = numa.plan_numa(instance.numa_topology, flavor, image_meta,
                             machine_type, settings)
     if devices.needs_shared_memory(nics_and_hostdevs):
         memory['shared_memory'] = True
+    guest_extras = extras.plan_extras(flavor, image_meta, settings,
+                                      disks[0].bus)
     return spec.GuestSpec(
         uuid=instance.uuid,
         name=instance.name,
@@ -111,12 +117,17 @@ def plan_guest(context, instance, image_meta, files, settings,
         # float over (every CPU without one).
         iothreads=numa.IOTHREADS,
         pcie_root_ports=plan_pcie_root_ports(machine_type, settings),
-        extras=extras.plan_extras(flavor, image_meta, settings,
-                                  disks[0].bus),
+        extras=guest_extras,
         qos=qos.plan_qos(flavor, settings, nics_and_hostdevs),
         firmware=firmware.plan_firmware(flavor, image_meta, machine_type,
                                         settings, chosen_firmware),
         vtpm=vtpm.plan_vtpm(instance, image_meta, settings),
+        hw_devices=hwdevices.plan_hw_devices(
+            flavor, image_meta, settings, machine_type,
+            usb_devices=extras.on_usb(guest_extras) or any(
+                d.bus == 'usb' for d in disks
+                if isinstance(d, spec.DiskSpec))),
+        platform=platform.plan_platform(instance, image_meta, settings),
         **memory,
     )
 
@@ -181,7 +192,7 @@ def plan_boot(files, image_meta, root_dev):
 
 
 def plan_disks(files, image_meta, cache, volumes=(), network_cache='none',
-               io=None):
+               io=None, cdrom_bus=disk_names.CONFIG_DRIVE_BUS):
     """The guest's disks, root disk first: the instance's own disks on the
     image's disk bus (``hw_disk_bus``), each named as Nova's blockinfo
     names it (the first name its bus has free once the volumes have
@@ -211,10 +222,11 @@ def plan_disks(files, image_meta, cache, volumes=(), network_cache='none',
         (v for v in volumes if not v.is_root),
         key=lambda v: (len(v.target_dev), v.target_dev))
     if files.config_drive:
-        # q35 has no IDE: the config drive is a CD-ROM on SATA.
+        # A CD-ROM on the image's hw_cdrom_bus (SATA: q35 has no IDE).
         disks.append(spec.DiskSpec(
-            path=files.config_drive, target_dev=disk_names.CONFIG_DRIVE_DEV,
-            bus=disk_names.CONFIG_DRIVE_BUS, device='cdrom',
+            path=files.config_drive,
+            target_dev=disk_names.CDROM_DEV[cdrom_bus],
+            bus=cdrom_bus, device='cdrom',
             driver_format='raw', readonly=True, cache=cache))
     if files.rescue:
         disks.append(spec.DiskSpec(

@@ -24,6 +24,8 @@ from nova.virt.libvirt import config as vconfig
 from nova_kvmx.guest import consoles
 from nova_kvmx.guest import extras
 from nova_kvmx.guest import firmware
+from nova_kvmx.guest import hwdevices
+from nova_kvmx.guest import platform
 from nova_kvmx.guest import qos
 from nova_kvmx.guest import render_devices
 from nova_kvmx.guest import render_numa
@@ -90,6 +92,10 @@ def build_domain(guest):
     if guest.qos is not None:
         qos.apply_qos(conf, guest.qos)
     firmware.apply_firmware(conf, guest.firmware)
+    if guest.hw_devices is not None:
+        hwdevices.apply_hw_devices(conf, guest.hw_devices)
+    if guest.platform is not None:
+        platform.apply_platform(conf, guest.platform)
     return conf
 
 

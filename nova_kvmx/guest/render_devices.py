@@ -60,6 +60,7 @@ def build_interface(spec):
     if spec.net_type == 'direct':
         conf.source_mode = spec.source_mode
     conf.vlan = spec.vlan
+    conf.driver_packed = spec.packed
     if spec.ovs_interface_id:
         conf.vporttype = 'openvswitch'
         conf.add_vport_param('interfaceid', spec.ovs_interface_id)

@@ -102,6 +102,15 @@ class DriverSettings:
     tpm_versions: tuple[str, ...] = ()
     tpm_models: tuple[str, ...] = ()
     tpm_secret_security: tuple[str, ...] = ()
+    # What this host's libvirt and QEMU start (guest.hwdevices and
+    # guest.platform; the traits say the same): vIOMMU and sound models,
+    # <cpu><maxphysaddr> (libvirt >= 8.7), the architectures libvirt's
+    # capabilities list guests of.
+    viommu_models: frozenset = frozenset(('auto', 'intel', 'virtio'))
+    sound_models: frozenset = frozenset(
+        ('sb16', 'es1370', 'pcspk', 'ac97', 'ich6', 'ich9', 'usb'))
+    maxphysaddr: bool = True
+    guest_arches: frozenset = frozenset(('i686', 'x86_64'))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -313,3 +322,7 @@ class GuestSpec:
     firmware: object = None
     # The emulated TPM (guest.vtpm.VTPM), None for none.
     vtpm: object = None
+    # vIOMMU, sound, USB (guest.hwdevices.HwDevices), None for none.
+    hw_devices: object = None
+    # Architecture, address bits, Windows (guest.platform.Platform).
+    platform: object = None

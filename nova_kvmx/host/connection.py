@@ -179,7 +179,7 @@ def check_host(host, virt_type, arch):
             hint = (' (/dev/kvm is missing: enable virtualization in the '
                     'BIOS and load the kvm module)')
         raise exception.HostNotSupported(
-            reason='[kvmx] virt_type=%s is not offered by libvirt for %s '
+            reason='[libvirt] virt_type=%s is not offered by libvirt for %s '
                    'guests%s; it offers: %s' % (
                        virt_type, arch, hint,
                        ', '.join(sorted(domain_types)) or 'none'))

@@ -10,8 +10,9 @@
 # License for the specific language governing permissions and limitations
 # under the License.
 
-"""Nova's ``[libvirt]`` options for the guests' CPU and machine, read and
-checked against this host's libvirt when nova-compute starts.
+"""Nova's ``[libvirt]`` options for the libvirt connection and the guests'
+domain type, CPU and machine, read and checked against this host's
+libvirt when nova-compute starts.
 
 An operator coming from Nova's libvirt driver keeps its nova.conf: Nova's
 option wins when it is set; the older ``[kvmx]`` twins are read only when
@@ -35,6 +36,9 @@ _NAMED_MODEL_ARCHES = ('i686', 'x86_64', 'ppc64', 'ppc64le', 'ppc')
 # The machine type of a guest when [libvirt] hw_machine_type does not name
 # the host's architecture and [kvmx] machine_type is not set.
 DEFAULT_MACHINE_TYPE = 'q35'
+# The domain types nova-kvmx runs; Nova's [libvirt] virt_type also offers
+# lxc and parallels, which are other drivers' business.
+SUPPORTED_VIRT_TYPES = ('kvm', 'qemu')
 
 
 def _cpu_group(conf):
@@ -48,6 +52,28 @@ def _cpu_group(conf):
 def _user_set(conf, name, group):
     return (conf.get_location(name, group).location !=
             cfg.Locations.opt_default)
+
+
+def virt_type(conf):
+    """``[libvirt] virt_type``; the deprecated ``[kvmx]`` one only while
+    Nova's is left at its default (both default to kvm). lxc and
+    parallels are refused by name."""
+    value = conf.libvirt.virt_type
+    if value == 'kvm':
+        return conf.kvmx.virt_type
+    if value not in SUPPORTED_VIRT_TYPES:
+        raise exception.UnsupportedOption(
+            option='[libvirt] virt_type', value=value,
+            reason='it runs %s guests only' % ' and '.join(
+                SUPPORTED_VIRT_TYPES))
+    return value
+
+
+def connection_uri(conf):
+    """``[libvirt] connection_uri`` when set; Nova's empty default means
+    the local system libvirtd for kvm and qemu, which is also the default
+    of the deprecated ``[kvmx]`` twin read in its place."""
+    return conf.libvirt.connection_uri or conf.kvmx.connection_uri
 
 
 def realtime_priority(conf):

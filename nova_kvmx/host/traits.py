@@ -33,6 +33,7 @@ from nova.virt.libvirt import driver as libvirt_driver
 from nova.virt.libvirt import vif as libvirt_vif
 
 from nova_kvmx.guest import disk_names
+from nova_kvmx.guest import hwdevices
 
 
 def domain_capabilities(host, arch, machine_type, virt_type):
@@ -49,6 +50,24 @@ def has_igb(host):
                                 libvirt_driver.MIN_IGB_QEMU_VERSION)
 
 
+def guest_features(host, virt_type, arch):
+    """What guests of this host start with beyond its domain
+    capabilities: the vIOMMU and sound models, <cpu><maxphysaddr>, and
+    the architectures libvirt lists guests of (Nova's version checks);
+    as DriverSettings fields."""
+    version = host.has_min_version
+    return dict(
+        viommu_models=hwdevices.viommu_models(
+            virt_type, arch,
+            version(libvirt_driver.MIN_LIBVIRT_VIOMMU_VIRTIO_MODEL)),
+        sound_models=hwdevices.sound_models(
+            version(libvirt_driver.MIN_VIRTIO_SOUND_LIBVIRT_VERSION),
+            version(hv_ver=libvirt_driver.MIN_VIRTIO_SOUND_QEMU_VERSION)),
+        maxphysaddr=version(libvirt_driver.MIN_LIBVIRT_MAXPHYSADDR),
+        guest_arches=frozenset(
+            g.arch for g in host.get_capabilities().guests))
+
+
 def _family(prefix, every, supported):
     """{prefix + NAME: name in supported} for every name that makes a
     trait os-traits knows."""
@@ -61,13 +80,19 @@ def _family(prefix, every, supported):
     return traits
 
 
-def device_traits(domcaps, arch, virt_type, graphics, igb=False):
+def device_traits(domcaps, arch, virt_type, graphics, igb=False,
+                  viommu_models=(), sound_models=(), guest_arches=()):
     """{trait: present} of the devices guests of this host can have.
 
     :param domcaps: :func:`domain_capabilities` of the guests' machine
     :param graphics: guests have a graphical console (``[vnc] enabled``),
         without which they have no video device
     :param igb: libvirt and QEMU are recent enough for the igb NIC
+    :param viommu_models: the vIOMMU models guests start with
+        (guest.hwdevices.viommu_models)
+    :param sound_models: the sound models (guest.hwdevices.sound_models)
+    :param guest_arches: the architectures libvirt's capabilities list
+        guests of (hw_emulation_architecture)
     """
     buses = set(domcaps.devices.disk.buses) & set(disk_names.BUS_PREFIX)
     videos = set(domcaps.devices.video.models) if graphics else set()
@@ -82,14 +107,17 @@ def device_traits(domcaps, arch, virt_type, graphics, igb=False):
     traits.update(_family(
         'COMPUTE_NET_VIF_MODEL_',
         itertools.chain(*libvirt_vif.SUPPORTED_VIF_MODELS.values()), vifs))
-    # hw_viommu_model, packed virtqueues and emulating another
-    # architecture are refused (nova_kvmx.guest.keys): none reported.
-    # vTPM ones: nova_kvmx.host.tpm replaces these with swtpm_enabled.
     traits.update(_family('COMPUTE_VIOMMU_MODEL_',
-                          fields.VIOMMUModel.ALL, ()))
+                          fields.VIOMMUModel.ALL, viommu_models))
+    traits.update(_family('COMPUTE_SOUND_MODEL_',
+                          fields.SoundModelType.ALL, sound_models))
+    # vTPM: nova_kvmx.host.tpm replaces these with [libvirt]
+    # swtpm_enabled.
     traits.update({t: False for t in ot.get_traits(
         prefix='COMPUTE_SECURITY_TPM_')})
-    traits[ot.COMPUTE_NET_VIRTIO_PACKED] = False
-    traits.update({t: False for t in ot.get_traits(prefix='COMPUTE_ARCH_')})
+    # As Nova: every virtio NIC can have the packed ring.
+    traits[ot.COMPUTE_NET_VIRTIO_PACKED] = True
+    traits.update(_family('COMPUTE_ARCH_', fields.Architecture.ALL,
+                          guest_arches))
     traits.update(_family('HW_ARCH_', [arch], [arch]))
     return traits

@@ -35,6 +35,11 @@ Nova's format inspector, refuses backing files, data files and images
 whose content does not match their declared format, and bounds an image's
 virtual size before it is converted.
 
+``[DEFAULT] use_cow_images = False`` (with ``[libvirt] images_type =
+default``) makes each instance disk a full copy of its base instead of an
+overlay: a qcow2 file with no backing file (:func:`create_copy`), so
+nothing of the guest depends on the image cache.
+
 ``[DEFAULT] force_raw_images = False`` keeps a base in the image's own
 format (the overlays name it as their backing format);
 ``[DEFAULT] preallocate_images = space`` allocates each disk's full size
@@ -93,7 +98,7 @@ RESCUE_FILES = ('disk.rescue', 'disk.config.rescue')
 class InstanceStorage(object):
     def __init__(self, instances_path, cache_subdir, ephemeral_format=None,
                  rbd=None, max_image_gb=0, force_raw=True,
-                 preallocate=False):
+                 preallocate=False, use_cow=True):
         """:param ephemeral_format: ``[DEFAULT] default_ephemeral_format``
             (None: Nova's choice for the instance's ``os_type``)
         :param rbd: the storage.rbd.RBDDisks keeping root, ephemeral
@@ -103,6 +108,8 @@ class InstanceStorage(object):
             bound of images no flavor root disk bounds (0: none)
         :param force_raw: ``[DEFAULT] force_raw_images``
         :param preallocate: ``[DEFAULT] preallocate_images = space``
+        :param use_cow: False for disks that are full copies of their base
+            (``[DEFAULT] use_cow_images = False``), not overlays on it
         """
         self.instances_path = instances_path
         self.cache_dir = os.path.join(instances_path, cache_subdir)
@@ -111,6 +118,7 @@ class InstanceStorage(object):
         self.max_image_gb = max_image_gb
         self.force_raw = force_raw
         self.preallocate = preallocate
+        self.use_cow = use_cow
 
     def check_host(self):
         """:raises: HostNotSupported when ``preallocate_images = space``
@@ -317,11 +325,17 @@ class InstanceStorage(object):
             os.path.join(self.instance_dir(instance), 'disk'), root_gb)
 
     def overlay_on_image(self, base, path, root_gb):
-        """A disk (create_overlay) on a cached image, in the format the
-        base really has."""
-        create_overlay(base, path, root_gb, base_format(base))
+        """A disk (create_overlay, or create_copy without copy-on-write)
+        of a cached image, in the format the base really has."""
+        self.disk_from_base(base, path, root_gb)
         if root_gb:
             self.allocate(path, root_gb * units.Gi)
+
+    def disk_from_base(self, base, path, size_gb):
+        """A qcow2 disk of ``base`` at ``path``: an overlay on it, or
+        with ``use_cow_images = False`` a copy of it."""
+        make = create_overlay if self.use_cow else create_copy
+        make(base, path, size_gb, base_format(base))
 
     def allocate(self, path, size):
         """``[DEFAULT] preallocate_images = space``: reserve ``size``
@@ -385,7 +399,7 @@ class InstanceStorage(object):
             self.rbd.import_blank(instance, rbd.EPHEMERAL, base)
             return
         path = os.path.join(self.instance_dir(instance), 'disk.eph0')
-        create_overlay(base, path, size_gb)
+        self.disk_from_base(base, path, size_gb)
         self.allocate(path, size_gb * units.Gi)
 
     def create_swap(self, instance, size_mb):
@@ -394,7 +408,7 @@ class InstanceStorage(object):
             self.rbd.import_blank(instance, rbd.SWAP, base)
             return
         path = os.path.join(self.instance_dir(instance), 'disk.swap')
-        create_overlay(base, path, 0)
+        self.disk_from_base(base, path, 0)
         self.allocate(path, size_mb * units.Mi)
 
     def base_for(self, context, instance, backing_file):
@@ -537,6 +551,24 @@ def create_overlay(base, path, root_gb, base_format='raw'):
         args.append(str(limit.size))
     private_file(path)
     processutils.execute(*args)
+
+
+def create_copy(base, path, root_gb, base_format='raw'):
+    """A qcow2 disk holding all of ``base`` (no backing file), grown to
+    the flavor's root disk size: a disk of ``[DEFAULT] use_cow_images =
+    False``, as Nova's Flat image backend copies the base. The same
+    bound as :func:`create_overlay`."""
+    virtual_size = images.qemu_img_info(base,
+                                        format=base_format).virtual_size
+    if root_gb:
+        limit = base_image.size_limit(root_gb, 0)
+        limit.check(os.path.basename(base), virtual_size)
+    private_file(path)
+    processutils.execute('qemu-img', 'convert', '-f', base_format,
+                         '-O', 'qcow2', base, path)
+    if root_gb and limit.size > virtual_size:
+        processutils.execute('qemu-img', 'resize', '-f', 'qcow2', path,
+                             str(limit.size))
 
 
 def make_config_drive(context, instance, path, injected_files,

@@ -101,12 +101,6 @@ def settings_from_conf(conf, cache='none'):
     """
     images_type = conf.libvirt.images_type
     if images_type in ('default', 'qcow2'):
-        if images_type == 'default' and not conf.use_cow_images:
-            raise exception.HostNotSupported(
-                reason='[DEFAULT] use_cow_images = False (raw instance '
-                'disks) is not supported: nova-kvmx keeps instance disks '
-                'as qcow2 overlays, or on Ceph with [libvirt] images_type '
-                '= rbd')
         return None
     if images_type != 'rbd':
         raise exception.HostNotSupported(

@@ -30,6 +30,7 @@ from lxml import etree
 import nova.conf
 import nova.version
 
+from nova_kvmx.host import options
 from tests.functional import base
 from tests.functional import guest_image
 
@@ -46,7 +47,7 @@ class Demo(base.RealLibvirtTestCase):
         say('== Nova %s services in-process; nova-compute runs '
             'compute_driver=%s on %s (virt_type=%s)' % (
                 nova.version.version_string(), CONF.compute_driver,
-                CONF.kvmx.connection_uri, CONF.kvmx.virt_type))
+                options.connection_uri(CONF), options.virt_type(CONF)))
         self.show_host()
 
         image_id = self.create_bootable_image()

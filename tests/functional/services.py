@@ -84,7 +84,7 @@ class NovaServicesMixin(integrated_helpers.InstanceHelperMixin):
         self.instances_path = instances_path
         self.flags(compute_driver='kvmx.KVMXDriver',
                    instances_path=instances_path)
-        self.flags(virt_type=virt_type, group='kvmx')
+        self.flags(virt_type=virt_type, group='libvirt')
         self.flags(api_paste_config=os.path.join(
             sys.prefix, 'etc', 'nova', 'api-paste.ini'), group='wsgi')
         # One host: a failed build must show its own fault, not a retry.

@@ -121,3 +121,18 @@ class LocalDiskOptionsTest(volume_base.VolumesMixin,
         self.assertGreaterEqual(disk['actual-size'], units.Gi)
         self.assertEqual(('none', 'native'), (driver.get('cache'),
                                               driver.get('io')))
+
+    def test_use_cow_images_false_copies_the_image(self):
+        self.flags(use_cow_images=False)
+        self.start_compute()
+        image_id = self.upload_guest('raw')
+        server = self.boot(image_id)
+        disk, _driver = self.root_disk(server)
+        # The guest read its image's token from a disk with no backing
+        # file: a full copy, which needs no base in the image cache.
+        self.assertEqual(('qcow2', units.Gi, None), (
+            disk['format'], disk['virtual-size'],
+            disk.get('backing-filename')))
+        [source] = etree.fromstring(self.domain(server).XMLDesc()).xpath(
+            "devices/disk[target/@dev='vda']")
+        self.assertEqual([], source.xpath('backingStore/source'))

@@ -99,3 +99,26 @@ class SnapshotTest(SnapshotTestBase):
         self.assertNotIn(image_id, [
             i['id'] for i in self.glance.detail(self.ctxt)])
         self.assertEqual([], self.snapshot_dir())
+
+
+class FullCopyDiskSnapshotTest(SnapshotTestBase):
+    """``use_cow_images = False``: the root disk has no backing file, so
+    the live copy takes all of it."""
+
+    START_COMPUTE = False
+
+    def setUp(self):
+        super().setUp()
+        self.flags(use_cow_images=False)
+        self.start_compute()
+        self.image_id = self.create_bootable_image()
+
+    def test_live_snapshot_then_boot_from_it(self):
+        server = self.boot()
+        dom_id = self.domain(server).ID()
+        server, image = self.snapshot(server)
+        self.assertEqual(('ACTIVE', dom_id),
+                         (server['status'], self.domain(server).ID()))
+        self.assertEqual('qcow2', image['disk_format'])
+        self.assertGreater(image['size'], 0)
+        self.boot(image['id'])

@@ -221,6 +221,33 @@ class BaseImageTest(testtools.TestCase):
         self.assertGreaterEqual(info['actual-size'], units.Gi)
         self.assertLess(os.path.getsize(disk), units.Mi)
 
+    def test_without_copy_on_write_disks_are_full_copies(self):
+        # use_cow_images = False: no backing file, the image's data in the
+        # disk, grown to the flavor's size; ephemeral and swap too.
+        self.qcow2(64 * units.Mi, data_mib=2)
+        inst = self.instance(1)
+        store = self.storage(use_cow=False)
+        store.create_root(None, inst, IMAGE_ID)
+        store.create_ephemeral(inst, 1, 'linux')
+        store.create_swap(inst, 16)
+        inst_dir = os.path.join(self.instances, inst.uuid)
+        for name, size in (('disk', units.Gi), ('disk.eph0', units.Gi),
+                           ('disk.swap', 16 * units.Mi)):
+            info = image_info(os.path.join(inst_dir, name))
+            self.assertEqual(('qcow2', size, None), (
+                info['format'], info['virtual-size'],
+                info.get('backing-filename')), name)
+        disk = os.path.join(inst_dir, 'disk')
+        self.assertGreaterEqual(image_info(disk)['actual-size'],
+                                2 * units.Mi)
+        qemu_img('compare', '-f', 'qcow2', '-F', 'qcow2', disk,
+                 os.path.join(self.src, 'image.qcow2'))
+        # With copy-on-write (the default), an overlay on the cached base.
+        shutil.rmtree(inst_dir)
+        os.makedirs(inst_dir)
+        self.storage().create_root(None, inst, IMAGE_ID)
+        self.assertIn('backing-filename', image_info(disk))
+
     def test_no_preallocation_by_default(self):
         self.qcow2(64 * units.Mi)
         inst = self.instance(1)

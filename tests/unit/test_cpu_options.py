@@ -284,6 +284,29 @@ class HostOptionsTest(testtools.TestCase):
                                options.default_machine_type, CONF, 'x86_64')
         self.assertIn('[libvirt] hw_machine_type', str(ex))
 
+    def test_virt_type(self):
+        self.assertEqual('kvm', options.virt_type(CONF))
+        self.conf.config(virt_type='qemu', group='libvirt')
+        self.assertEqual('qemu', options.virt_type(CONF))
+        # The deprecated [kvmx] option counts while Nova's is at its
+        # default.
+        self.conf.config(virt_type='kvm', group='libvirt')
+        self.conf.config(virt_type='qemu', group='kvmx')
+        self.assertEqual('qemu', options.virt_type(CONF))
+        self.conf.config(virt_type='lxc', group='libvirt')
+        ex = self.assertRaises(exception.UnsupportedOption,
+                               options.virt_type, CONF)
+        self.assertIn('[libvirt] virt_type = lxc', str(ex))
+
+    def test_connection_uri(self):
+        self.assertEqual('qemu:///system', options.connection_uri(CONF))
+        self.conf.config(connection_uri='test:///default', group='kvmx')
+        self.assertEqual('test:///default', options.connection_uri(CONF))
+        self.conf.config(connection_uri='qemu+tcp://h/system',
+                         group='libvirt')
+        self.assertEqual('qemu+tcp://h/system',
+                         options.connection_uri(CONF))
+
     def test_realtime_priority(self):
         self.assertEqual(1, options.realtime_priority(CONF))
         self.conf.config(realtime_scheduler_priority=50, group='kvmx')

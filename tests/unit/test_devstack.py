@@ -239,14 +239,13 @@ class TestDevstackPlugin(DevstackTestCase):
 
         self.assertEqual('kvmx.KVMXDriver',
                          conf.get('DEFAULT', 'compute_driver'))
-        self.assertEqual('qemu', conf.get('kvmx', 'virt_type'))
+        self.assertEqual('qemu', conf.get('libvirt', 'virt_type'))
         self.assertEqual('qemu+tcp://localhost/system',
-                         conf.get('kvmx', 'connection_uri'))
+                         conf.get('libvirt', 'connection_uri'))
         self.assertEqual('4-7,^6', conf.get('compute', 'cpu_dedicated_set'))
         self.assertEqual('2-3', conf.get('compute', 'cpu_shared_set'))
         # What was there before is kept.
         self.assertEqual('True', conf.get('DEFAULT', 'debug'))
-        self.assertEqual('kvm', conf.get('libvirt', 'virt_type'))
         self.assertEqual([], self._calls())
 
     def test_post_config_defaults(self):
@@ -256,9 +255,10 @@ class TestDevstackPlugin(DevstackTestCase):
         self.assertEqual('kvmx.KVMXDriver',
                          conf.get('DEFAULT', 'compute_driver'))
         expected_virt_type = 'kvm' if os.path.exists('/dev/kvm') else 'qemu'
-        self.assertEqual(expected_virt_type, conf.get('kvmx', 'virt_type'))
+        self.assertEqual(expected_virt_type,
+                         conf.get('libvirt', 'virt_type'))
         self.assertEqual('qemu:///system',
-                         conf.get('kvmx', 'connection_uri'))
+                         conf.get('libvirt', 'connection_uri'))
         # The CPU sets are Nova's own options: left alone unless asked.
         self.assertFalse(conf.has_option('compute', 'cpu_dedicated_set'))
         self.assertFalse(conf.has_option('compute', 'cpu_shared_set'))

@@ -210,7 +210,7 @@ class BrokenHostTest(HostCheckTestCase):
         self.conf.config(virt_type='qemu', group='kvmx')
         self.tree.remove('dev/kvm')
         self.assertResult('virtualization', 'WARN',
-                          '[kvmx] virt_type=qemu does not need it')
+                          '[libvirt] virt_type=qemu does not need it')
 
     def test_kvm_without_cpu_flags(self):
         self.tree.write('proc/cpuinfo', 'processor\t: 0\nflags\t\t: fpu\n')

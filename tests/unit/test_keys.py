@@ -184,6 +184,21 @@ SAMPLES = {
     'hw_tpm_model': (
         ({}, {'hw_tpm_version': '2.0', 'hw_tpm_model': 'tpm-crb'}),
         ({}, {'hw_tpm_version': '2.0'})),
+    'hw:viommu_model': (({'hw:viommu_model': 'virtio'}, {}), ({}, {})),
+    'hw_viommu_model': (({}, {'hw_viommu_model': 'intel'}), ({}, {})),
+    'hw_maxphysaddr_mode': (
+        ({}, {'hw_maxphysaddr_mode': 'passthrough'}), ({}, {})),
+    'hw_maxphysaddr_bits': (
+        ({}, {'hw_maxphysaddr_mode': 'passthrough',
+              'hw_maxphysaddr_bits': 42}),
+        ({}, {'hw_maxphysaddr_mode': 'passthrough'})),
+    'hw:usb_model': (({'hw:usb_model': 'qemu-xhci'}, {}), ({}, {})),
+    'hw_usb_model': (({}, {'hw_usb_model': 'nec-xhci'}), ({}, {})),
+    'hw:sound_model': (({'hw:sound_model': 'ich9'}, {}), ({}, {})),
+    'hw_sound_model': (({}, {'hw_sound_model': 'ac97'}), ({}, {})),
+    'hw_emulation_architecture': (
+        ({}, {'hw_emulation_architecture': 'i686'}), ({}, {})),
+    'os_type': (({}, {'os_type': 'windows'}), ({}, {'os_type': 'linux'})),
 }
 for _name in qos.DISK_KEYS:
     SAMPLES['quota:' + _name] = (({'quota:' + _name: '1000'}, {}), ({}, {}))
@@ -214,6 +229,12 @@ TESTED_ELSEWHERE = {
     # Ports of the serial console, acquired outside the plan.
     'hw:serial_port_count': 'tests/unit/test_consoles.py',
     'hw_serial_port_count': 'tests/unit/test_consoles.py',
+    # A NIC's, a config drive's, a SPICE console's.
+    'hw:virtio_packed_ring': 'tests/unit/test_hwdevices.py',
+    'hw_virtio_packed_ring': 'tests/unit/test_hwdevices.py',
+    'hw_cdrom_bus': 'tests/unit/test_hwdevices.py',
+    'hw:redirected_usb_ports': 'tests/unit/test_hwdevices.py',
+    'hw_redirected_usb_ports': 'tests/unit/test_hwdevices.py',
 }
 ELSEWHERE_MARK = {'img_config_drive': 'configdrive.required_by',
                   'trait{group}:*': 'test_flavor_traits_pick_the_model',
@@ -284,20 +305,13 @@ class TestEveryKeyIsListed(testtools.TestCase):
 # A value each refused key is refused for (as Nova's API accepts it).
 REFUSED_VALUES = {
     'accel:device_profile': 'gpu',
-    'hw_cdrom_bus': 'ide',
-    'hw:viommu_model': 'intel', 'hw_viommu_model': 'intel',
-    'hw_maxphysaddr_mode': 'passthrough', 'hw_maxphysaddr_bits': 42,
-    'hw:usb_model': 'qemu-xhci', 'hw_usb_model': 'qemu-xhci',
-    'hw:redirected_usb_ports': '2', 'hw_redirected_usb_ports': 2,
-    'hw:sound_model': 'ich9', 'hw_sound_model': 'ich9',
     'hw:mem_encryption_model': 'amd-sev',
     'hw_mem_encryption_model': 'amd-sev', 'hw:pmem': '4GB',
     'hw:ephemeral_encryption_format': 'luks',
     'hw_ephemeral_encryption_format': 'luks',
     'hw_ephemeral_encryption_secret_uuid':
         '7ad4b6f5-1f4a-4b36-9d5b-7b5a2c3a1f00',
-    'hw_emulation_architecture': 'aarch64', 'hw_vm_mode': 'xen',
-    'os_type': 'windows',
+    'hw_vm_mode': 'xen',
 }
 
 
@@ -318,7 +332,7 @@ class TestRefusedByName(testtools.TestCase):
         self.assertIn(name, str(ex))
 
     @ddt.data(('hw_firmware_type', 'bios'), ('hw_vm_mode', 'hvm'),
-              ('os_type', 'linux'), ('hw_cdrom_bus', 'sata'))
+              ('os_type', 'linux'))
     @ddt.unpack
     def test_value_asking_for_nothing_new_is_accepted(self, name, value):
         b.plan(image_meta=b.image(**{name: value}))

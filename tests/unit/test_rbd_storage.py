@@ -71,11 +71,10 @@ class SettingsTest(testtools.TestCase):
             r'\[libvirt\] images_type = %s is not supported' % images_type,
             rbd.settings_from_conf, CONF)
 
-    def test_raw_files_refused_by_name(self):
+    def test_local_disks_without_copy_on_write(self):
+        # Full copies in the instance directory (storage.create_copy).
         self.conf.config(use_cow_images=False)
-        self.assertRaisesRegex(kvmx_exception.HostNotSupported,
-                               r'use_cow_images = False',
-                               rbd.settings_from_conf, CONF)
+        self.assertIsNone(rbd.settings_from_conf(CONF))
 
     def test_rbd(self):
         self.conf.config(images_type='rbd', images_rbd_pool='vms',

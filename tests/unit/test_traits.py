@@ -20,6 +20,7 @@ from nova.compute import provider_tree
 from nova.virt.libvirt import config as vconfig
 
 from nova_kvmx import driver
+from nova_kvmx.guest import hwdevices
 from nova_kvmx.host import resources
 from nova_kvmx.host import traits as traits_mod
 from tests.unit import builders as b
@@ -135,10 +136,43 @@ class DeviceTraitsTest(testtools.TestCase):
         for trait in (ot.COMPUTE_VIOMMU_MODEL_INTEL,
                       ot.COMPUTE_VIOMMU_MODEL_AUTO,
                       ot.COMPUTE_SECURITY_TPM_2_0,
-                      ot.COMPUTE_NET_VIRTIO_PACKED,
+                      ot.COMPUTE_SOUND_MODEL_ICH9,
                       ot.COMPUTE_ARCH_X86_64):
             self.assertIn(trait, listed)
             self.assertNotIn(trait, present)
+
+    def test_packed_ring_as_nova(self):
+        self.assertIn(ot.COMPUTE_NET_VIRTIO_PACKED, self.present()[0])
+
+    def host_features(self, virt_type, libvirt_virtio=True):
+        traits = traits_mod.device_traits(
+            captured_domcaps(), 'x86_64', virt_type, True,
+            viommu_models=hwdevices.viommu_models(
+                virt_type, 'x86_64', libvirt_virtio),
+            sound_models=hwdevices.sound_models(True, False),
+            guest_arches={'x86_64', 'i686'})
+        return {t for t, on in traits.items() if on}
+
+    def test_viommu_models_guests_start_with(self):
+        kvm = self.host_features('kvm')
+        self.assertTrue({ot.COMPUTE_VIOMMU_MODEL_INTEL,
+                         ot.COMPUTE_VIOMMU_MODEL_VIRTIO,
+                         ot.COMPUTE_VIOMMU_MODEL_AUTO} <= kvm)
+        self.assertNotIn(ot.COMPUTE_VIOMMU_MODEL_SMMUV3, kvm)
+        # intel's eim=on needs KVM's split irqchip: not under TCG.
+        tcg = self.host_features('qemu')
+        self.assertNotIn(ot.COMPUTE_VIOMMU_MODEL_INTEL, tcg)
+        self.assertIn(ot.COMPUTE_VIOMMU_MODEL_VIRTIO, tcg)
+        old = self.host_features('qemu', libvirt_virtio=False)
+        self.assertFalse({t for t in old if 'VIOMMU' in t})
+
+    def test_sound_models_and_emulated_architectures(self):
+        present = self.host_features('kvm')
+        self.assertIn(ot.COMPUTE_SOUND_MODEL_ICH9, present)
+        # libvirt 9.0 and QEMU 7.2 have no virtio sound.
+        self.assertNotIn(ot.COMPUTE_SOUND_MODEL_VIRTIO, present)
+        self.assertIn(ot.COMPUTE_ARCH_X86_64, present)
+        self.assertNotIn(ot.COMPUTE_ARCH_AARCH64, present)
 
     def test_host_architecture(self):
         present, _ = self.present()
@@ -148,3 +182,42 @@ class DeviceTraitsTest(testtools.TestCase):
     def test_socket_pci_numa_affinity_is_a_capability(self):
         self.assertTrue(driver.KVMXDriver.capabilities[
             'supports_socket_pci_numa_affinity'])
+
+
+class _Host(object):
+    """What guest_features asks a host: its capabilities and versions."""
+
+    def __init__(self, libvirt, qemu=(7, 2, 0)):
+        self.libvirt, self.qemu = libvirt, qemu
+
+    def get_capabilities(self):
+        return _captured(vconfig.LibvirtConfigCaps, CAPS_XML)
+
+    def has_min_version(self, lv_ver=None, hv_ver=None):
+        return ((lv_ver is None or self.libvirt >= lv_ver) and
+                (hv_ver is None or self.qemu >= hv_ver))
+
+
+class GuestFeaturesTest(testtools.TestCase):
+
+    def test_libvirt_9_0_and_qemu_7_2(self):
+        features = traits_mod.guest_features(_Host((9, 0, 0)), 'kvm',
+                                             'x86_64')
+        self.assertEqual({'auto', 'intel', 'virtio'},
+                         features['viommu_models'])
+        self.assertNotIn('virtio', features['sound_models'])
+        self.assertIn('ich9', features['sound_models'])
+        self.assertTrue(features['maxphysaddr'])
+        self.assertIn('x86_64', features['guest_arches'])
+
+    def test_novas_minimum_libvirt(self):
+        features = traits_mod.guest_features(_Host((8, 0, 0)), 'qemu',
+                                             'x86_64')
+        # No virtio vIOMMU before 8.3, no intel under TCG.
+        self.assertEqual(frozenset(), features['viommu_models'])
+        self.assertFalse(features['maxphysaddr'])
+
+    def test_virtio_sound_with_libvirt_10_4_and_qemu_8_2(self):
+        features = traits_mod.guest_features(
+            _Host((10, 4, 0), (8, 2, 0)), 'kvm', 'x86_64')
+        self.assertIn('virtio', features['sound_models'])
