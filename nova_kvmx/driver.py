@@ -41,9 +41,11 @@ from nova_kvmx.guest import spec
 from nova_kvmx.host import availability
 from nova_kvmx.host import connection
 from nova_kvmx.host import device_events
+from nova_kvmx.host import firmware as host_firmware
 from nova_kvmx.host import iommu
 from nova_kvmx.host import options
 from nova_kvmx.host import resources
+from nova_kvmx.host import tpm as host_tpm
 from nova_kvmx.host import topology
 from nova_kvmx.host import traits
 from nova_kvmx import lifecycle
@@ -187,20 +189,27 @@ class KVMXDriver(driver.ComputeDriver):
         machine_type = options.default_machine_type(CONF, arch)
         features = traits.guest_features(self._host, options.virt_type(CONF),
                                          arch)
+        domcaps = traits.domain_capabilities(self._host, arch, machine_type,
+                                             options.virt_type(CONF))
         self._device_traits = traits.device_traits(
-            traits.domain_capabilities(self._host, arch, machine_type,
-                                       options.virt_type(CONF)),
-            arch, options.virt_type(CONF), CONF.vnc.enabled,
+            domcaps, arch, options.virt_type(CONF), CONF.vnc.enabled,
             traits.has_igb(self._host),
             viommu_models=features['viommu_models'],
             sound_models=features['sound_models'],
             guest_arches=features['guest_arches'])
+        tpms = host_tpm.tpm_support(CONF, domcaps, options.virt_type(CONF))
+        self._device_traits.update(host_tpm.tpm_traits(tpms))
+        fw = host_firmware.firmware_support(
+            domcaps, host_firmware.has_stateless_firmware(self._host, arch))
         # Nova's compute manager turns these into the address space
-        # traits (hw_maxphysaddr_mode).
+        # traits (hw_maxphysaddr_mode), COMPUTE_SECURITY_UEFI_SECURE_BOOT
+        # and COMPUTE_SECURITY_STATELESS_FIRMWARE, as its libvirt driver.
         self.capabilities = dict(
             self.capabilities,
             supports_address_space_passthrough=features['maxphysaddr'],
-            supports_address_space_emulated=features['maxphysaddr'])
+            supports_address_space_emulated=features['maxphysaddr'],
+            supports_secure_boot=fw.secure_boot,
+            supports_stateless_firmware=fw.stateless)
         spice = consoles.spice_from_conf(CONF)
         if spice is not None:
             connection.check_spice(self._host, options.virt_type(CONF), arch)
@@ -227,6 +236,12 @@ class KVMXDriver(driver.ComputeDriver):
             rx_queue_size=CONF.libvirt.rx_queue_size,
             tx_queue_size=CONF.libvirt.tx_queue_size,
             disk_discard=CONF.libvirt.hw_disk_discard,
+            uefi=fw.uefi,
+            secure_boot=fw.secure_boot,
+            stateless_firmware=fw.stateless,
+            tpm_versions=tpms.versions,
+            tpm_models=tpms.models,
+            tpm_secret_security=tpms.secret_security,
             **features,
             **options.cpu_settings(CONF, self._host, options.virt_type(CONF),
                                    arch))

@@ -28,6 +28,7 @@ which publishes it, is made then, before the guest starts.
 """
 
 import functools
+import os
 import re
 import time
 
@@ -42,6 +43,7 @@ from nova_kvmx import device_metadata
 from nova_kvmx import exception as kvmx_exception
 from nova_kvmx.guest import consoles
 from nova_kvmx.guest import devices
+from nova_kvmx.guest import firmware
 from nova_kvmx.guest import keys
 from nova_kvmx.guest import planner
 from nova_kvmx.guest import render
@@ -49,6 +51,7 @@ from nova_kvmx.guest import spec
 from nova_kvmx.guest import volumes as guest_volumes
 from nova_kvmx import vif
 from nova_kvmx import vif_events
+from nova_kvmx import vtpm_secret
 from nova_kvmx import volumes as host_volumes
 
 LOG = logging.getLogger(__name__)
@@ -128,7 +131,7 @@ class GuestLifecycle(object):
                     self.start_with_network(
                         instance, xml, network_info, vif_events.for_plug(
                             network_info, self.settings().virt_type),
-                        defined)
+                        defined, context=context)
                 else:
                     self.define_with_network(instance, xml, network_info,
                                              defined)
@@ -179,15 +182,17 @@ class GuestLifecycle(object):
             instance, network_info))
 
     def domain_xml(self, context, instance, image_meta, files,
-                   network_info=None, bdms=()):
+                   network_info=None, bdms=(), chosen_firmware=None):
         """The domain of the instance, with ``bdms`` (connected driver
         BDMs of its volumes) and, with the serial console, TCP ports
         acquired for its serial ports: they are the domain's until it is
         undefined, or given back with :func:`forget_domain` if it is never
-        created."""
+        created. ``chosen_firmware`` (:func:`kept_firmware`): the UEFI
+        firmware of the instance's previous domain."""
         vif.load_claims(instance)
         files = self.storage.with_bases(files, self.find_guest(instance))
         settings = self.settings()
+        vtpm_secret.ensure(context, instance, image_meta, settings)
         serial = console.acquire_serial_ports(
             settings.serial_listen, consoles.serial_port_count(
                 instance.flavor, image_meta, settings))
@@ -196,7 +201,8 @@ class GuestLifecycle(object):
                                        settings, network_info,
                                        vif.vf_netdevs(network_info),
                                        self.volumes.disks(instance, bdms),
-                                       serial_ports=serial)
+                                       serial_ports=serial,
+                                       chosen_firmware=chosen_firmware)
             record_machine_type(instance, image_meta, guest.machine_type)
             return render.render_domain(guest)
         except Exception:
@@ -204,7 +210,7 @@ class GuestLifecycle(object):
                 console.release_serial_ports(settings.serial_listen, serial)
 
     def start_with_network(self, instance, xml, network_info, events=(),
-                           defined=None):
+                           defined=None, context=None):
         """Plug the ports, then start the domain (calling
         ``defined(guest)`` once it is defined, before it starts).
 
@@ -212,7 +218,8 @@ class GuestLifecycle(object):
         starts paused, and runs once Neutron has reported those ports
         plugged: the events are registered for before the ports are
         plugged, so none is missed. A start that fails, the wait
-        included, leaves no domain and no port plugged.
+        included, leaves no domain and no port plugged. ``context`` (the
+        request's) reads the vTPM secret of a guest with an emulated TPM.
         """
         guest = None
         plugged = False
@@ -222,7 +229,8 @@ class GuestLifecycle(object):
                 plugged = True
                 guest = self.start_new_domain(instance, xml,
                                               paused=bool(events),
-                                              defined=defined)
+                                              defined=defined,
+                                              context=context)
             if events:
                 self.run_paused(guest, instance)
         except Exception:
@@ -255,7 +263,8 @@ class GuestLifecycle(object):
                 forget_domain(xml)
                 self.network.unplug_all(instance, network_info)
 
-    def start_new_domain(self, instance, xml, paused=False, defined=None):
+    def start_new_domain(self, instance, xml, paused=False, defined=None,
+                         context=None):
         """Define and start a domain (paused if asked), calling
         ``defined(guest)`` in between; undefine it again if it fails."""
         try:
@@ -266,7 +275,8 @@ class GuestLifecycle(object):
         try:
             if defined is not None:
                 defined(guest)
-            guest.launch(pause=paused)
+            with vtpm_secret.defined(self.host, context, instance):
+                guest.launch(pause=paused)
             self.wait_for_power_state(
                 guest, power_state.PAUSED if paused else power_state.RUNNING,
                 self.start_timeout)
@@ -313,11 +323,16 @@ class GuestLifecycle(object):
         guest = self.find_guest(instance)
         if guest is not None:
             try:
-                self.undefine(guest, instance)
+                # As Nova's libvirt driver: the NVRAM and the vTPM's
+                # state go with the disks.
+                self.undefine(guest, instance, keep_nvram=not destroy_disks,
+                              keep_vtpm=not destroy_disks)
             except libvirt.libvirtError as ex:
                 # Nova shows a user only a Nova exception's message.
                 raise exception.InstanceTerminationFailure(
                     reason=ex.get_error_message()) from ex
+        if destroy_disks and vtpm_secret.wanted(instance):
+            vtpm_secret.remove(self.host, instance)
         self.network.unplug_all(instance, network_info)
         self.volumes.disconnect_all(
             context, instance, host_volumes.mapping(block_device_info),
@@ -355,13 +370,15 @@ class GuestLifecycle(object):
             if ex.get_error_code() != libvirt.VIR_ERR_OPERATION_INVALID:
                 raise
 
-    def undefine(self, guest, instance):
-        """Stop the domain if it runs, then remove its definition and any
-        managed save image; its serial console's ports are free again."""
+    def undefine(self, guest, instance, keep_nvram=False, keep_vtpm=False):
+        """Stop the domain if it runs, then remove its definition, any
+        managed save image and, unless kept, its UEFI NVRAM and its
+        emulated TPM's state; its serial console's ports are free again."""
         try:
             xml = guest.get_xml_desc()
             self.hard_stop(guest)
-            guest.delete_configuration()
+            guest.delete_configuration(keep_vtpm=keep_vtpm,
+                                       keep_nvram=keep_nvram)
         except libvirt.libvirtError as ex:
             if ex.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
                 raise
@@ -419,7 +436,8 @@ class GuestLifecycle(object):
             guest = self.host.get_guest(instance)
             if (guest.get_power_state(self.host) == power_state.RUNNING and
                     self.clean_shutdown(guest, instance, soft_timeout)):
-                guest.launch()
+                with vtpm_secret.defined(self.host, context, instance):
+                    guest.launch()
                 self.wait_for_power_state(guest, power_state.RUNNING,
                                           self.start_timeout)
                 LOG.info('Guest soft rebooted', instance=instance)
@@ -453,16 +471,21 @@ class GuestLifecycle(object):
         # leaves a running guest running (and connected).
         self.volumes.connect_all(context, instance, bdms, rollback=False)
         guest = self.find_guest(instance)
+        chosen = None
         if guest is not None:
-            self.undefine(guest, instance)
+            # The guest's UEFI NVRAM stays, with the firmware it was made
+            # for (as Nova's libvirt driver).
+            chosen = kept_firmware(guest)
+            self.undefine(guest, instance, keep_nvram=True, keep_vtpm=True)
         xml = self.domain_xml(
             context, instance, instance.image_meta, self.storage.files_of(
                 instance, host_volumes.root_volume(block_device_info)
-                is not None), network_info, bdms)
+                is not None), network_info, bdms, chosen)
         self.network.unplug_all(instance, network_info)
         events = vif_events.for_hard_reboot(
             network_info, self.settings().virt_type) if wait_for_plug else []
-        self.start_with_network(instance, xml, network_info, events)
+        self.start_with_network(instance, xml, network_info, events,
+                                context=context)
         LOG.info('Guest hard rebooted', instance=instance)
 
     def resume_state_on_host_boot(self, context, instance, network_info=None,
@@ -500,7 +523,8 @@ class GuestLifecycle(object):
         self.volumes.connect_all(context, instance,
                                  host_volumes.mapping(block_device_info),
                                  rollback=False)
-        guest.launch()
+        with vtpm_secret.defined(self.host, context, instance):
+            guest.launch()
         self.wait_for_power_state(guest, power_state.RUNNING,
                                   self.start_timeout)
         self.network.attach_live(guest, self.assigned_devices(instance))
@@ -541,6 +565,17 @@ def record_machine_type(instance, image_meta, machine_type):
     if (image_meta.properties.get('hw_machine_type') is None and
             'image_hw_machine_type' not in instance.system_metadata):
         instance.system_metadata['image_hw_machine_type'] = machine_type
+
+
+def kept_firmware(guest):
+    """The UEFI firmware files libvirt chose for ``guest`` (a
+    guest.firmware.Chosen), None when it chose none or one of its files
+    is gone from the host (libvirt then chooses again, as Nova's libvirt
+    driver lets it)."""
+    chosen = firmware.chosen_firmware(guest.get_xml_desc())
+    if chosen is None or not all(os.path.exists(p) for p in chosen.files()):
+        return None
+    return chosen
 
 
 def forget_domain(xml):

@@ -56,6 +56,7 @@ from oslo_utils import units
 from nova_kvmx import console
 from nova_kvmx.guest import consoles
 from nova_kvmx.guest import devices
+from nova_kvmx.guest import firmware
 from nova_kvmx.guest import migration_xml
 from nova_kvmx.guest import numa
 from nova_kvmx.guest import volumes as guest_volumes
@@ -63,6 +64,7 @@ from nova_kvmx import live_migration_job
 from nova_kvmx import storage as instance_storage
 from nova_kvmx import vif
 from nova_kvmx import volumes as host_volumes
+from nova_kvmx import vtpm_secret
 
 CONF = nova.conf.CONF
 LOG = logging.getLogger(__name__)
@@ -167,6 +169,7 @@ class LiveMigrations(object):
     # -- source: checks -----------------------------------------------------
 
     def check_source(self, context, instance, data, block_device_info):
+        vtpm_secret.refuse_move(instance)
         if CONF.libvirt.live_migration_tunnelled:
             raise exception.MigrationPreCheckError(
                 reason='[libvirt] live_migration_tunnelled is not supported '
@@ -514,6 +517,7 @@ class LiveMigrations(object):
         source_xml = self.departing.pop(instance.uuid, None)
         if source_xml is not None:
             console.release_domain_serial_ports(source_xml)
+            remove_nvram(source_xml, instance)
 
     def rollback_at_source(self, context, instance, data):
         """Give the guest back the SR-IOV ports unplugged for the
@@ -527,6 +531,22 @@ class LiveMigrations(object):
                 self.network.attach_interface(
                     context, instance, instance.image_meta, port,
                     self.settings().virt_type)
+
+
+def remove_nvram(domain_xml, instance):
+    """The UEFI NVRAM file a live-migrated guest left on this host:
+    libvirt 9.0 removes the source's domain (VIR_MIGRATE_UNDEFINE_SOURCE)
+    but not its NVRAM, whose contents the destination has now."""
+    chosen = firmware.chosen_firmware(domain_xml)
+    if chosen is None or not chosen.nvram:
+        return
+    try:
+        os.unlink(chosen.nvram)
+    except FileNotFoundError:
+        pass
+    except OSError as ex:
+        LOG.warning('Could not remove the NVRAM file %s the guest left '
+                    'here: %s', chosen.nvram, ex, instance=instance)
 
 
 def _disk_info(bdmi):

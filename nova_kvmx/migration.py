@@ -60,6 +60,7 @@ from nova_kvmx import device_metadata
 from nova_kvmx import storage as instance_storage
 from nova_kvmx.storage import rbd as rbd_storage
 from nova_kvmx import vif_events
+from nova_kvmx import vtpm_secret
 from nova_kvmx import volumes as host_volumes
 
 CONF = nova.conf.CONF
@@ -95,6 +96,7 @@ class ColdMigration(object):
             check_no_shrink(instance.flavor, flavor,
                             host_volumes.root_volume(block_device_info)
                             is not None)
+            vtpm_secret.refuse_move(instance)
             remote = None if self.shares_storage_with(dest) else dest
             if remote:
                 self.remote_mkdir(remote, inst_dir)
@@ -313,7 +315,8 @@ class ColdMigration(object):
                     is not None), network_info, bdms)
             if power_on:
                 self.lifecycle.start_with_network(instance, xml,
-                                                  network_info, events)
+                                                  network_info, events,
+                                                  context=context)
             else:
                 self.define(xml)
         except Exception:

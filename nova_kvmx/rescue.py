@@ -40,6 +40,7 @@ from oslo_utils import excutils
 from nova_kvmx import device_metadata
 from nova_kvmx.guest import disk_names
 from nova_kvmx.guest import spec
+from nova_kvmx import lifecycle
 from nova_kvmx import storage as instance_storage
 from nova_kvmx import volumes as host_volumes
 
@@ -72,8 +73,10 @@ class Rescuer(object):
         try:
             self.lifecycle.volumes.connect_all(context, instance, bdms,
                                                rollback=False)
-            xml = self.lifecycle.domain_xml(context, instance, image_meta,
-                                            files, network_info, bdms)
+            guest = self.lifecycle.find_guest(instance)
+            xml = self.lifecycle.domain_xml(
+                context, instance, image_meta, files, network_info, bdms,
+                lifecycle.kept_firmware(guest) if guest else None)
             self.stop(instance)
 
             def described(guest):
@@ -88,7 +91,8 @@ class Rescuer(object):
                         rescue_password, network_info)
 
             self.lifecycle.start_with_network(instance, xml, network_info,
-                                              defined=described)
+                                              defined=described,
+                                              context=context)
         except Exception:
             with excutils.save_and_reraise_exception():
                 LOG.warning('Rescue failed: starting the guest again from '
@@ -115,9 +119,13 @@ class Rescuer(object):
         LOG.info('Guest unrescued', instance=instance)
 
     def stop(self, instance):
+        """Undefine the domain, keeping its UEFI NVRAM and vTPM state
+        for the next (as Nova's libvirt driver, which defines the next
+        over it)."""
         guest = self.lifecycle.find_guest(instance)
         if guest is not None:
-            self.lifecycle.undefine(guest, instance)
+            self.lifecycle.undefine(guest, instance, keep_nvram=True,
+                                    keep_vtpm=True)
 
 
 def rescue_image_id(image_meta, instance):

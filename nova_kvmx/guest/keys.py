@@ -103,6 +103,14 @@ _VIDEO = '<video><model>'
 _SERIAL = ("one <serial type='tcp'> each (up to 3) with [serial_console] "
            "enabled; without it Nova's libvirt driver does not read it "
            "either: the guest has its one logged <serial type='pty'>")
+_UEFI = ("<os firmware='efi'> (libvirt chooses OVMF; its NVRAM is kept "
+         'across hard reboots and removed with the server)')
+_SECURE_BOOT = ("<firmware><feature name='secure-boot'> and <loader "
+                'secure> of a UEFI guest: required, or optional where the '
+                'host can')
+_VTPM = ("<tpm><backend type='emulator' version> (swtpm, with [libvirt] "
+         'swtpm_enabled), its state encrypted with a key manager secret')
+_TPM_MODEL = '<tpm model> of the emulated TPM (tpm-tis, tpm-crb)'
 
 _VIOMMU = ("<iommu> with <features><ioapic driver='qemu'> (q35; intel "
            'under KVM only)')
@@ -170,6 +178,15 @@ HONOURED = {
                     'that bus (a guest with VNC or SPICE)',
     'hw:serial_port_count': _SERIAL, 'hw_serial_port_count': _SERIAL,
     'hw_scsi_model': "<controller type='scsi' model='virtio-scsi'>",
+    'hw_firmware_type': _UEFI + ' (uefi), else the BIOS',
+    'hw_firmware_stateless': "<loader stateless='yes'> of a UEFI guest, "
+                             'no NVRAM (where a firmware descriptor of '
+                             'the host offers it)',
+    'os:secure_boot': _SECURE_BOOT, 'os_secure_boot': _SECURE_BOOT,
+    'hw:tpm_version': _VTPM, 'hw_tpm_version': _VTPM,
+    'hw:tpm_model': _TPM_MODEL, 'hw_tpm_model': _TPM_MODEL,
+    'hw:tpm_secret_security': 'how long the vTPM secret stays defined in '
+                              'libvirt (user, host, deployment)',
     'hw_cdrom_bus': "the config drive's <disk device='cdrom'><target bus> "
                     '(sata, scsi, usb; ide off q35)',
     'hw:viommu_model': _VIOMMU, 'hw_viommu_model': _VIOMMU,
@@ -198,16 +215,6 @@ _NOT_YET = 'not supported by nova-kvmx yet'
 # key -> Refused.
 REFUSED = {
     'accel:device_profile': Refused('Cyborg accelerators are ' + _NOT_YET),
-    'hw_firmware_type': Refused('UEFI is ' + _NOT_YET, _unset_or('bios')),
-    'hw_firmware_stateless': Refused('UEFI is ' + _NOT_YET, _false),
-    'os:secure_boot': Refused('UEFI is ' + _NOT_YET,
-                              _unset_or('disabled')),
-    'os_secure_boot': Refused('UEFI is ' + _NOT_YET, _unset_or('disabled')),
-    'hw:tpm_model': Refused('vTPM is ' + _NOT_YET),
-    'hw:tpm_version': Refused('vTPM is ' + _NOT_YET),
-    'hw:tpm_secret_security': Refused('vTPM is ' + _NOT_YET),
-    'hw_tpm_model': Refused('vTPM is ' + _NOT_YET),
-    'hw_tpm_version': Refused('vTPM is ' + _NOT_YET),
     'hw:mem_encryption': Refused('AMD SEV is ' + _NOT_YET, _false),
     'hw_mem_encryption': Refused('AMD SEV is ' + _NOT_YET, _false),
     'hw:mem_encryption_model': Refused('AMD SEV is ' + _NOT_YET),

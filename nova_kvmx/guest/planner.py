@@ -28,12 +28,14 @@ from nova_kvmx.guest import cpu_topology
 from nova_kvmx.guest import devices
 from nova_kvmx.guest import disk_names
 from nova_kvmx.guest import extras
+from nova_kvmx.guest import firmware
 from nova_kvmx.guest import hwdevices
 from nova_kvmx.guest import keys
 from nova_kvmx.guest import numa
 from nova_kvmx.guest import platform
 from nova_kvmx.guest import qos
 from nova_kvmx.guest import spec
+from nova_kvmx.guest import vtpm
 
 # The consoles Nova's libvirt driver puts on a direct kernel boot command
 # line (after root=<root disk>), so images built for Nova boot the same way.
@@ -50,7 +52,7 @@ _NOT_XML = re.compile('[^\t\n\r\x20-\ud7ff\ue000-\ufffd'
 
 def plan_guest(context, instance, image_meta, files, settings,
                network_info=None, vf_netdevs=None, volumes=(),
-               serial_ports=()):
+               serial_ports=(), chosen_firmware=None):
     """Decide the guest that realises ``instance`` on this host.
 
     :param context: the request context (for the owner's names only)
@@ -65,6 +67,8 @@ def plan_guest(context, instance, image_meta, files, settings,
     :param serial_ports: the TCP ports acquired for its serial ports
         (guest.consoles.serial_port_count of them), empty without the
         serial console
+    :param chosen_firmware: guest.firmware.Chosen, the UEFI firmware
+        files of the instance's previous domain, kept if they still fit
     """
     flavor = instance.flavor
     keys.refuse_unsupported(flavor, image_meta)
@@ -117,6 +121,9 @@ def plan_guest(context, instance, image_meta, files, settings,
         pcie_root_ports=plan_pcie_root_ports(machine_type, settings),
         extras=guest_extras,
         qos=qos.plan_qos(flavor, settings, nics_and_hostdevs),
+        firmware=firmware.plan_firmware(flavor, image_meta, machine_type,
+                                        settings, chosen_firmware),
+        vtpm=vtpm.plan_vtpm(instance, image_meta, settings),
         hw_devices=hwdevices.plan_hw_devices(
             flavor, image_meta, settings, machine_type,
             usb_devices=extras.on_usb(guest_extras) or any(

@@ -23,6 +23,7 @@ from nova.virt.libvirt import config as vconfig
 
 from nova_kvmx.guest import consoles
 from nova_kvmx.guest import extras
+from nova_kvmx.guest import firmware
 from nova_kvmx.guest import hwdevices
 from nova_kvmx.guest import platform
 from nova_kvmx.guest import qos
@@ -30,6 +31,7 @@ from nova_kvmx.guest import render_devices
 from nova_kvmx.guest import render_numa
 from nova_kvmx.guest import render_volumes
 from nova_kvmx.guest import spec
+from nova_kvmx.guest import vtpm
 
 # SMBIOS values cloud-init and other guest tools use to recognise a Nova
 # guest; the same as Nova's libvirt driver sets.
@@ -82,11 +84,14 @@ def build_domain(guest):
         conf.add_device(GuestAgentChannel())
     for device in consoles.build_graphics(guest.vnc_listen, guest.spice):
         conf.add_device(device)
+    if guest.vtpm is not None:
+        conf.add_device(vtpm.build_vtpm(guest.vtpm))
     conf.add_device(build_memballoon(guest.memballoon))
     if guest.extras is not None:
         extras.apply_extras(conf, guest.extras)
     if guest.qos is not None:
         qos.apply_qos(conf, guest.qos)
+    firmware.apply_firmware(conf, guest.firmware)
     if guest.hw_devices is not None:
         hwdevices.apply_hw_devices(conf, guest.hw_devices)
     if guest.platform is not None:

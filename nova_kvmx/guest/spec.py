@@ -91,6 +91,17 @@ class DriverSettings:
     tx_queue_size: int | None = None
     # [libvirt] hw_disk_discard: 'unmap' or 'ignore' on every disk.
     disk_discard: str | None = None
+    # libvirt chooses UEFI firmware for guests (domain capabilities: the
+    # firmware descriptors of the host's OVMF), and some do Secure Boot.
+    uefi: bool = False
+    secure_boot: bool = False
+    # A UEFI firmware without NVRAM (hw_firmware_stateless) is among them.
+    stateless_firmware: bool = False
+    # Emulated TPMs (swtpm) guests can have: none without [libvirt]
+    # swtpm_enabled.
+    tpm_versions: tuple[str, ...] = ()
+    tpm_models: tuple[str, ...] = ()
+    tpm_secret_security: tuple[str, ...] = ()
     # What this host's libvirt and QEMU start (guest.hwdevices and
     # guest.platform; the traits say the same): vIOMMU and sound models,
     # <cpu><maxphysaddr> (libvirt >= 8.7), the architectures libvirt's
@@ -329,6 +340,10 @@ class GuestSpec:
     extras: object = None
     # Disk and NIC limits and NIC ring sizes (guest.qos.QoS), None: none.
     qos: object = None
+    # UEFI firmware (guest.firmware.Firmware), None for the BIOS.
+    firmware: object = None
+    # The emulated TPM (guest.vtpm.VTPM), None for none.
+    vtpm: object = None
     # vIOMMU, sound, USB (guest.hwdevices.HwDevices), None for none.
     hw_devices: object = None
     # Architecture, address bits, Windows (guest.platform.Platform).

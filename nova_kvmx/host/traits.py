@@ -111,7 +111,8 @@ def device_traits(domcaps, arch, virt_type, graphics, igb=False,
                           fields.VIOMMUModel.ALL, viommu_models))
     traits.update(_family('COMPUTE_SOUND_MODEL_',
                           fields.SoundModelType.ALL, sound_models))
-    # vTPM is refused (nova_kvmx.guest.keys): not reported.
+    # vTPM: nova_kvmx.host.tpm replaces these with [libvirt]
+    # swtpm_enabled.
     traits.update({t: False for t in ot.get_traits(
         prefix='COMPUTE_SECURITY_TPM_')})
     # As Nova: every virtio NIC can have the packed ring.

@@ -319,7 +319,8 @@ class RealLibvirtTestCase(services.NovaServicesMixin, test.TestCase):
                 if dom.isActive():
                     dom.destroy()
                 dom.undefineFlags(
-                    libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)
+                    libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE |
+                    libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
 
     def domain(self, server):
         """The libvirt domain of a server, straight from libvirtd."""

@@ -71,7 +71,7 @@ class MovesTest(test.NoDBTestCase):
     def test_rescue_config_drive_of_the_rescue_domain(self):
         drives = []
 
-        def start(instance, xml, network_info, defined=None):
+        def start(instance, xml, network_info, defined=None, context=None):
             defined(self.lifecycle.host.get_guest(instance))
 
         def make_config_drive(context, inst, path, files, password, ni):

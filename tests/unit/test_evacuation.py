@@ -122,7 +122,8 @@ class EvacuationTestCase(testtools.TestCase):
         self.started = []
         self.useFixture(fixtures.MockPatchObject(
             self.lifecycle, 'start_with_network',
-            side_effect=lambda inst, xml, *args: self.started.append(xml)))
+            side_effect=lambda inst, xml, *args, **kw:
+                self.started.append(xml)))
         self.instance = b.instance(flavor_obj=b.flavor(root_gb=1))
         self.instance.host = SOURCE
         self.instance.task_state = task_states.REBUILD_SPAWNING

@@ -55,6 +55,8 @@ def nova_keys():
 DEDICATED = {'hw:cpu_policy': 'dedicated'}
 REALTIME = dict(DEDICATED, **{'hw:cpu_realtime': 'yes'})
 TWO_CELLS = {'hw:numa_nodes': '2'}
+UEFI = {'hw_firmware_type': 'uefi'}
+VTPM_SECRET = '0b7c5b6e-3a1d-4c2e-9f8a-6d5e4c3b2a19'
 
 
 def numa_cells(cpus0, cpus1, mem0, mem1):
@@ -168,6 +170,20 @@ SAMPLES = {
     'hw_scsi_model': (
         ({}, {'hw_disk_bus': 'scsi', 'hw_scsi_model': 'virtio-scsi'}),
         ({}, {'hw_disk_bus': 'scsi'})),
+    'hw_firmware_type': (({}, UEFI), ({}, {})),
+    'hw_firmware_stateless': (
+        ({}, dict(UEFI, hw_firmware_stateless=True)), ({}, UEFI)),
+    'os:secure_boot': (({'os:secure_boot': 'required'}, UEFI), ({}, UEFI)),
+    'os_secure_boot': (
+        ({}, dict(UEFI, os_secure_boot='required')), ({}, UEFI)),
+    'hw:tpm_version': (({'hw:tpm_version': '2.0'}, {}), ({}, {})),
+    'hw_tpm_version': (({}, {'hw_tpm_version': '2.0'}), ({}, {})),
+    'hw:tpm_model': (
+        ({'hw:tpm_version': '2.0', 'hw:tpm_model': 'tpm-crb'}, {}),
+        ({'hw:tpm_version': '2.0'}, {})),
+    'hw_tpm_model': (
+        ({}, {'hw_tpm_version': '2.0', 'hw_tpm_model': 'tpm-crb'}),
+        ({}, {'hw_tpm_version': '2.0'})),
     'hw:viommu_model': (({'hw:viommu_model': 'virtio'}, {}), ({}, {})),
     'hw_viommu_model': (({}, {'hw_viommu_model': 'intel'}), ({}, {})),
     'hw_maxphysaddr_mode': (
@@ -190,6 +206,8 @@ for _name in qos.DISK_KEYS:
 # Honoured keys whose effect needs more than a flavor and an image (a
 # port, a claimed PCI device, a kernel, a snapshot): where it is tested.
 TESTED_ELSEWHERE = {
+    # How long the libvirt secret stays, not the domain.
+    'hw:tpm_secret_security': 'tests/unit/test_vtpm.py',
     'trait{group}:*': 'tests/unit/test_cpu_options.py',
     'pci_passthrough:alias': 'tests/unit/test_guest_devices.py',
     'hw:vif_multiqueue_enabled': 'tests/unit/test_guest_devices.py',
@@ -227,11 +245,14 @@ def guest(specs, props):
     """(domain XML or Nova's exception class) of a 4-vCPU, 2 GiB guest
     with these extra specs and image properties, claimed on the NFV
     host as Nova would; the host has a VNC console and no default
-    pointer."""
+    pointer; its firmware can be UEFI with Secure Boot."""
     host = nfv.NFVHost()
     host.setUp()
     host.settings = dataclasses.replace(
-        host.settings, vnc_listen='127.0.0.1', pointer_model='ps2mouse')
+        host.settings, vnc_listen='127.0.0.1', pointer_model='ps2mouse',
+        uefi=True, secure_boot=True, stateless_firmware=True,
+        tpm_versions=('1.2', '2.0'), tpm_models=('tpm-tis', 'tpm-crb'),
+        tpm_secret_security=('user', 'host'))
     try:
         image_meta = b.image(**props)
         try:
@@ -239,6 +260,7 @@ def guest(specs, props):
                 k.replace('hw:', 'hw_', 1): v for k, v in specs.items()
                 if k.startswith('hw:')})
             inst.flavor.extra_specs.update(specs)
+            inst.system_metadata = {'vtpm_secret_uuid': VTPM_SECRET}
             return render.render_domain(nfv.plan(host, inst, image_meta))
         except nova_exception.NovaException as ex:
             return type(ex)
@@ -283,10 +305,6 @@ class TestEveryKeyIsListed(testtools.TestCase):
 # A value each refused key is refused for (as Nova's API accepts it).
 REFUSED_VALUES = {
     'accel:device_profile': 'gpu',
-    'hw_firmware_type': 'uefi', 'os:secure_boot': 'required',
-    'os_secure_boot': 'required', 'hw:tpm_model': 'tpm-crb',
-    'hw:tpm_version': '2.0', 'hw:tpm_secret_security': 'user',
-    'hw_tpm_model': 'tpm-crb', 'hw_tpm_version': '2.0',
     'hw:mem_encryption_model': 'amd-sev',
     'hw_mem_encryption_model': 'amd-sev', 'hw:pmem': '4GB',
     'hw:ephemeral_encryption_format': 'luks',

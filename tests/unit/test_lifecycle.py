@@ -14,6 +14,7 @@
 waits for Neutron's events and what a failed one leaves (nothing)."""
 
 import types
+from unittest import mock
 
 import fixtures
 import nova.conf
@@ -113,8 +114,9 @@ class FakeGuest(object):
         self.log.append('poweroff')
         self.state = power_state.SHUTDOWN
 
-    def delete_configuration(self):
-        self.log.append('undefine')
+    def delete_configuration(self, keep_vtpm=False, keep_nvram=False):
+        self.log.append('undefine' + (' keeping NVRAM' if keep_nvram else '')
+                        + (' keeping TPM' if keep_vtpm else ''))
 
     def get_xml_desc(self):
         return '<domain/>'
@@ -209,3 +211,32 @@ class StartWithNetworkTest(testtools.TestCase):
         self.assertRaises(exception.VIFPlugFailed, self.start, self.EVENTS,
                           fail=True)
         self.assertEqual(['plug'], self.log)
+
+
+class FakeHost(object):
+    def __init__(self, guest):
+        self.guest = guest
+
+    def get_guest(self, instance):
+        return self.guest
+
+
+class UndefineKeepsWhatStaysTest(testtools.TestCase):
+    """As Nova's libvirt driver: the UEFI NVRAM and the emulated TPM's
+    state go with the disks, and stay over a new definition."""
+
+    def destroy(self, destroy_disks):
+        log = []
+        storage = mock.Mock(**{'destroy.return_value': True})
+        ops = lifecycle.GuestLifecycle(
+            FakeHost(FakeGuest(log)), storage, None, 5, FakeNetwork(log),
+            None, mock.Mock())
+        ops.destroy(b.instance(), [], destroy_disks=destroy_disks)
+        return log
+
+    def test_delete_removes_them(self):
+        self.assertEqual(['undefine', 'unplug'], self.destroy(True))
+
+    def test_kept_with_the_disks(self):
+        self.assertEqual(['undefine keeping NVRAM keeping TPM', 'unplug'],
+                         self.destroy(False))
