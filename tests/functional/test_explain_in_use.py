@@ -62,7 +62,7 @@ class ExplainHostInUseTest(base.RealLibvirtTestCase):
         shared, dedicated = self.PINNED_HOST
         with open(path, 'w') as f:
             f.write('[DEFAULT]\nhost = %s\n' % self.compute_host)
-            f.write('[kvmx]\nconnection_uri = qemu:///system\n')
+            f.write('[libvirt]\nconnection_uri = qemu:///system\n')
             f.write('[compute]\ncpu_shared_set = %s\ncpu_dedicated_set = '
                     '%s\n' % (shared, dedicated))
             if database:

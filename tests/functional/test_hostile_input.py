@@ -21,6 +21,7 @@ local users.
 """
 
 import copy
+import grp
 import os
 import stat
 import subprocess
@@ -66,11 +67,20 @@ class PrivateFilesTest(leftovers.LeftoversMixin, base.RealLibvirtTestCase):
         cache = os.path.join(self.instances_path, '_base')
         paths = [os.path.join(inst_dir, name) for name in (
             'disk', 'kernel', 'ramdisk', 'disk.eph0', 'disk.swap',
-            'disk.config', 'console.log')] + [
-            os.path.join(cache, name) for name in os.listdir(cache)]
+            'disk.config', 'console.log')]
+        bases = [os.path.join(cache, name) for name in os.listdir(cache)
+                 if name != 'locks']
         for path in paths:
             mode = stat.S_IMODE(os.stat(path).st_mode)
             self.assertEqual(0, mode & 0o077, '%s is %o' % (path, mode))
+            self.assertFalse(readable_by_nobody(path), path)
+        # The bases are shared with QEMU's user through the image cache's
+        # group ([kvmx] image_cache_group), read-only, and no one else's.
+        kvm = grp.getgrnam('kvm').gr_gid
+        for path in bases:
+            info = os.stat(path)
+            self.assertEqual((0o640, kvm), (stat.S_IMODE(info.st_mode),
+                                            info.st_gid), path)
             self.assertFalse(readable_by_nobody(path), path)
 
         # QEMU reads them all: libvirt hands them to its user.

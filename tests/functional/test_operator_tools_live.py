@@ -45,7 +45,7 @@ class LiveCommandTest(testtools.TestCase):
         self.tmp = self.useFixture(fixtures.TempDir()).path
         self.conf = os.path.join(self.tmp, 'nova.conf')
         with open(self.conf, 'w') as f:
-            f.write('[kvmx]\nconnection_uri = %s\n' % URI)
+            f.write('[libvirt]\nconnection_uri = %s\n' % URI)
         try:
             self.conn = libvirt.openReadOnly(URI)
         except libvirt.libvirtError as ex:
