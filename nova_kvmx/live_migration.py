@@ -243,22 +243,40 @@ class LiveMigrations(object):
 
     def disk_info(self, instance):
         """The instance's local disks, as Nova's get_instance_disk_info
-        describes them (a list of dicts)."""
+        describes them (a list of dicts). A running guest's disks are QEMU's
+        user's (libvirt's DAC gave them to it), which nova-compute may not
+        read: their format, base and size come from libvirt."""
         files = self.storage.files_of(instance)
+        held = held_disks(self._running_guest(instance))
         result = []
         for path in instance_storage.local_disks(files) + [
                 files.config_drive]:
             if not path or not os.path.exists(path):
                 continue
-            info = images.qemu_img_info(path)
+            if path in held:
+                file_format, backing_file, virtual_size = held[path]
+                # What qemu-img calls the disk size: the blocks in use.
+                disk_size = os.stat(path).st_blocks * 512
+            else:
+                info = images.qemu_img_info(path)
+                file_format, backing_file = (info.file_format,
+                                             info.backing_file or '')
+                virtual_size, disk_size = info.virtual_size, info.disk_size
             result.append({
-                'type': info.file_format, 'path': path,
-                'virt_disk_size': info.virtual_size,
-                'backing_file': info.backing_file or '',
-                'disk_size': info.disk_size,
+                'type': file_format, 'path': path,
+                'virt_disk_size': virtual_size,
+                'backing_file': backing_file,
+                'disk_size': disk_size,
                 'over_committed_disk_size': max(
-                    0, info.virtual_size - info.disk_size)})
+                    0, virtual_size - disk_size)})
         return result
+
+    def _running_guest(self, instance):
+        try:
+            guest = self.host.get_guest(instance)
+        except exception.InstanceNotFound:
+            return None
+        return guest if guest.is_active() else None
 
     # -- destination: before and after -------------------------------------
 
@@ -547,6 +565,23 @@ def remove_nvram(domain_xml, instance):
     except OSError as ex:
         LOG.warning('Could not remove the NVRAM file %s the guest left '
                     'here: %s', chosen.nvram, ex, instance=instance)
+
+
+def held_disks(guest):
+    """{path: (format, backing file or '', virtual size)} of a running
+    ``guest``'s file disks, as libvirt reports them; empty for None."""
+    if guest is None:
+        return {}
+    held = {}
+    for disk in guest.get_all_disks():
+        if disk.source_type != 'file' or not disk.source_path:
+            continue
+        backing = disk.backing_store
+        held[disk.source_path] = (
+            disk.driver_format or 'raw',
+            (backing.source_file or '') if backing is not None else '',
+            guest._domain.blockInfo(disk.target_dev)[0])
+    return held
 
 
 def _disk_info(bdmi):

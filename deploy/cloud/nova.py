@@ -122,8 +122,8 @@ def _compute_sections(host, driver):
         # kernel datapath).
         'compute': {'cpu_shared_set': '0', 'cpu_dedicated_set': '1',
                     'live_migration_wait_for_vif_plug': 'false'},
-        'kvmx': {'virt_type': 'qemu', 'connection_uri': 'qemu:///system'},
         'libvirt': {'virt_type': 'qemu',
+                    'connection_uri': 'qemu:///system',
                     'live_migration_scheme': 'ssh',
                     'live_migration_inbound_addr': host.mgmt_ip,
                     # Hotplug slots for Tempest's attach tests on q35

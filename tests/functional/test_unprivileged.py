@@ -32,6 +32,9 @@ import pwd
 import stat
 
 import libvirt
+from nova import objects
+from oslo_serialization import jsonutils
+from oslo_utils import units
 
 from tests.functional import base
 from tests.functional import guest_image
@@ -139,12 +142,28 @@ class UnprivilegedComputeTest(test_file_modes.FileModesTestMixin,
     def nova_group(self):
         return grp.getgrgid(self.nova.pw_gid).gr_name
 
+    def assert_disk_info(self, server):
+        """What a live migration's checks read of a running guest's disks
+        (QEMU's user's now), from libvirt: the files cannot be read."""
+        instance = objects.Instance.get_by_uuid(self.ctxt, server['id'])
+        disks = {os.path.basename(d['path']): d for d in jsonutils.loads(
+            self.compute.manager.driver.get_instance_disk_info(instance))}
+        self.assertEqual(set(DISKS), set(disks))
+        root = disks['disk']
+        self.assertEqual(('qcow2', units.Gi),
+                         (root['type'], root['virt_disk_size']))
+        self.assertEqual(os.path.join(self.instances_path, '_base'),
+                         os.path.dirname(root['backing_file']))
+        self.assertEqual('raw', disks['disk.config']['type'])
+        self.assertTrue(all(d['disk_size'] > 0 for d in disks.values()))
+
     def test_lifecycle_as_nova_user(self):
         self.assertEqual((self.nova.pw_uid, self.nova.pw_gid),
                          (os.geteuid(), os.getegid()))
         watcher = self.watch(self.instances_path)
         server = self.boot_every_disk(self.small, self.image_id)
         self.assert_qemu_holds(server)
+        self.assert_disk_info(server)
         # The console log is virtlogd's (root's, 0600): nova-compute
         # reads it through Nova's privsep.
         self.assertIn(guest_image.BOOT_MARKER_PREFIX,
