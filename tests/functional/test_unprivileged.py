@@ -30,6 +30,7 @@ import grp
 import os
 import pwd
 import stat
+import time
 
 import libvirt
 from nova import objects
@@ -142,6 +143,18 @@ class UnprivilegedComputeTest(test_file_modes.FileModesTestMixin,
     def nova_group(self):
         return grp.getgrgid(self.nova.pw_gid).gr_name
 
+    def domains_left(self, timeout=30):
+        """The names of the domains left in the test's libvirtd once they
+        are all gone or ``timeout`` seconds have passed (libvirt may
+        still be tearing the last one down when Nova reports it
+        deleted)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            names = [d.name() for d in self.libvirt().listAllDomains()]
+            if not names or time.monotonic() > deadline:
+                return names
+            time.sleep(0.5)
+
     def assert_disk_info(self, server):
         """What a live migration's checks read of a running guest's disks
         (QEMU's user's now), from libvirt: the files cannot be read."""
@@ -204,7 +217,7 @@ class UnprivilegedComputeTest(test_file_modes.FileModesTestMixin,
         self.api.delete_server(server['id'])
         self.wait_until_deleted(server)
         self.assertFalse(os.path.exists(self.instance_dir(server)))
-        self.assertEqual([], self.libvirt().listAllDomains())
+        self.assertEqual([], self.domains_left())
         self.assert_private(
             watcher, 'disk', 'disk.eph0', 'disk.swap', 'disk.config',
             'kernel', 'ramdisk', 'console.log', 'delta', 'snapshot',
