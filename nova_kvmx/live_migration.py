@@ -244,16 +244,19 @@ class LiveMigrations(object):
     def disk_info(self, instance):
         """The instance's local disks, as Nova's get_instance_disk_info
         describes them (a list of dicts). A running guest's disks are QEMU's
-        user's (libvirt's DAC gave them to it), which nova-compute may not
-        read: their format, base and size come from libvirt."""
+        user's (libvirt's DAC gave them to it): where nova-compute cannot
+        read them, their format, base and size come from libvirt."""
         files = self.storage.files_of(instance)
-        held = held_disks(self._running_guest(instance))
+        held = None
         result = []
         for path in instance_storage.local_disks(files) + [
                 files.config_drive]:
             if not path or not os.path.exists(path):
                 continue
-            if path in held:
+            if held is None and not os.access(path, os.R_OK,
+                                              effective_ids=True):
+                held = held_disks(self._running_guest(instance))
+            if held and path in held:
                 file_format, backing_file, virtual_size = held[path]
                 # What qemu-img calls the disk size: the blocks in use.
                 disk_size = os.stat(path).st_blocks * 512
