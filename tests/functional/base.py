@@ -322,6 +322,19 @@ class RealLibvirtTestCase(services.NovaServicesMixin, test.TestCase):
                     libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE |
                     libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
 
+    def provider(self):
+        """This compute node's resource provider in Placement."""
+        name = self.driver.get_available_nodes()[0]
+        return self.placement.get(
+            '/resource_providers?name=%s' % name).body[
+                'resource_providers'][0]
+
+    def traits(self):
+        """The traits Placement holds for this compute node."""
+        return set(self.placement.get(
+            '/resource_providers/%s/traits' % self.provider()['uuid'],
+            version='1.6').body['traits'])
+
     def domain(self, server):
         """The libvirt domain of a server, straight from libvirtd."""
         return self.libvirt().lookupByUUIDString(server['id'])

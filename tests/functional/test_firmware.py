@@ -152,11 +152,3 @@ class UEFIGuestTest(base.RealLibvirtTestCase):
         flavor_id = self.create_flavor(name='kvmx.uefi')
         message = self.boot_and_expect_error(image_id, flavor_id)
         self.assertIn('Secure Boot is not supported by host', message)
-
-    def traits(self):
-        name = self.driver.get_available_nodes()[0]
-        rp = self.placement.get('/resource_providers?name=%s' % name).body[
-            'resource_providers'][0]
-        return set(self.placement.get(
-            '/resource_providers/%s/traits' % rp['uuid'],
-            version='1.6').body['traits'])

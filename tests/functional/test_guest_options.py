@@ -90,14 +90,6 @@ class ImageMetadataPrefilterTest(base.RealLibvirtTestCase):
             kernel_id=self.kernel_id, ramdisk_id=self.ramdisk_id,
             os_command_line=self.guest.cmdline, **properties)
 
-    def traits(self):
-        name = self.driver.get_available_nodes()[0]
-        rp = self.placement.get('/resource_providers?name=%s' % name).body[
-            'resource_providers'][0]
-        return set(self.placement.get(
-            '/resource_providers/%s/traits' % rp['uuid'],
-            version='1.6').body['traits'])
-
     def test_reported_bus_boots_refused_bus_has_no_host(self):
         traits = self.traits()
         self.assertLessEqual({ot.COMPUTE_STORAGE_BUS_VIRTIO,

@@ -35,20 +35,9 @@ class HostReportTest(base.RealLibvirtTestCase):
 
     START_COMPUTE = False
 
-    def provider(self):
-        name = self.driver.get_available_nodes()[0]
-        return self.placement.get(
-            '/resource_providers?name=%s' % name).body[
-                'resource_providers'][0]
-
     def inventory(self):
         return self.placement.get('/resource_providers/%s/inventories' %
                                   self.provider()['uuid']).body['inventories']
-
-    def traits(self):
-        return set(self.placement.get(
-            '/resource_providers/%s/traits' % self.provider()['uuid'],
-            version='1.6').body['traits'])
 
     def test_inventory_honours_nova_options(self):
         self.flags(reserved_host_memory_mb=333, reserved_host_cpus=1,

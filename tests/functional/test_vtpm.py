@@ -50,14 +50,6 @@ class VTPMGuestTest(base.RealLibvirtTestCase):
             lambda: nova_context.RequestContext(user_id='nova')))
         self.start_compute()
 
-    def traits(self):
-        name = self.driver.get_available_nodes()[0]
-        rp = self.placement.get('/resource_providers?name=%s' % name).body[
-            'resource_providers'][0]
-        return set(self.placement.get(
-            '/resource_providers/%s/traits' % rp['uuid'],
-            version='1.6').body['traits'])
-
     def test_tpm_guest_keeps_its_state_over_hard_reboot(self):
         self.assertLessEqual({ot.COMPUTE_SECURITY_TPM_2_0,
                               ot.COMPUTE_SECURITY_TPM_1_2,
