@@ -26,3 +26,26 @@ monkey_patch.patch()
 os.environ.setdefault('OS_TEST_TIMEOUT', '600')
 os.environ.setdefault('OS_STDOUT_CAPTURE', '1')
 os.environ.setdefault('OS_STDERR_CAPTURE', '1')
+
+
+# nova.test sets oslo.log up when imported, with a handler on the real
+# stdout: in a stestr worker that is the subunit stream. A record logged
+# outside a test's log capture (a libvirt event or thread pool of a test's
+# services ending after the test, on another thread) would be written into
+# the middle of a result packet and corrupt it. Such records belong to no
+# test; they are dropped.
+import logging  # noqa: E402
+import sys  # noqa: E402
+
+import nova.test  # noqa: E402,F401
+
+
+def _drop_stdout_log_handlers():
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, 'stream', None) in (sys.stdout, sys.__stdout__):
+            root.removeHandler(handler)
+    root.addHandler(logging.NullHandler())
+
+
+_drop_stdout_log_handlers()

@@ -169,6 +169,9 @@ class SerialConsoleTest(base.RealLibvirtTestCase):
         # A hard reboot gives the port back and takes it again (the range
         # has no other).
         self.api.post_server_action(server['id'], {'reboot': {'type': 'HARD'}})
+        # (While the domain is made again Nova answers 404 for the
+        # console, as with its libvirt driver.)
+        self.wait_for_task_done(server)
         self.wait_for_console(server, guest_image.BOOT_MARKER_PREFIX, 2)
         self.assertEqual([self.port], serial_ports(self.domain(server)))
 
