@@ -17,6 +17,7 @@ fake key manager stands in for Barbican); the state stays over a hard
 reboot and goes with the server."""
 
 import os
+import time
 
 import fixtures
 from lxml import etree
@@ -99,6 +100,20 @@ class VTPMGuestTest(base.RealLibvirtTestCase):
         self.assertNotIn(secret_uuid,
                          crypto._get_key_manager()._passphrases)
 
+    def finished_events(self, server, request_id):
+        """The events of an instance action once each has its result
+        (the failing step's is recorded after the migration's status)."""
+        path = '/servers/%s/os-instance-actions/%s' % (server['id'],
+                                                       request_id)
+        deadline = time.monotonic() + base.STATE_TIMEOUT
+        while True:
+            events = self.api.api_get(path).body['instanceAction']['events']
+            if all(e['result'] for e in events):
+                return events
+            if time.monotonic() > deadline:
+                self.fail('events still running: %s' % events)
+            time.sleep(0.5)
+
     def test_resize_is_refused_and_the_guest_stays(self):
         """The swtpm state does not move yet: a resize (here, to this
         host) is refused before the guest is touched."""
@@ -121,9 +136,7 @@ class VTPMGuestTest(base.RealLibvirtTestCase):
         # fault: Nova rolled the resize back).
         resize = [a for a in self.api.get_instance_actions(server['id'])
                   if a['action'] == 'resize'][0]
-        events = self.api.api_get('/servers/%s/os-instance-actions/%s' % (
-            server['id'], resize['request_id'])).body['instanceAction'][
-                'events']
+        events = self.finished_events(server, resize['request_id'])
         self.assertIn('Error', [e['result'] for e in events])
         self.assertIn('emulated TPM', ' '.join(
             e.get('details') or '' for e in events))
