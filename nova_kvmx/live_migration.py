@@ -38,8 +38,12 @@ steps, completion timeout, forced completion and statistics
 live_migration_*`` options.
 """
 
+import contextlib
+import copy
 import os
 
+import libvirt
+from lxml import etree
 import nova.conf
 from nova import exception
 from nova.network import model as network_model
@@ -52,6 +56,7 @@ from oslo_log import log as logging
 from oslo_serialization import jsonutils
 from oslo_utils import excutils
 from oslo_utils import units
+from oslo_utils import uuidutils
 
 from nova_kvmx import console
 from nova_kvmx.guest import consoles
@@ -61,6 +66,7 @@ from nova_kvmx.guest import migration_xml
 from nova_kvmx.guest import numa
 from nova_kvmx.guest import volumes as guest_volumes
 from nova_kvmx import live_migration_job
+from nova_kvmx import safe_xml
 from nova_kvmx import storage as instance_storage
 from nova_kvmx import vif
 from nova_kvmx import volumes as host_volumes
@@ -538,7 +544,7 @@ class LiveMigrations(object):
         source_xml = self.departing.pop(instance.uuid, None)
         if source_xml is not None:
             console.release_domain_serial_ports(source_xml)
-            remove_nvram(source_xml, instance)
+            remove_nvram(self.host, source_xml, instance)
 
     def rollback_at_source(self, context, instance, data):
         """Give the guest back the SR-IOV ports unplugged for the
@@ -554,20 +560,69 @@ class LiveMigrations(object):
                     self.settings().virt_type)
 
 
-def remove_nvram(domain_xml, instance):
+def remove_nvram(host, domain_xml, instance):
     """The UEFI NVRAM file a live-migrated guest left on this host:
     libvirt 9.0 removes the source's domain (VIR_MIGRATE_UNDEFINE_SOURCE)
-    but not its NVRAM, whose contents the destination has now."""
+    but not its NVRAM, whose contents the destination has now.
+
+    The file is libvirtd's, in its own directory, which nova-compute's
+    user cannot write: libvirt removes it, as it removes a domain's NVRAM
+    when undefining the domain with VIR_DOMAIN_UNDEFINE_NVRAM. A
+    placeholder domain that names that NVRAM and the guest's firmware,
+    and nothing else, is defined (never started) and at once undefined
+    so. Its name and UUID are its own: no instance's."""
     chosen = firmware.chosen_firmware(domain_xml)
     if chosen is None or not chosen.nvram:
         return
+    guest = None
     try:
-        os.unlink(chosen.nvram)
-    except FileNotFoundError:
-        pass
-    except OSError as ex:
+        guest = host.write_instance_config(
+            nvram_placeholder_xml(domain_xml, chosen))
+        guest.delete_configuration(keep_vtpm=True, keep_nvram=False)
+    except libvirt.libvirtError as ex:
         LOG.warning('Could not remove the NVRAM file %s the guest left '
                     'here: %s', chosen.nvram, ex, instance=instance)
+        if guest is not None:
+            with contextlib.suppress(libvirt.libvirtError):
+                guest.delete_configuration(keep_vtpm=True, keep_nvram=True)
+
+
+def nvram_placeholder_xml(domain_xml, chosen):
+    """A domain of the type, machine, firmware and features of
+    ``domain_xml`` (its firmware.Chosen ``chosen``), with a name and a
+    UUID of its own, no device."""
+    source = safe_xml.fromstring(domain_xml)
+    domain = etree.Element('domain', type=source.get('type', 'kvm'))
+    placeholder_uuid = uuidutils.generate_uuid()
+    etree.SubElement(domain, 'name').text = 'kvmx-nvram-' + placeholder_uuid
+    etree.SubElement(domain, 'uuid').text = placeholder_uuid
+    etree.SubElement(domain, 'memory', unit='KiB').text = str(16 * units.Ki)
+    etree.SubElement(domain, 'vcpu').text = '1'
+    os_element = etree.SubElement(domain, 'os')
+    os_type = etree.SubElement(os_element, 'type')
+    os_type.text = 'hvm'
+    source_type = source.find('./os/type')
+    for name in ('arch', 'machine'):
+        if source_type is not None and source_type.get(name):
+            os_type.set(name, source_type.get(name))
+    loader = etree.SubElement(os_element, 'loader')
+    loader.text = chosen.loader
+    if chosen.loader_type:
+        loader.set('type', chosen.loader_type)
+    if chosen.readonly is not None:
+        loader.set('readonly', 'yes' if chosen.readonly else 'no')
+    if chosen.secure:
+        loader.set('secure', 'yes')
+    nvram = etree.SubElement(os_element, 'nvram')
+    nvram.text = chosen.nvram
+    if chosen.nvram_template:
+        nvram.set('template', chosen.nvram_template)
+    # The guest's own (libvirt wants ACPI with UEFI, SMM with secure
+    # boot).
+    features = source.find('./features')
+    if features is not None:
+        domain.append(copy.deepcopy(features))
+    return etree.tostring(domain, encoding='unicode')
 
 
 def held_disks(guest):

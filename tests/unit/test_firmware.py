@@ -18,6 +18,7 @@ import os
 
 import ddt
 import fixtures
+import libvirt
 from nova import exception as nova_exception
 from nova.virt.libvirt import config as vconfig
 import testtools
@@ -300,20 +301,69 @@ class StatelessDescriptorsTest(testtools.TestCase):
             later=[('50-fw.json', descriptor())]))
 
 
-class LeftNVRAMTest(testtools.TestCase):
-    """After a live migration, libvirt 9.0 leaves the source's NVRAM."""
+class FakeGuest(object):
+    def __init__(self, xml, fail=False):
+        self.xml = xml
+        self.fail = fail
+        self.undefined = []
 
-    def test_removed_once_the_guest_left(self):
-        path = os.path.join(self.useFixture(fixtures.TempDir()).path,
-                            'instance-00000001_VARS.fd')
-        with open(path, 'wb') as f:
-            f.write(b'vars')
-        xml = (RUNNING % '').replace(NVRAM, path)
-        live_migration.remove_nvram(xml, b.instance())
-        self.assertFalse(os.path.exists(path))
-        # Already gone: nothing to do.
-        live_migration.remove_nvram(xml, b.instance())
+    def delete_configuration(self, keep_vtpm=False, keep_nvram=False):
+        self.undefined.append((keep_vtpm, keep_nvram))
+        if self.fail and not keep_nvram:
+            raise libvirt.libvirtError('cannot remove NVRAM')
+
+
+class FakeHost(object):
+    def __init__(self, fail=False):
+        self.fail = fail
+        self.guests = []
+
+    def write_instance_config(self, xml):
+        self.guests.append(FakeGuest(xml, self.fail))
+        return self.guests[-1]
+
+
+class LeftNVRAMTest(testtools.TestCase):
+    """After a live migration, libvirt 9.0 leaves the source's NVRAM, a
+    file of libvirtd's that libvirt removes: a placeholder domain naming
+    it is defined and undefined with it."""
+
+    def test_libvirt_removes_it_with_a_placeholder(self):
+        host = FakeHost()
+        live_migration.remove_nvram(
+            host, RUNNING % '<smm state="on"/>', b.instance())
+        [guest] = host.guests
+        # Kept: the vTPM state (it has none); removed: the NVRAM.
+        self.assertEqual([(True, False)], guest.undefined)
+        xml_schema.assert_valid_domain(self, guest.xml)
+        root = xml_schema.parse(guest.xml)
+        self.assertEqual('kvm', root.get('type'))
+        self.assertEqual(NVRAM, root.findtext('os/nvram'))
+        self.assertEqual(OVMF_VARS, root.find('os/nvram').get('template'))
+        self.assertEqual(OVMF, root.findtext('os/loader'))
+        self.assertEqual(('x86_64', 'pc-q35-7.2'), (
+            root.find('os/type').get('arch'),
+            root.find('os/type').get('machine')))
+        self.assertEqual(['acpi', 'apic', 'smm'],
+                         [f.tag for f in root.find('features')])
+        # No instance's name or UUID, no device, never started.
+        self.assertNotEqual('instance-00000001', root.findtext('name'))
+        self.assertEqual('kvmx-nvram-' + root.findtext('uuid'),
+                         root.findtext('name'))
+        self.assertIsNone(root.find('devices'))
+
+    def test_a_failure_is_logged_and_the_placeholder_goes(self):
+        host = FakeHost(fail=True)
+        logs = self.useFixture(fixtures.FakeLogger())
+        live_migration.remove_nvram(host, RUNNING % '', b.instance())
+        self.assertEqual([(True, False), (True, True)],
+                         host.guests[0].undefined)
+        self.assertIn('Could not remove the NVRAM file %s' % NVRAM,
+                      logs.output)
 
     def test_bios_guest_has_none(self):
+        host = FakeHost()
         live_migration.remove_nvram(
-            '<domain><os><type>hvm</type></os></domain>', b.instance())
+            host, '<domain><os><type>hvm</type></os></domain>',
+            b.instance())
+        self.assertEqual([], host.guests)
