@@ -32,9 +32,18 @@ two hosts that do not share it.
 
 ``ssh=True`` also runs an sshd in those namespaces, on the host's address,
 trusting a key of its own; a client configuration scoped to that address
-(``/etc/ssh/ssh_config.d``, removed afterwards) gives root on this machine
-that key and the host's key, as an operator sets up SSH between compute
-hosts for Nova's disk copies.
+and to root (``/etc/ssh/ssh_config.d``, removed afterwards) gives root on
+this machine that key and the host's key, as an operator sets up SSH
+between compute hosts for Nova's disk copies. A user of ``ssh_users``
+logs in with the key its home holds for the host (``SSH_USER_KEYS``),
+e.g. ``nova``'s given by tests/functional/unprivileged.py. This sshd runs
+without PAM, and so refuses any login to an account whose password is
+locked (``!``, as a system user's is), where a deployment's sshd (with
+PAM) lets a key in: in the host's namespace, the password of those users
+is none (``*``) instead.
+
+``index`` tells apart two such hosts of one test process: each has its
+own address and VNC ports.
 """
 
 import os
@@ -50,6 +59,10 @@ import libvirt
 STARTUP_TIMEOUT = 60
 SSH_PORT = 22022    # not 22: the machine may run an sshd on every address
 SSH_CLIENT_CONF_DIR = '/etc/ssh/ssh_config.d'
+# The public keys a user other than root logs in with, in its home (the
+# same home on both hosts here, as a deployment gives each compute host's
+# nova user the same key): %s is the host's address.
+SSH_USER_KEYS = '.ssh/kvmx-test-%s.authorized_keys'
 STOP_TIMEOUT = 30
 _MOUNTS = ('/run/libvirt', '/var/lib/libvirt', '/etc/libvirt',
            '/var/cache/libvirt', '/var/log/libvirt')
@@ -57,11 +70,13 @@ _MOUNTS = ('/run/libvirt', '/var/lib/libvirt', '/etc/libvirt',
 
 class SecondLibvirtd(fixtures.Fixture):
     def __init__(self, workdir, hostname, binds=(), ssh=False,
-                 group=None):
+                 group=None, index=None, ssh_users=()):
         """:param binds: ((directory, path it is mounted at), ...)
         :param group: a group whose members may manage this libvirtd
             through its socket (as Debian's polkit rule lets the
             ``libvirt`` group; this machine runs no polkit)
+        :param index: 0, 1 for two hosts of one test process
+        :param ssh_users: names of the users besides root who log in
         """
         super().__init__()
         self.group = group
@@ -69,11 +84,18 @@ class SecondLibvirtd(fixtures.Fixture):
         self.hostname = hostname
         self.binds = binds
         self.ssh = ssh
+        self.ssh_users = ssh_users
         # A loopback address of its own: parallel test workers each run
         # one, all on libvirt's default port.
+        # With an index, above 127.127/16, which no pid reaches (pid_max
+        # is 2**22 at most).
         pid = os.getpid()
-        self.address = '127.%d.%d.%d' % ((pid >> 16) & 0xff or 1,
-                                         (pid >> 8) & 0xff, pid & 0xff or 1)
+        first = (pid >> 16) & 0xff or 1
+        if index is not None:
+            first = 128 + index
+        self.address = '127.%d.%d.%d' % (first, (pid >> 8) & 0xff,
+                                         pid & 0xff or 1)
+        self.index = index
         self.uri = 'qemu+unix:///system?socket=%s' % os.path.join(
             self.root, 'run-libvirt', 'libvirt-sock')
 
@@ -104,17 +126,23 @@ class SecondLibvirtd(fixtures.Fixture):
             # VNC ports of its own: both daemons share the network and
             # each picks the first port it finds free, a race when guests
             # start on both at once.
-            vnc = 20000 + (os.getpid() % 1000) * 40
+            # With an index, each host of the process has half of them.
+            vnc, ports = 20000 + (os.getpid() % 1000) * 40, 40
+            if self.index is not None:
+                ports = 20
+                vnc += self.index * ports
             conf.write('\ncgroup_controllers = [ ]\n'
                        'migration_address = "%s"\n'
                        'remote_display_port_min = %d\n'
                        'remote_display_port_max = %d\n' % (
-                           self.address, vnc, vnc + 39))
+                           self.address, vnc, vnc + ports - 1))
         script = ['set -e', 'hostname %s' % self.hostname]
         script += ['mount --bind %s %s' % (path, mount)
                    for mount, path in dirs.items()]
         script += ['mount --bind %s %s' % bind for bind in self.binds]
         script += ['mount -t hugetlbfs hugetlbfs /dev/hugepages']
+        if self.ssh and self.ssh_users:
+            script += ['mount --bind %s /etc/shadow' % self._shadow()]
         if self.ssh:
             script += ['mkdir -p /run/sshd',
                        '/usr/sbin/sshd -f %s' % self._configure_ssh()]
@@ -153,7 +181,9 @@ class SecondLibvirtd(fixtures.Fixture):
                 'ListenAddress %s:%d' % (self.address, SSH_PORT),
                 'HostKey ' + path('host_key'),
                 'PidFile ' + self.sshd_pidfile,
-                'AuthorizedKeysFile ' + path('authorized_keys'),
+                # Root's, then the user's own (read as that user).
+                'AuthorizedKeysFile %s %s' % (
+                    path('authorized_keys'), SSH_USER_KEYS % self.address),
                 'PermitRootLogin prohibit-password',
                 'PasswordAuthentication no',
                 'KbdInteractiveAuthentication no',
@@ -164,7 +194,7 @@ class SecondLibvirtd(fixtures.Fixture):
             SSH_CLIENT_CONF_DIR, 'kvmx-test-%s.conf' % self.address)
         with open(client_conf, 'w') as conf:
             conf.write('\n'.join((
-                'Host %s' % self.address,
+                'Match host %s localuser root' % self.address,
                 '    Port %d' % SSH_PORT,
                 '    User root',
                 '    IdentityFile ' + path('client_key'),
@@ -173,6 +203,22 @@ class SecondLibvirtd(fixtures.Fixture):
                 '    StrictHostKeyChecking yes', '')))
         self.addCleanup(os.unlink, client_conf)
         return path('sshd_config')
+
+    def _shadow(self):
+        """A copy of /etc/shadow where the passwords of ``ssh_users`` are
+        none rather than locked; its path."""
+        path = os.path.join(self.root, 'shadow')
+        with open('/etc/shadow') as f:
+            entries = f.read().splitlines()
+        for i, entry in enumerate(entries):
+            fields = entry.split(':')
+            if fields[0] in self.ssh_users and fields[1].startswith('!'):
+                fields[1] = '*'
+                entries[i] = ':'.join(fields)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, 'w') as f:
+            f.write('\n'.join(entries) + '\n')
+        return path
 
     def stop_sshd(self):
         """The host's sshd goes away, as when it is down or firewalled."""
