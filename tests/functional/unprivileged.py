@@ -15,13 +15,17 @@ runs in every real deployment.
 
 Privsep's daemons are started first, while the process is root, from the
 helper command a deployment configures (``<venv>/bin/privsep-helper``
-through sudo); then the process takes the ``nova`` user's effective uid
-and gid and the groups a distribution gives it (``libvirt``, ``kvm``).
+through sudo); then the process takes the ``nova`` user's real and
+effective uid and gid and the groups a distribution gives it
+(``libvirt``, ``kvm``).
 Anything the driver does outside privsep that needs root then fails as
-it would on a real compute node (EPERM, EACCES). The real and saved uid
-stay root, so the cleanup can return.
+it would on a real compute node (EPERM, EACCES), and the commands it
+runs (qemu-img, ssh, scp) are wholly the ``nova`` user's: ssh takes its
+user, home, keys and known hosts from the real uid. The saved uid and
+gid stay root, so the cleanup can return.
 """
 
+import contextlib
 import grp
 import os
 import pwd
@@ -30,6 +34,8 @@ import sys
 import tempfile
 
 import fixtures
+
+from tests.functional import second_libvirtd
 
 NOVA_USER = 'nova'
 NOVA_HOME = '/var/lib/nova'
@@ -40,12 +46,14 @@ PRIVSEP_HELPER = os.path.join(os.path.dirname(sys.executable),
 
 def ensure_nova_user():
     """The ``nova`` system user (as distributions create it), made if
-    this machine lacks it; its pwd entry."""
+    this machine lacks it; its pwd entry. It has a shell: a cold
+    migration runs commands on the other host over ssh as ``nova``
+    (Nova's documentation asks for one)."""
     try:
         return pwd.getpwnam(NOVA_USER)
     except KeyError:
         subprocess.run(['useradd', '--system', '--home-dir', NOVA_HOME,
-                        '--create-home', '--shell', '/usr/sbin/nologin',
+                        '--create-home', '--shell', '/bin/sh',
                         '--groups', ','.join(NOVA_GROUPS), NOVA_USER],
                        check=True)
         return pwd.getpwnam(NOVA_USER)
@@ -101,8 +109,9 @@ def private_top(path):
 
 
 class AsNovaUser(fixtures.Fixture):
-    """The process's effective uid and gid are ``user``'s, its groups
-    ``user``'s own and NOVA_GROUPS, until cleanup.
+    """The process's real and effective uid and gid are ``user``'s, its
+    groups ``user``'s own and NOVA_GROUPS, until cleanup (the saved uid
+    and gid, root's, bring it back).
 
     The test's private temporary directory (Nova's harness keeps its
     databases there) becomes ``user``'s first: the harness stands for
@@ -117,8 +126,76 @@ class AsNovaUser(fixtures.Fixture):
         groups = os.getgroups()
         os.setgroups([self.user.pw_gid] +
                      [grp.getgrnam(name).gr_gid for name in NOVA_GROUPS])
-        os.setegid(self.user.pw_gid)
-        os.seteuid(self.user.pw_uid)
+        os.setresgid(self.user.pw_gid, self.user.pw_gid, 0)
+        os.setresuid(self.user.pw_uid, self.user.pw_uid, 0)
         self.addCleanup(os.setgroups, groups)
-        self.addCleanup(os.setegid, 0)
-        self.addCleanup(os.seteuid, 0)
+        self.addCleanup(os.setresgid, 0, 0, 0)
+        self.addCleanup(os.setresuid, 0, 0, 0)
+
+
+class SshLogin(fixtures.Fixture):
+    """``user`` logs in to ``host`` (a SecondLibvirtd with ssh) as itself
+    with a key of its own, as a deployment sets up the ``nova`` user of
+    every compute host (Nova's cold migration copies disks with scp and
+    runs commands over ssh): the key, the host's key in its known hosts
+    and the public key the host trusts are in its home (``~/.ssh``, made
+    if missing), its client configuration for the host's address in
+    ``/etc/ssh/ssh_config.d``; all removed at cleanup. Set up as root,
+    before AsNovaUser."""
+
+    def __init__(self, user, host):
+        super().__init__()
+        self.user = user
+        self.host = host
+
+    def _setUp(self):
+        ssh_dir = os.path.join(self.user.pw_dir, '.ssh')
+        if not os.path.isdir(ssh_dir):
+            private_dir(self.user.pw_dir, '.ssh', self.user)
+            self.addCleanup(_rmdir_if_empty, ssh_dir)
+        name = os.path.join(ssh_dir, 'kvmx-test-%s' % self.host.address)
+        subprocess.run(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '',
+                        '-C', '%s@kvmx-test' % self.user.pw_name,
+                        '-f', name], check=True, timeout=30)
+        with open(name + '.pub') as f:
+            public = f.read()
+        authorized = os.path.join(
+            self.user.pw_dir,
+            second_libvirtd.SSH_USER_KEYS % self.host.address)
+        with open(os.path.join(self.host.root, 'ssh',
+                               'host_key.pub')) as f:
+            host_key = f.read()
+        known = name + '.known_hosts'
+        for path, text in ((authorized, public), (known, '[%s]:%d %s' % (
+                self.host.address, second_libvirtd.SSH_PORT, host_key))):
+            with open(path, 'w') as f:
+                f.write(text)
+        for path in (name, name + '.pub', authorized, known):
+            self.addCleanup(_unlink_quietly, path)
+            os.chmod(path, 0o600)
+            os.chown(path, self.user.pw_uid, self.user.pw_gid)
+        client_conf = os.path.join(
+            second_libvirtd.SSH_CLIENT_CONF_DIR, 'kvmx-test-%s-%s.conf' % (
+                self.host.address, self.user.pw_name))
+        with open(client_conf, 'w') as conf:
+            conf.write('\n'.join((
+                'Match host %s localuser %s' % (self.host.address,
+                                                self.user.pw_name),
+                '    Port %d' % second_libvirtd.SSH_PORT,
+                '    User ' + self.user.pw_name,
+                '    IdentityFile ' + name,
+                '    IdentitiesOnly yes',
+                '    UserKnownHostsFile ' + known,
+                '    StrictHostKeyChecking yes',
+                '    BatchMode yes', '')))
+        self.addCleanup(_unlink_quietly, client_conf)
+
+
+def _unlink_quietly(path):
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def _rmdir_if_empty(path):
+    with contextlib.suppress(OSError):
+        os.rmdir(path)
