@@ -70,45 +70,10 @@ class UnprivilegedUserfaultfd(fixtures.Fixture):
             f.write(value)
 
 
-class TwoHostsTestCase(base.RealLibvirtTestCase):
-
-    START_COMPUTE = False
-    # Two dedicated CPUs, no shared one: every guest here is pinned.
-    PINNED_HOST = base.ALL_CPUS_PINNED
-    # An sshd on compute2, for disk copies (cold migration).
-    DEST_SSH = False
-
-    def setUp(self):
-        super().setUp()
-        self.flags(live_migration_monitor_interval=1, group='libvirt')
-        self.start_compute()
-        self.compute.manager.driver._host.get_node_uuid()
-        self.dest_instances = os.path.join(
-            os.path.dirname(self.instances_path), 'instances-' + DEST)
-        os.makedirs(self.dest_instances, mode=0o711)
-        self.dest = self.useFixture(second_libvirtd.SecondLibvirtd(
-            os.path.dirname(self.instances_path),
-            hostname='kvmx-' + self.domain_prefix.strip('-'),
-            binds=((self.dest_instances, self.instances_path),),
-            ssh=self.DEST_SSH))
-        self.flags(connection_uri=self.dest.uri, group='kvmx')
-        self.flags(instances_path=self.dest_instances)
-        # One process, two nodes: each needs its own node UUID.
-        with mock.patch('nova.virt.node.get_local_node_uuid',
-                        return_value=uuidutils.generate_uuid()):
-            self.compute2 = self.start_service('compute', host=DEST)
-        # ... and its own address (my_ip is the process's).
-        self.useFixture(fixtures.MockPatchObject(
-            self.compute2.manager.driver, 'get_host_ip_addr',
-            return_value=self.dest.address))
-        self.flags(connection_uri='qemu:///system', group='kvmx')
-        self.flags(instances_path=self.instances_path)
-        self.flags(live_migration_inbound_addr=self.dest.address,
-                   group='libvirt')
-        self.dest_conn = self.dest.connection()
-        self.image_id = self.create_bootable_image()
-        self.flavor_id = self.create_pinned_flavor(name='kvmx.pinned.2m',
-                                                   page_size='2MB')
+class TwoHostsMixin(object):
+    """What a test of two hosts reads and does: the test's connection to
+    compute2 (``dest_conn``) and the instances directory it sees as its
+    own (``dest_instances``) are the test case's."""
 
     def boot(self, host, name='guest'):
         server = self._create_server(
@@ -209,6 +174,47 @@ class TwoHostsTestCase(base.RealLibvirtTestCase):
         self.assertEqual({self.compute_nodename(self.compute_host)},
                          self.allocation_hosts(server))
         self.assertEqual({0: 0}, self.claim(server).cells[0].cpu_pinning)
+
+
+class TwoHostsTestCase(TwoHostsMixin, base.RealLibvirtTestCase):
+
+    START_COMPUTE = False
+    # Two dedicated CPUs, no shared one: every guest here is pinned.
+    PINNED_HOST = base.ALL_CPUS_PINNED
+    # An sshd on compute2, for disk copies (cold migration).
+    DEST_SSH = False
+
+    def setUp(self):
+        super().setUp()
+        self.flags(live_migration_monitor_interval=1, group='libvirt')
+        self.start_compute()
+        self.compute.manager.driver._host.get_node_uuid()
+        self.dest_instances = os.path.join(
+            os.path.dirname(self.instances_path), 'instances-' + DEST)
+        os.makedirs(self.dest_instances, mode=0o711)
+        self.dest = self.useFixture(second_libvirtd.SecondLibvirtd(
+            os.path.dirname(self.instances_path),
+            hostname='kvmx-' + self.domain_prefix.strip('-'),
+            binds=((self.dest_instances, self.instances_path),),
+            ssh=self.DEST_SSH))
+        self.flags(connection_uri=self.dest.uri, group='kvmx')
+        self.flags(instances_path=self.dest_instances)
+        # One process, two nodes: each needs its own node UUID.
+        with mock.patch('nova.virt.node.get_local_node_uuid',
+                        return_value=uuidutils.generate_uuid()):
+            self.compute2 = self.start_service('compute', host=DEST)
+        # ... and its own address (my_ip is the process's).
+        self.useFixture(fixtures.MockPatchObject(
+            self.compute2.manager.driver, 'get_host_ip_addr',
+            return_value=self.dest.address))
+        self.flags(connection_uri='qemu:///system', group='kvmx')
+        self.flags(instances_path=self.instances_path)
+        self.flags(live_migration_inbound_addr=self.dest.address,
+                   group='libvirt')
+        self.dest_conn = self.dest.connection()
+        self.image_id = self.create_bootable_image()
+        self.flavor_id = self.create_pinned_flavor(name='kvmx.pinned.2m',
+                                                   page_size='2MB')
 
 
 class LiveMigrationTest(TwoHostsTestCase):

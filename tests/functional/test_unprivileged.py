@@ -53,27 +53,34 @@ INSTANCE_FILES = ('disk', 'disk.eph0', 'disk.swap', 'disk.config',
 DISKS = ('disk', 'disk.eph0', 'disk.swap', 'disk.config')
 
 
-class UnprivilegedComputeTest(test_file_modes.FileModesTestMixin,
-                              base.RealLibvirtTestCase):
+class NovaUserTestCase(test_file_modes.FileModesTestMixin,
+                       base.RealLibvirtTestCase):
+    """nova-compute as the ``nova`` user on a libvirtd of the test's own
+    (``libvirtd``); ``prepare`` adds what else is set up as root."""
 
     START_COMPUTE = False
+    # SecondLibvirtd's: an index of its own (a second host beside it),
+    # an sshd.
+    LIBVIRTD_INDEX = None
+    LIBVIRTD_SSH = False
     _conn = None
 
     def setUp(self):
         super().setUp()
         self.nova = unprivileged.ensure_nova_user()
-        self.flags(allow_resize_to_same_host=True)
+        workdir = os.path.dirname(self.instances_path)
+        unprivileged.private_dir(workdir, 'instances', self.nova)
+        os.chmod(self.instances_path, 0o711)
         # Cleanups run last first: leftovers are looked for on the main
         # libvirtd once this one has stopped with its guests.
         self.addCleanup(setattr, self, 'libvirtd', None)
         self.libvirtd = self.useFixture(second_libvirtd.SecondLibvirtd(
-            os.path.dirname(self.instances_path),
-            hostname='kvmx-' + self.domain_prefix.strip('-'),
-            group='libvirt'))
+            workdir, hostname='kvmx-' + self.domain_prefix.strip('-'),
+            group='libvirt', index=self.LIBVIRTD_INDEX,
+            ssh=self.LIBVIRTD_SSH, binds=self.libvirtd_binds(),
+            ssh_users=(unprivileged.NOVA_USER,) if self.LIBVIRTD_SSH
+            else ()))
         self.flags(connection_uri=self.libvirtd.uri, group='kvmx')
-        workdir = os.path.dirname(self.instances_path)
-        unprivileged.private_dir(workdir, 'instances', self.nova)
-        os.chmod(self.instances_path, 0o711)
         self.flags(lock_path=unprivileged.private_dir(
             workdir, 'locks', self.nova), group='oslo_concurrency')
         # The test's images are made as root, before the drop: the
@@ -85,10 +92,18 @@ class UnprivilegedComputeTest(test_file_modes.FileModesTestMixin,
         self.big = self._create_flavor(
             name='kvmx.disks.big', vcpu=1, memory_mb=256, disk=2,
             ephemeral=1, swap=64)
+        self.prepare()
         self.useFixture(unprivileged.PrivsepDaemons(
             self, nova.privsep.sys_admin_pctxt))
         self.useFixture(unprivileged.AsNovaUser(self.nova))
         self.start_compute()
+
+    def libvirtd_binds(self):
+        """SecondLibvirtd's ``binds`` of the test's libvirtd."""
+        return ()
+
+    def prepare(self):
+        """More of the test's set-up, as root, before the drop."""
 
     def libvirt(self):
         """The test's connection to the libvirtd nova-compute uses (the
@@ -108,36 +123,45 @@ class UnprivilegedComputeTest(test_file_modes.FileModesTestMixin,
         self.assertEqual('active', image['status'])
         self.assertGreater(image['size'], 0)
 
-    def owners(self, server, names):
-        """{file name: (owner, group, mode)} of the instance's files."""
+    def owners(self, server, names, directory=None):
+        """{file name: (owner, group, mode)} of the instance's files (in
+        ``directory``, by default its directory here)."""
+        directory = directory or self.instance_dir(server)
         found = {}
         for name in names:
-            info = os.stat(os.path.join(self.instance_dir(server), name))
+            info = os.stat(os.path.join(directory, name))
             found[name] = (pwd.getpwuid(info.st_uid).pw_name,
                            grp.getgrgid(info.st_gid).gr_name,
                            '%04o' % stat.S_IMODE(info.st_mode))
         return found
 
-    def assert_nova_owns(self, server):
+    def assert_nova_owns(self, server, directory=None):
         """The guest is off: every file of its own is the nova user's
         and private, its directory traversable only (QEMU's user passes
         through it while a guest runs). libvirt never gives back a
         read-only disk (the config drive): it stays QEMU's user's, as
         private, until a move takes it back."""
+        directory = directory or self.instance_dir(server)
         expected = {name: (unprivileged.NOVA_USER, self.nova_group, '0600')
                     for name in INSTANCE_FILES}
         expected['disk.config'] = (QEMU_USER, QEMU_USER, '0600')
-        self.assertEqual(expected, self.owners(server, INSTANCE_FILES))
-        info = os.stat(self.instance_dir(server))
+        self.assertEqual(expected,
+                         self.owners(server, INSTANCE_FILES, directory))
+        info = os.stat(directory)
         self.assertEqual((self.nova.pw_uid, 0o711),
                          (info.st_uid, stat.S_IMODE(info.st_mode)))
 
-    def assert_qemu_holds(self, server):
-        """The guest runs: libvirt handed its disks to QEMU's user."""
+    def assert_qemu_holds(self, server, directory=None):
+        """The guest runs: libvirt handed its disks to QEMU's user; they
+        are private, in the nova user's directory, traversable only."""
+        directory = directory or self.instance_dir(server)
         self.assertEqual(
-            {name: QEMU_USER for name in DISKS},
-            {name: owner for name, (owner, _group, _mode)
-             in self.owners(server, DISKS).items()})
+            {name: (QEMU_USER, '0600') for name in DISKS},
+            {name: (owner, mode) for name, (owner, _group, mode)
+             in self.owners(server, DISKS, directory).items()})
+        info = os.stat(directory)
+        self.assertEqual((self.nova.pw_uid, 0o711),
+                         (info.st_uid, stat.S_IMODE(info.st_mode)))
 
     @property
     def nova_group(self):
@@ -169,6 +193,13 @@ class UnprivilegedComputeTest(test_file_modes.FileModesTestMixin,
                          os.path.dirname(root['backing_file']))
         self.assertEqual('raw', disks['disk.config']['type'])
         self.assertTrue(all(d['disk_size'] > 0 for d in disks.values()))
+
+
+class UnprivilegedComputeTest(NovaUserTestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.flags(allow_resize_to_same_host=True)
 
     def test_lifecycle_as_nova_user(self):
         self.assertEqual((self.nova.pw_uid, self.nova.pw_gid),
