@@ -68,6 +68,16 @@ _MOUNTS = ('/run/libvirt', '/var/lib/libvirt', '/etc/libvirt',
            '/var/cache/libvirt', '/var/log/libvirt')
 
 
+def _main_domains(directory, names):
+    """The main daemon's persistent domains (and their autostart links),
+    left out of this host's copy of /etc/libvirt: this host would have
+    them defined too, and a test would find another's guests there."""
+    if os.path.normpath(directory) != '/etc/libvirt/qemu':
+        return set()
+    return {name for name in names
+            if name.endswith('.xml') or name == 'autostart'}
+
+
 class SecondLibvirtd(fixtures.Fixture):
     def __init__(self, workdir, hostname, binds=(), ssh=False,
                  group=None, index=None, ssh_users=()):
@@ -104,7 +114,8 @@ class SecondLibvirtd(fixtures.Fixture):
             '/', '-')) for mount in _MOUNTS}
         for mount, path in dirs.items():
             if mount == '/etc/libvirt':
-                shutil.copytree(mount, path, symlinks=True)
+                shutil.copytree(mount, path, symlinks=True,
+                                ignore=_main_domains)
             else:
                 os.makedirs(os.path.join(path, 'qemu'))
         # The main daemon's QEMU capabilities cache is valid here too (same
