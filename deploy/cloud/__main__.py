@@ -20,6 +20,7 @@ from cloud import install
 from cloud import layout
 from cloud import neutron
 from cloud import nova
+from cloud import privileges
 from cloud import procs
 from cloud import storage
 from cloud import teardown
@@ -39,6 +40,8 @@ def up(driver):
         procs.stop_all(procs.running_services())
     for path in (layout.ETC, layout.STATE, layout.LOGS, layout.RUN):
         os.makedirs(path, mode=0o755, exist_ok=True)
+    # nova-compute's user, which libvirtd and sshd admit.
+    privileges.nova_user_up()
     hosts.local_libvirt_up()
     hosts.start_host2_namespaces()
     hosts.links_up()

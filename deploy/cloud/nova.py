@@ -3,7 +3,8 @@ noVNC proxy here, and one nova-compute per host on the chosen driver.
 
 nova-compute gets a configuration file of its own without database
 sections (Nova refuses database access there) whose privsep helpers start
-through Nova's root helper, as a deployment runs them.
+through Nova's root helper, as a deployment runs them; it runs as the
+unprivileged nova user (see privileges).
 """
 
 import os
@@ -12,6 +13,7 @@ from cloud import base
 from cloud import configs
 from cloud import hosts
 from cloud import layout
+from cloud import privileges
 from cloud import procs
 from cloud import storage
 
@@ -174,13 +176,27 @@ def control_plane_up(api_ini, metadata_ini):
 
 
 def computes_up(driver):
+    """Both nova-compute services, as the nova user (see privileges)."""
     if driver == 'libvirt':
         _check_no_foreign_domains()
+    user = privileges.nova_user_up()
+    privileges.sudoers_up()
     for host in layout.HOSTS:
-        os.makedirs(os.path.join(host.state, 'nova'), exist_ok=True)
-        hosts.start(host, 'nova-compute', [
+        # Its state_path (lock_path within), its instances directory
+        # (QEMU's user passes through it) and its configuration file.
+        privileges.own(os.path.join(host.state, 'nova'), user, 0o750)
+        privileges.own(instances_dir(host), user, 0o711)
+        privileges.readable_by_nova(compute_conf(host), user)
+        hosts.start(host, 'nova-compute', hosts.as_nova([
             os.path.join(layout.BIN, 'nova-compute'),
-            '--config-file', compute_conf(host)])
+            '--config-file', compute_conf(host)]), env=hosts.as_nova_env())
+
+
+def instances_dir(host):
+    """``host``'s instances directory, seen from this host (compute2's is
+    mounted at layout.INSTANCES in its own mount namespace)."""
+    return layout.INSTANCES if host.is_local else os.path.join(
+        host.state, 'instances')
 
 
 def _check_no_foreign_domains():
