@@ -187,12 +187,14 @@ def _current_driver():
 
 
 def status():
+    """Each daemon, its PID and the user it runs as."""
     for name in procs.running():
         pid = procs.read_pid(name)
-        print('%-36s %s' % (name, pid or 'not running'))
+        print('%-36s %-8s %s' % (name, pid or 'not running',
+                                 procs.user_of(pid) if pid else ''))
     # deploy/ceph's daemons keep their PID files in its state directory.
     for name, pid in storage.running_daemons().items():
-        print('%-36s %s' % (name, pid))
+        print('%-36s %-8s %s' % (name, pid, procs.user_of(pid)))
 
 
 def main(argv=None):
