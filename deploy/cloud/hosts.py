@@ -295,6 +295,7 @@ def ovs_up(host):
         procs.run(['ovsdb-tool', 'create', db, OVS_SCHEMA])
     start(host, 'ovsdb-server', [
         'ovsdb-server', db, '--remote=punix:/run/openvswitch/db.sock',
+        '--remote=ptcp:%d:%s' % (layout.OVSDB_PORT, layout.ADDRESS),
         '--remote=db:Open_vSwitch,Open_vSwitch,manager_options',
         '--unixctl=/run/openvswitch/ovsdb-server.ctl',
         '--pidfile=/run/openvswitch/ovsdb-server.pid'],

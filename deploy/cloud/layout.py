@@ -56,6 +56,13 @@ PORTS = {
 }
 
 
+# Each host's ovsdb-server also listens on this port of its loopback
+# address (compute2's in its own network namespace), where nova-compute,
+# unprivileged, reaches it for os-vif (os-vif's default; the UNIX socket
+# is root's).
+OVSDB_PORT = 6640
+
+
 def url(service, path=''):
     return 'http://%s:%d%s' % (ADDRESS, PORTS[service], path)
 

@@ -135,7 +135,10 @@ def _compute_sections(host, driver):
                     # secret; these are Nova's own, the same ones here.
                     'rbd_user': layout.CEPH_USER,
                     'rbd_secret_uuid': storage.secret_uuid()},
-        'os_vif_ovs': {'ovsdb_connection': 'unix:/run/openvswitch/db.sock'},
+        # nova-compute runs as nova: the database's loopback TCP port,
+        # not its UNIX socket (root's), as DevStack and Kolla configure it.
+        'os_vif_ovs': {'ovsdb_connection': 'tcp:%s:%d' % (
+            layout.ADDRESS, layout.OVSDB_PORT)},
         'oslo_concurrency': configs.lock_path(host.name, 'nova'),
     })
     conf['vnc'].update({'server_listen': host.mgmt_ip,
