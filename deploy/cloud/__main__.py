@@ -20,6 +20,7 @@ from cloud import install
 from cloud import layout
 from cloud import neutron
 from cloud import nova
+from cloud import privileges
 from cloud import procs
 from cloud import storage
 from cloud import teardown
@@ -39,6 +40,8 @@ def up(driver):
         procs.stop_all(procs.running_services())
     for path in (layout.ETC, layout.STATE, layout.LOGS, layout.RUN):
         os.makedirs(path, mode=0o755, exist_ok=True)
+    # nova-compute's user, which libvirtd and sshd admit.
+    privileges.nova_user_up()
     hosts.local_libvirt_up()
     hosts.start_host2_namespaces()
     hosts.links_up()
@@ -184,12 +187,14 @@ def _current_driver():
 
 
 def status():
+    """Each daemon, its PID and the user it runs as."""
     for name in procs.running():
         pid = procs.read_pid(name)
-        print('%-36s %s' % (name, pid or 'not running'))
+        print('%-36s %-8s %s' % (name, pid or 'not running',
+                                 procs.user_of(pid) if pid else ''))
     # deploy/ceph's daemons keep their PID files in its state directory.
     for name, pid in storage.running_daemons().items():
-        print('%-36s %s' % (name, pid))
+        print('%-36s %-8s %s' % (name, pid, procs.user_of(pid)))
 
 
 def main(argv=None):

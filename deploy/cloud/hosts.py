@@ -7,6 +7,7 @@ daemon joins all three with ``nsenter``.
 """
 
 import os
+import pwd
 import shutil
 import subprocess
 import uuid
@@ -88,6 +89,7 @@ def _prepare_libvirt_dirs():
             # both would name a migrating guest's cgroup alike.
             with open(os.path.join(path, 'libvirtd.conf'), 'a') as conf:
                 conf.write('\nhost_uuid = "%s"\n' % uuid.uuid4())
+            admit_libvirt_group(os.path.join(path, 'libvirtd.conf'))
             with open(os.path.join(path, 'qemu.conf'), 'a') as conf:
                 conf.write('\ncgroup_controllers = [ ]\n')
         else:
@@ -129,6 +131,51 @@ def links_up():
             procs.run(['ip'] + netns + ['addr', 'add', cidr, 'dev', dev])
 
 
+# -- libvirtd for the nova user ---------------------------------------------
+
+LIBVIRTD_CONF = '/etc/libvirt/libvirtd.conf'
+# What DevStack writes: group libvirt manages libvirtd through its
+# read-write socket without polkit (Debian's polkit rule says the same;
+# no polkit runs here). nova-compute is in that group.
+GROUP_ACCESS = ('unix_sock_group = "libvirt"', 'unix_sock_rw_perms = "0770"',
+                'auth_unix_rw = "none"')
+
+
+def admit_libvirt_group(path):
+    """libvirtd configuration ``path`` with GROUP_ACCESS (once); whether
+    it changed. .ci/setup writes the same into this machine's."""
+    with open(path) as f:
+        lines = [line.strip() for line in f]
+    missing = [line for line in GROUP_ACCESS if line not in lines]
+    if not missing:
+        return False
+    with open(path, 'a') as conf:
+        conf.write('\n# nova-compute (group libvirt) manages libvirtd '
+                   'without polkit\n' + '\n'.join(missing) + '\n')
+    return True
+
+
+def as_nova_env():
+    """The environment of a process of the nova user's."""
+    return {'HOME': layout.NOVA_HOME, 'USER': layout.NOVA_USER,
+            'LOGNAME': layout.NOVA_USER}
+
+
+def as_nova(argv):
+    """``argv`` run as the nova user, its group and supplementary
+    groups (libvirt, kvm), no capabilities."""
+    return ['setpriv', '--reuid', layout.NOVA_USER, '--regid',
+            layout.NOVA_USER, '--init-groups', '--'] + list(argv)
+
+
+def admits_nova(host):
+    """Whether ``host``'s libvirtd lets the nova user manage it."""
+    return not subprocess.run(
+        wrap(host, as_nova(['virsh', '-c', 'qemu:///system', 'version'])),
+        env=dict(os.environ, **as_nova_env()), stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, timeout=60).returncode
+
+
 # -- this machine's libvirtd and huge pages -------------------------------
 
 def local_libvirt_up():
@@ -145,14 +192,62 @@ def local_libvirt_up():
     if subprocess.run(['mountpoint', '-q', '/dev/hugepages']).returncode:
         procs.run(['mount', '-t', 'hugetlbfs', 'hugetlbfs',
                    '/dev/hugepages'], check=False)
+    admit_libvirt_group(LIBVIRTD_CONF)
     # Started here (and so stopped by down) only if not running already.
     for daemon in ('virtlogd', 'libvirtd'):
         if subprocess.run(['pgrep', '-x', daemon],
                           stdout=subprocess.DEVNULL).returncode:
             procs.start('compute1-' + daemon, [daemon])
+    _wait_for_local_libvirtd()
+    if not admits_nova(layout.COMPUTE1):
+        _restart_local_libvirtd()
+
+
+def _wait_for_local_libvirtd():
     procs.wait_for('libvirtd', lambda: procs.succeeds(
         ['virsh', '-c', 'qemu:///system', 'version']), timeout=60,
         interval=0.5)
+
+
+def _restart_local_libvirtd():
+    """This machine's libvirtd started before its configuration admitted
+    group libvirt: started again, only while it runs no domain and has no
+    client (another user's tests), as it was started (by up, or by
+    .ci/setup as ``libvirtd -d``)."""
+    name = 'libvirtd'
+    running = procs.run(['virsh', '-c', 'qemu:///system', 'list',
+                         '--state-running', '--name']).split()
+    clients = [line for line in procs.run(
+        ['virt-admin', 'srv-clients-list', 'libvirtd']).splitlines()[2:]
+        if line.strip()]
+    if running or clients:
+        raise procs.DeployError(name, "this machine's libvirtd does not let "
+                                "group libvirt (nova-compute) manage it, and "
+                                "cannot be restarted with %s now (domains "
+                                "running: %s; clients: %d): restart it when "
+                                "idle, %s configures it" % (
+                                    LIBVIRTD_CONF,
+                                    ', '.join(running) or 'none',
+                                    len(clients), '.ci/setup'))
+    procs.say('restarting libvirtd: %s now lets group libvirt manage it'
+              % LIBVIRTD_CONF)
+    if procs.read_pid('compute1-libvirtd'):
+        procs.stop('compute1-libvirtd')
+        procs.start('compute1-libvirtd', ['libvirtd'])
+    else:
+        # Its PID file (compute2's libvirtd has its own, elsewhere).
+        with open('/run/libvirtd.pid') as f:
+            pid = int(f.read().strip())
+        with open('/proc/%d/comm' % pid) as f:
+            if f.read().strip() != 'libvirtd':
+                raise procs.DeployError(name, '/run/libvirtd.pid names '
+                                        'another process (%d)' % pid)
+        procs.kill_all([pid])
+        procs.run(['libvirtd', '-d'])
+    _wait_for_local_libvirtd()
+    if not admits_nova(layout.COMPUTE1):
+        raise procs.DeployError(name, 'group libvirt cannot manage it after '
+                                'a restart with %s' % LIBVIRTD_CONF)
 
 
 def host2_libvirt_up():
@@ -161,10 +256,16 @@ def host2_libvirt_up():
     start(host, 'virtlogd', ['virtlogd', '-p', '/run/libvirt/virtlogd.pid'],
           ready=procs.path_exists(os.path.join(
               private_dir('/run/libvirt'), 'virtlogd-sock')))
+    admit_libvirt_group(os.path.join(private_dir('/etc/libvirt'),
+                                     'libvirtd.conf'))
     start(host, 'libvirtd', ['libvirtd', '-p', '/run/libvirt/libvirtd.pid'],
           timeout=120,
           ready=procs.path_exists(os.path.join(
               private_dir('/run/libvirt'), 'libvirt-sock')))
+    if not admits_nova(host):
+        raise procs.DeployError('compute2-libvirtd', 'group libvirt cannot '
+                                'manage it (it started before its '
+                                'libvirtd.conf let it): deploy/down, then up')
 
 
 # -- Open vSwitch, userspace datapath ---------------------------------------
@@ -194,6 +295,7 @@ def ovs_up(host):
         procs.run(['ovsdb-tool', 'create', db, OVS_SCHEMA])
     start(host, 'ovsdb-server', [
         'ovsdb-server', db, '--remote=punix:/run/openvswitch/db.sock',
+        '--remote=ptcp:%d:%s' % (layout.OVSDB_PORT, layout.ADDRESS),
         '--remote=db:Open_vSwitch,Open_vSwitch,manager_options',
         '--unixctl=/run/openvswitch/ovsdb-server.ctl',
         '--pidfile=/run/openvswitch/ovsdb-server.pid'],
@@ -243,32 +345,53 @@ def forget_ovs_runtime(rundir):
 # -- SSH between the hosts (Nova's disk copies, libvirt's migrations) -----
 
 def ssh_keys():
-    """root's key, both hosts' host keys, and root's client configuration
-    for the hosts' management addresses."""
-    os.makedirs(SSH_DIR, mode=0o700, exist_ok=True)
-    key = os.path.join(SSH_DIR, 'id_ed25519')
-    for path in [key] + [host_key(h) for h in layout.HOSTS]:
+    """root's and the nova user's keys, both hosts' host keys, and the
+    client configuration of root and nova for the hosts' management
+    addresses: root's for libvirtd's ``qemu+ssh`` migrations (the source
+    libvirtd connects to the destination's), nova's for Nova's disk copies
+    (nova-compute runs ssh and scp itself)."""
+    os.makedirs(SSH_DIR, mode=0o711, exist_ok=True)
+    # Traversable, not listable: nova reaches its own key and the known
+    # hosts; every private key stays its owner's alone.
+    os.chmod(SSH_DIR, 0o711)
+    nova = pwd.getpwnam(layout.NOVA_USER)
+    keys = {'root': os.path.join(SSH_DIR, 'id_ed25519'),
+            layout.NOVA_USER: os.path.join(SSH_DIR, 'nova_id_ed25519')}
+    for path in list(keys.values()) + [host_key(h) for h in layout.HOSTS]:
         if not os.path.exists(path):
             procs.run(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-C',
                        'kvmx-cloud', '-f', path])
-    with open(key + '.pub') as f:
-        base.write(os.path.join(SSH_DIR, 'authorized_keys'), f.read(), 0o600)
+    key = keys[layout.NOVA_USER]
+    if os.stat(key).st_uid != nova.pw_uid:
+        os.chown(key, nova.pw_uid, nova.pw_gid)
+    # Each user's authorized keys: sshd reads them as that user.
+    for user, path in keys.items():
+        with open(path + '.pub') as f:
+            base.write(authorized_keys(user), f.read(),
+                       0o600 if user == 'root' else 0o644)
     known = []
     for host in layout.HOSTS:
         with open(host_key(host) + '.pub') as f:
             known.append('[%s]:%d %s' % (host.mgmt_ip, layout.SSH_PORT,
                                          f.read().strip()))
     base.write(os.path.join(SSH_DIR, 'known_hosts'), '\n'.join(known) + '\n')
-    base.write(layout.SSH_CLIENT_CONF, '\n'.join((
-        '# The compute hosts of the kvmx all-in-one cloud (deploy/up).',
-        'Host %s' % ' '.join(h.mgmt_ip for h in layout.HOSTS),
-        '    Port %d' % layout.SSH_PORT,
-        '    User root',
-        '    IdentityFile ' + key,
-        '    IdentitiesOnly yes',
-        '    UserKnownHostsFile ' + os.path.join(SSH_DIR, 'known_hosts'),
-        '    StrictHostKeyChecking yes',
-        '    BatchMode yes', '')))
+    lines = ['# The compute hosts of the kvmx all-in-one cloud (deploy/up).']
+    for user, path in sorted(keys.items()):
+        lines += [
+            'Match host %s localuser %s' % (
+                ','.join(h.mgmt_ip for h in layout.HOSTS), user),
+            '    Port %d' % layout.SSH_PORT,
+            '    User ' + user,
+            '    IdentityFile ' + path,
+            '    IdentitiesOnly yes',
+            '    UserKnownHostsFile ' + os.path.join(SSH_DIR, 'known_hosts'),
+            '    StrictHostKeyChecking yes',
+            '    BatchMode yes']
+    base.write(layout.SSH_CLIENT_CONF, '\n'.join(lines + ['']))
+
+
+def authorized_keys(user):
+    return os.path.join(SSH_DIR, 'authorized_keys.' + user)
 
 
 def host_key(host):
@@ -280,7 +403,8 @@ def sshd_up(host):
     base.write(config, '\n'.join((
         'ListenAddress %s:%d' % (host.mgmt_ip, layout.SSH_PORT),
         'HostKey ' + host_key(host),
-        'AuthorizedKeysFile ' + os.path.join(SSH_DIR, 'authorized_keys'),
+        'AuthorizedKeysFile ' + authorized_keys('%u'),
+        'AllowUsers root ' + layout.NOVA_USER,
         'PermitRootLogin prohibit-password',
         'PasswordAuthentication no',
         'KbdInteractiveAuthentication no',

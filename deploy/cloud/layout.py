@@ -27,6 +27,13 @@ TEMPEST_CONF = os.path.join(TEMPEST_WORKSPACE, 'etc', 'tempest.conf')
 # Kept by down, so that runs on both drivers can be compared.
 TEMPEST_RESULTS = os.path.join(OPT, 'tempest-results')
 SSH_CLIENT_CONF = '/etc/ssh/ssh_config.d/kvmx-cloud.conf'
+# nova-compute runs as this unprivileged user (as .ci/setup and
+# distributions make it: groups libvirt and kvm); it may run its privsep
+# helpers through nova-rootwrap with sudo, as this file says.
+NOVA_USER = 'nova'
+NOVA_HOME = '/var/lib/nova'
+NOVA_GROUPS = ('libvirt', 'kvm')
+SUDOERS = '/etc/sudoers.d/kvmx-cloud-nova'
 SECRETS = os.path.join(ETC, 'secrets.json')
 
 # Every API, the database, the message bus and memcached listen on the
@@ -47,6 +54,13 @@ PORTS = {
     'cinder': 38776,
     'novncproxy': 36080,
 }
+
+
+# Each host's ovsdb-server also listens on this port of its loopback
+# address (compute2's in its own network namespace), where nova-compute,
+# unprivileged, reaches it for os-vif (os-vif's default; the UNIX socket
+# is root's).
+OVSDB_PORT = 6640
 
 
 def url(service, path=''):

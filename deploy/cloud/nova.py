@@ -3,7 +3,8 @@ noVNC proxy here, and one nova-compute per host on the chosen driver.
 
 nova-compute gets a configuration file of its own without database
 sections (Nova refuses database access there) whose privsep helpers start
-through Nova's root helper, as a deployment runs them.
+through Nova's root helper, as a deployment runs them; it runs as the
+unprivileged nova user (see privileges).
 """
 
 import os
@@ -12,6 +13,7 @@ from cloud import base
 from cloud import configs
 from cloud import hosts
 from cloud import layout
+from cloud import privileges
 from cloud import procs
 from cloud import storage
 
@@ -133,7 +135,10 @@ def _compute_sections(host, driver):
                     # secret; these are Nova's own, the same ones here.
                     'rbd_user': layout.CEPH_USER,
                     'rbd_secret_uuid': storage.secret_uuid()},
-        'os_vif_ovs': {'ovsdb_connection': 'unix:/run/openvswitch/db.sock'},
+        # nova-compute runs as nova: the database's loopback TCP port,
+        # not its UNIX socket (root's), as DevStack and Kolla configure it.
+        'os_vif_ovs': {'ovsdb_connection': 'tcp:%s:%d' % (
+            layout.ADDRESS, layout.OVSDB_PORT)},
         'oslo_concurrency': configs.lock_path(host.name, 'nova'),
     })
     conf['vnc'].update({'server_listen': host.mgmt_ip,
@@ -174,13 +179,27 @@ def control_plane_up(api_ini, metadata_ini):
 
 
 def computes_up(driver):
+    """Both nova-compute services, as the nova user (see privileges)."""
     if driver == 'libvirt':
         _check_no_foreign_domains()
+    user = privileges.nova_user_up()
+    privileges.sudoers_up()
     for host in layout.HOSTS:
-        os.makedirs(os.path.join(host.state, 'nova'), exist_ok=True)
-        hosts.start(host, 'nova-compute', [
+        # Its state_path (lock_path within), its instances directory
+        # (QEMU's user passes through it) and its configuration file.
+        privileges.own(os.path.join(host.state, 'nova'), user, 0o750)
+        privileges.own(instances_dir(host), user, 0o711)
+        privileges.readable_by_nova(compute_conf(host), user)
+        hosts.start(host, 'nova-compute', hosts.as_nova([
             os.path.join(layout.BIN, 'nova-compute'),
-            '--config-file', compute_conf(host)])
+            '--config-file', compute_conf(host)]), env=hosts.as_nova_env())
+
+
+def instances_dir(host):
+    """``host``'s instances directory, seen from this host (compute2's is
+    mounted at layout.INSTANCES in its own mount namespace)."""
+    return layout.INSTANCES if host.is_local else os.path.join(
+        host.state, 'instances')
 
 
 def _check_no_foreign_domains():

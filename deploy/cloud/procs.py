@@ -9,6 +9,7 @@ keep its session and would outlive it.
 
 import hashlib
 import os
+import pwd
 import signal
 import socket
 import subprocess
@@ -116,6 +117,19 @@ def _stat(pid):
             return f.read().rsplit(')', 1)[1].split()
     except OSError:
         return None
+
+
+def user_of(pid):
+    """The name of the user process ``pid`` runs as (its effective uid:
+    /proc/PID's owner)."""
+    try:
+        uid = os.stat('/proc/%d' % pid).st_uid
+    except OSError:
+        return ''
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
 
 
 def alive(pid, fields=None):

@@ -7,6 +7,7 @@ import subprocess
 
 from cloud import hosts
 from cloud import layout
+from cloud import privileges
 from cloud import procs
 from cloud import storage
 
@@ -46,6 +47,7 @@ def down(purge=False):
     for path in (layout.SSH_CLIENT_CONF,):
         if os.path.exists(path):
             os.unlink(path)
+    privileges.sudoers_down()
     for path in (layout.ETC, layout.STATE, layout.LOGS, layout.RUN):
         shutil.rmtree(path, ignore_errors=True)
     if purge:
@@ -88,7 +90,8 @@ def leftovers():
         text=True).stdout.split() if name.startswith(prefix)]
     found += ['libvirt secret %s' % s for s in storage.local_secrets()]
     found += [path for path in (layout.ETC, layout.STATE, layout.LOGS,
-                                layout.RUN, layout.SSH_CLIENT_CONF)
+                                layout.RUN, layout.SSH_CLIENT_CONF,
+                                layout.SUDOERS)
               if os.path.exists(path)]
     return found
 

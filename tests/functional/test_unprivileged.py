@@ -17,13 +17,14 @@ and the groups ``libvirt`` and ``kvm`` (unprivileged.AsNovaUser); Nova's
 privsep context is a daemon started from ``privsep-helper`` before, as
 in a deployment. The libvirtd is one of the test's own, which lets the
 ``libvirt`` group manage it through its socket, as Debian's polkit rule
-does (this machine runs no polkit, and the main libvirtd admits root
-only). A guest with every kind of disk is spawned, rebooted,
-snapshotted live and cold, rescued, resized and deleted; what a user or
-an operator would check is asserted: the guest booted, its console log
-is read, the snapshots are images, the instance's files are the ``nova``
-user's with private modes while the guest is off and QEMU's (libvirt's
-dynamic ownership) while it runs, and nothing is left behind.
+does (this machine runs no polkit, and the main libvirtd admits the
+group only if it started after .ci/setup configured it). A guest with
+every kind of disk is spawned, rebooted, snapshotted live and cold,
+rescued, resized and deleted; what a user or an operator would check is
+asserted: the guest booted, its console log is read, the snapshots are
+images, the instance's files are the ``nova`` user's with private modes
+while the guest is off and QEMU's (libvirt's dynamic ownership) while it
+runs, and nothing is left behind.
 """
 
 import grp
