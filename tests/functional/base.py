@@ -171,15 +171,16 @@ class RealLibvirtTestCase(services.NovaServicesMixin, test.TestCase):
 
     # -- images -------------------------------------------------------------
 
-    def create_bootable_image(self):
+    def create_bootable_image(self, **properties):
         """Upload Debian's kernel, a busybox initramfs and a small root disk
-        into Glance; return the id of the image servers boot from."""
+        into Glance; return the id of the image servers boot from (with
+        ``properties`` besides, e.g. ``hw_firmware_type='uefi'``)."""
         guest = guest_image.get_guest_artifacts()
         kernel_id = self._upload(guest.kernel, 'aki', 'kvmx-kernel')
         ramdisk_id = self._upload(guest.initramfs, 'ari', 'kvmx-initrd')
         return self._upload(guest.root_disk, 'qcow2', 'kvmx-guest',
                             kernel_id=kernel_id, ramdisk_id=ramdisk_id,
-                            os_command_line=guest.cmdline)
+                            os_command_line=guest.cmdline, **properties)
 
     def _upload(self, path, disk_format, name, **properties):
         meta = {

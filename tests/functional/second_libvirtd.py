@@ -109,9 +109,23 @@ class SecondLibvirtd(fixtures.Fixture):
         self.uri = 'qemu+unix:///system?socket=%s' % os.path.join(
             self.root, 'run-libvirt', 'libvirt-sock')
 
+    def _mount_dir(self, mount):
+        """The directory of this host's own that is ``mount`` to it."""
+        return os.path.join(self.root, mount.strip('/').replace('/', '-'))
+
+    def local_path(self, path):
+        """Where ``path`` under one of this host's private mounts (its
+        libvirtd's files: NVRAM, managed-save images...) is on this
+        machine."""
+        for mount in _MOUNTS:
+            if os.path.commonpath((path, mount)) == mount:
+                return os.path.join(self._mount_dir(mount),
+                                    os.path.relpath(path, mount))
+        raise ValueError('%s is not under a private mount of %s' % (
+            path, self.hostname))
+
     def _setUp(self):
-        dirs = {mount: os.path.join(self.root, mount.strip('/').replace(
-            '/', '-')) for mount in _MOUNTS}
+        dirs = {mount: self._mount_dir(mount) for mount in _MOUNTS}
         for mount, path in dirs.items():
             if mount == '/etc/libvirt':
                 shutil.copytree(mount, path, symlinks=True,

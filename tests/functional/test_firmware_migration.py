@@ -27,23 +27,10 @@ from tests.functional import test_live_migration
 
 class UEFILiveMigrationTest(test_live_migration.TwoHostsTestCase):
 
-    def uefi_image(self):
-        guest = guest_image.get_guest_artifacts()
-        kernel_id = self._upload(guest.kernel, 'aki', 'kernel')
-        ramdisk_id = self._upload(guest.initramfs, 'ari', 'initrd')
-        return self._upload(guest.root_disk, 'qcow2', 'kvmx-uefi',
-                            kernel_id=kernel_id, ramdisk_id=ramdisk_id,
-                            os_command_line=guest.cmdline,
-                            hw_firmware_type='uefi')
-
-    def dest_path(self, path):
-        """Where the destination's /var/lib/libvirt ``path`` is here."""
-        return os.path.join(self.dest.root, 'var-lib-libvirt',
-                            os.path.relpath(path, '/var/lib/libvirt'))
-
     def test_nvram_contents_move_with_the_guest(self):
         server = self._create_server(
-            image_uuid=self.uefi_image(), flavor_id=self.flavor_id,
+            image_uuid=self.create_bootable_image(
+                hw_firmware_type='uefi'), flavor_id=self.flavor_id,
             networks='none', host=self.compute_host,
             expected_state='BUILD')
         server = self.wait_for_status(server, 'ACTIVE',
@@ -65,10 +52,10 @@ class UEFILiveMigrationTest(test_live_migration.TwoHostsTestCase):
             server['id']).XMLDesc(0))
         self.assertEqual((loader, nvram.text), (
             dest.find('./os/loader').text, dest.find('./os/nvram').text))
-        with open(self.dest_path(nvram.text), 'rb') as f:
+        with open(self.dest.local_path(nvram.text), 'rb') as f:
             self.assertEqual(contents, f.read())
         self.assertFalse(os.path.exists(nvram.text))
 
         self.api.delete_server(server['id'])
         self.wait_until_deleted(server)
-        self.assertFalse(os.path.exists(self.dest_path(nvram.text)))
+        self.assertFalse(os.path.exists(self.dest.local_path(nvram.text)))

@@ -75,6 +75,23 @@ class TwoHostsMixin(object):
     compute2 (``dest_conn``) and the instances directory it sees as its
     own (``dest_instances``) are the test case's."""
 
+    def start_dest_compute(self, uri):
+        """compute2 on the test's second libvirtd (``self.dest``) and its
+        instances directory, with a node UUID and an address of its own;
+        then the options are the first host's again (``uri``)."""
+        self.flags(connection_uri=self.dest.uri, group='kvmx')
+        self.flags(instances_path=self.dest_instances)
+        # One process, two nodes: each needs its own node UUID.
+        with mock.patch('nova.virt.node.get_local_node_uuid',
+                        return_value=uuidutils.generate_uuid()):
+            self.compute2 = self.start_service('compute', host=DEST)
+        # ... and its own address (my_ip is the process's).
+        self.useFixture(fixtures.MockPatchObject(
+            self.compute2.manager.driver, 'get_host_ip_addr',
+            return_value=self.dest.address))
+        self.flags(connection_uri=uri, group='kvmx')
+        self.flags(instances_path=self.instances_path)
+
     def boot(self, host, name='guest'):
         server = self._create_server(
             name=name, image_uuid=self.image_id, flavor_id=self.flavor_id,
@@ -197,18 +214,7 @@ class TwoHostsTestCase(TwoHostsMixin, base.RealLibvirtTestCase):
             hostname='kvmx-' + self.domain_prefix.strip('-'),
             binds=((self.dest_instances, self.instances_path),),
             ssh=self.DEST_SSH))
-        self.flags(connection_uri=self.dest.uri, group='kvmx')
-        self.flags(instances_path=self.dest_instances)
-        # One process, two nodes: each needs its own node UUID.
-        with mock.patch('nova.virt.node.get_local_node_uuid',
-                        return_value=uuidutils.generate_uuid()):
-            self.compute2 = self.start_service('compute', host=DEST)
-        # ... and its own address (my_ip is the process's).
-        self.useFixture(fixtures.MockPatchObject(
-            self.compute2.manager.driver, 'get_host_ip_addr',
-            return_value=self.dest.address))
-        self.flags(connection_uri='qemu:///system', group='kvmx')
-        self.flags(instances_path=self.instances_path)
+        self.start_dest_compute('qemu:///system')
         self.flags(live_migration_inbound_addr=self.dest.address,
                    group='libvirt')
         self.dest_conn = self.dest.connection()

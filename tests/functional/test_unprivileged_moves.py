@@ -32,11 +32,9 @@ import hashlib
 import os
 import re
 import time
-from unittest import mock
 
 import fixtures
 from lxml import etree
-from oslo_utils import uuidutils
 
 import nova.privsep.path
 
@@ -88,17 +86,7 @@ class UnprivilegedMovesTest(test_live_migration.TwoHostsMixin,
         self.useFixture(fixtures.MockPatchObject(
             self.compute.manager.driver, 'get_host_ip_addr',
             return_value=self.libvirtd.address))
-        self.flags(connection_uri=self.dest.uri, group='kvmx')
-        self.flags(instances_path=self.dest_instances)
-        # One process, two nodes: each needs its own node UUID.
-        with mock.patch('nova.virt.node.get_local_node_uuid',
-                        return_value=uuidutils.generate_uuid()):
-            self.compute2 = self.start_service('compute', host=DEST)
-        self.useFixture(fixtures.MockPatchObject(
-            self.compute2.manager.driver, 'get_host_ip_addr',
-            return_value=self.dest.address))
-        self.flags(connection_uri=self.libvirtd.uri, group='kvmx')
-        self.flags(instances_path=self.instances_path)
+        self.start_dest_compute(self.libvirtd.uri)
         # Live migrations go to compute2 only.
         self.flags(live_migration_inbound_addr=self.dest.address,
                    live_migration_monitor_interval=1, group='libvirt')
@@ -221,24 +209,14 @@ class UnprivilegedMovesTest(test_live_migration.TwoHostsMixin,
 
     # -- UEFI ---------------------------------------------------------------
 
-    def uefi_image(self):
-        guest = guest_image.get_guest_artifacts()
-        kernel_id = self._upload(guest.kernel, 'aki', 'kernel')
-        ramdisk_id = self._upload(guest.initramfs, 'ari', 'initrd')
-        return self._upload(guest.root_disk, 'qcow2', 'kvmx-uefi',
-                            kernel_id=kernel_id, ramdisk_id=ramdisk_id,
-                            os_command_line=guest.cmdline,
-                            hw_firmware_type='uefi')
-
     def nvram(self, host, path):
         """The SHA-256 of the NVRAM file ``path`` as ``host``'s libvirtd
         sees it, None when there is none. The file is libvirtd's (root's,
         in a directory of its own): read through Nova's privsep daemon,
         as an operator would with sudo."""
-        here = os.path.join(host.root, 'var-lib-libvirt',
-                            os.path.relpath(path, '/var/lib/libvirt'))
         try:
-            contents, left = nova.privsep.path.last_bytes(here, NVRAM_MAX)
+            contents, left = nova.privsep.path.last_bytes(
+                host.local_path(path), NVRAM_MAX)
         except FileNotFoundError:
             return None
         self.assertEqual(0, left)
@@ -250,7 +228,8 @@ class UnprivilegedMovesTest(test_live_migration.TwoHostsMixin,
         flavor = self._create_flavor(name='kvmx.uefi', vcpu=1,
                                      memory_mb=256, disk=1)
         server = self._create_server(
-            image_uuid=self.uefi_image(), flavor_id=flavor,
+            image_uuid=self.create_bootable_image(
+                hw_firmware_type='uefi'), flavor_id=flavor,
             networks='none', host=self.compute_host, expected_state='BUILD')
         server = self.wait_for_status(server, 'ACTIVE',
                                       test_firmware.BOOT_TIMEOUT)
