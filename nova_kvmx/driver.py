@@ -174,7 +174,8 @@ class KVMXDriver(driver.ComputeDriver):
 
     def _check_host_and_read_settings(self):
         arch = self._host.get_capabilities().host.cpu.arch
-        connection.check_host(self._host, options.virt_type(CONF), arch)
+        virt_type = options.virt_type(CONF)
+        connection.check_host(self._host, virt_type, arch)
         # CPU sets and reserved hugepages that do not fit the host stop
         # nova-compute here, not in every periodic task.
         numa = resources.host_topology(self._host)
@@ -187,17 +188,16 @@ class KVMXDriver(driver.ComputeDriver):
             CONF.instances_path) else 'writeback')
         self._storage.rbd = self._rbd_disks(network_cache)
         machine_type = options.default_machine_type(CONF, arch)
-        features = traits.guest_features(self._host, options.virt_type(CONF),
-                                         arch)
+        features = traits.guest_features(self._host, virt_type, arch)
         domcaps = traits.domain_capabilities(self._host, arch, machine_type,
-                                             options.virt_type(CONF))
+                                             virt_type)
         self._device_traits = traits.device_traits(
-            domcaps, arch, options.virt_type(CONF), CONF.vnc.enabled,
+            domcaps, arch, virt_type, CONF.vnc.enabled,
             traits.has_igb(self._host),
             viommu_models=features['viommu_models'],
             sound_models=features['sound_models'],
             guest_arches=features['guest_arches'])
-        tpms = host_tpm.tpm_support(CONF, domcaps, options.virt_type(CONF))
+        tpms = host_tpm.tpm_support(CONF, domcaps, virt_type)
         self._device_traits.update(host_tpm.tpm_traits(tpms))
         fw = host_firmware.firmware_support(
             domcaps, host_firmware.has_stateless_firmware(self._host, arch))
@@ -212,9 +212,9 @@ class KVMXDriver(driver.ComputeDriver):
             supports_stateless_firmware=fw.stateless)
         spice = consoles.spice_from_conf(CONF)
         if spice is not None:
-            connection.check_spice(self._host, options.virt_type(CONF), arch)
+            connection.check_spice(self._host, virt_type, arch)
         return spec.DriverSettings(
-            virt_type=options.virt_type(CONF),
+            virt_type=virt_type,
             machine_type=machine_type,
             arch=arch,
             pcie_ports=CONF.libvirt.num_pcie_ports,
@@ -243,7 +243,7 @@ class KVMXDriver(driver.ComputeDriver):
             tpm_models=tpms.models,
             tpm_secret_security=tpms.secret_security,
             **features,
-            **options.cpu_settings(CONF, self._host, options.virt_type(CONF),
+            **options.cpu_settings(CONF, self._host, virt_type,
                                    arch))
 
     def _rbd_disks(self, cache):

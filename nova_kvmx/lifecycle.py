@@ -275,11 +275,7 @@ class GuestLifecycle(object):
         try:
             if defined is not None:
                 defined(guest)
-            with vtpm_secret.defined(self.host, context, instance):
-                guest.launch(pause=paused)
-            self.wait_for_power_state(
-                guest, power_state.PAUSED if paused else power_state.RUNNING,
-                self.start_timeout)
+            self.launch(guest, instance, context, paused)
         except Exception as ex:
             self.discard(guest, instance)
             if isinstance(ex, libvirt.libvirtError):
@@ -298,6 +294,16 @@ class GuestLifecycle(object):
                 name=instance.name, reason=ex.get_error_message()) from ex
         self.wait_for_power_state(guest, power_state.RUNNING,
                                   self.start_timeout)
+
+    def launch(self, guest, instance, context, paused=False):
+        """Start the defined domain (paused if asked) and wait until it
+        is so. Every start goes through here: a guest with an emulated TPM
+        needs its secret in libvirt while it starts."""
+        with vtpm_secret.defined(self.host, context, instance):
+            guest.launch(pause=paused)
+        self.wait_for_power_state(
+            guest, power_state.PAUSED if paused else power_state.RUNNING,
+            self.start_timeout)
 
     def discard(self, guest, instance):
         """Undefine a domain whose start failed. A failure to do so is
@@ -436,10 +442,7 @@ class GuestLifecycle(object):
             guest = self.host.get_guest(instance)
             if (guest.get_power_state(self.host) == power_state.RUNNING and
                     self.clean_shutdown(guest, instance, soft_timeout)):
-                with vtpm_secret.defined(self.host, context, instance):
-                    guest.launch()
-                self.wait_for_power_state(guest, power_state.RUNNING,
-                                          self.start_timeout)
+                self.launch(guest, instance, context)
                 LOG.info('Guest soft rebooted', instance=instance)
                 return
             LOG.warning('Soft reboot failed, rebooting hard',
@@ -523,10 +526,7 @@ class GuestLifecycle(object):
         self.volumes.connect_all(context, instance,
                                  host_volumes.mapping(block_device_info),
                                  rollback=False)
-        with vtpm_secret.defined(self.host, context, instance):
-            guest.launch()
-        self.wait_for_power_state(guest, power_state.RUNNING,
-                                  self.start_timeout)
+        self.launch(guest, instance, context)
         self.network.attach_live(guest, self.assigned_devices(instance))
 
     def assigned_devices(self, instance):
