@@ -14,7 +14,9 @@
 talks to: the real libvirtd (base.RealLibvirtTestCase) or Nova's fake one
 (fake_host.FakeLibvirtTestCase). Those bases add only their libvirt."""
 
+import importlib
 import os
+import sqlite3
 import sys
 import time
 
@@ -72,11 +74,57 @@ class ClosedLibvirtHosts(fixtures.Fixture):
         self.addCleanup(lambda: [host.close() for host in hosts])
 
 
+class KeptOpenDatabases(fixtures.Fixture):
+    """One idle connection held open on each of the test's SQLite files.
+
+    In native threading mode Nova's test databases (and Placement's) are
+    SQLite files in WAL mode opened through a NullPool, so every
+    transaction opens and closes its own connection. When the last
+    connection to a WAL database closes, SQLite checkpoints the WAL and
+    resets it; a writer that took its read snapshot just then fails its
+    first write with "database is locked" (SQLITE_BUSY_SNAPSHOT), at once,
+    whatever the busy timeout and despite Nova's DatabaseWriteLock. Under
+    load that fails a nova-compute request now and then. With one
+    connection always open on the file, no transaction's close is the
+    last one."""
+
+    def _setUp(self):
+        self.paths = []
+        kept = []
+        self.addCleanup(lambda: [conn.close() for conn in kept])
+        # By module object: the package nova.tests.fixtures binds the name
+        # "nova" to the nova package, not to its module nova.py.
+        nova_db_fixtures = importlib.import_module('nova.tests.fixtures.nova')
+        create = nova_db_fixtures._use_file_backed_sqlite_with_wal
+
+        def create_and_keep_open(name):
+            url, path = create(name)
+            conn = sqlite3.connect(path, check_same_thread=False,
+                                   isolation_level=None)
+            # A first read opens the WAL index, which the connection then
+            # holds; autocommit, so it keeps no snapshot to hold the WAL.
+            conn.execute('SELECT count(*) FROM sqlite_master').fetchall()
+            kept.append(conn)
+            self.paths.append(path)
+            return url, path
+
+        # Placement's fixture imported the function by name.
+        for module in (nova_db_fixtures, func_fixtures):
+            self.useFixture(fixtures.MockPatchObject(
+                module, '_use_file_backed_sqlite_with_wal',
+                create_and_keep_open))
+
+
 class NovaServicesMixin(integrated_helpers.InstanceHelperMixin):
     """For a nova.test.TestCase: API, conductor, scheduler, Placement and
     Glance/Neutron fakes, with nova-compute configured for our driver."""
 
     compute_host = 'compute1'
+
+    def setUp(self):
+        # Before nova.test.TestCase.setUp creates the databases.
+        self.kept_databases = self.useFixture(KeptOpenDatabases())
+        super().setUp()
 
     def start_nova(self, instances_path, virt_type):
         """Everything but nova-compute, which each test base starts on its
