@@ -126,7 +126,7 @@ class KVMXDriver(driver.ComputeDriver):
             use_cow=(CONF.use_cow_images or
                      CONF.libvirt.images_type != 'default'),
             cache_group=CONF.kvmx.image_cache_group)
-        self._image_cache = image_cache.manager()
+        self._image_cache = image_cache.manager(self._host)
         self._settings = None
         self._device_traits = {}
         self._network = vif.GuestNetwork(

@@ -168,7 +168,7 @@ class InstanceStorage(object):
         """``files`` with the bases of its local overlays (GuestFiles
         .bases), read from each overlay; the running ``guest``'s disks
         from libvirt instead (QEMU holds them)."""
-        held = running_bases(guest) if guest is not None else {}
+        held = image_cache.running_bases(guest) if guest is not None else {}
         paths = [files.root_disk, files.rescued_root, files.ephemeral,
                  files.swap, files.rescue.path if files.rescue else None]
         bases = []
@@ -548,15 +548,6 @@ class InstanceStorage(object):
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
         return path
-
-
-def running_bases(guest):
-    """{disk path: its backing file} of a running guest's file disks,
-    as libvirt reports them."""
-    return {disk.source_path: disk.backing_store.source_file
-            for disk in guest.get_all_disks()
-            if disk.source_path and disk.backing_store is not None and
-            disk.backing_store.source_file}
 
 
 def reclaim(path):

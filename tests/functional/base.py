@@ -15,17 +15,20 @@
 Nova's own test base keeps tests off the machine they run on: it poisons
 the ``libvirt`` import, sysfs reads, ``os.uname``, the privsep helper and
 the libvirt event loop. These tests are about the machine, so the base lifts
-exactly those poisons and nothing else, runs privsep in-process (the tests
-run as root) and keeps Nova's real asynchronous RPC semantics (no
-cast-as-call). Everything else -- API, conductor, scheduler, Placement,
-Glance and Neutron fakes, databases -- is Nova's test harness unchanged
-(services.py, shared with the base on Nova's fake libvirt).
+exactly those poisons and nothing else and keeps Nova's real asynchronous
+RPC semantics (no cast-as-call). The test starts as root, sets up what a
+deployment sets up as root, then runs nova-compute as the ``nova`` user
+(AS_NOVA) with Nova's privsep daemon, as a deployment does. Everything
+else -- API, conductor, scheduler, Placement, Glance and Neutron fakes,
+databases -- is Nova's test harness unchanged (services.py, shared with
+the base on Nova's fake libvirt).
 """
 
 import fcntl
 import json
 import os
 import shutil
+import signal
 import tempfile
 import time
 from unittest import mock
@@ -33,6 +36,7 @@ from unittest import mock
 import fixtures
 import libvirt
 import libvirt_qemu
+from oslo_utils import importutils
 from oslo_utils import uuidutils
 from nova import test
 from nova.tests import fixtures as nova_fixtures
@@ -40,6 +44,7 @@ from nova.tests.functional.api import client
 
 from tests.functional import guest_image
 from tests.functional import services
+from tests.functional import unprivileged
 
 # Poisons of nova.test.TestCase that stand between a test and the host.
 LIFTED_POISONS = (
@@ -60,6 +65,11 @@ STATE_TIMEOUT = services.STATE_TIMEOUT
 ONE_PINNED_CPU = ('0', '1')
 # Both CPUs for pinned guests (a resize or migration needs a second one).
 ALL_CPUS_PINNED = (None, '0-1')
+
+
+def _kill_qemu(domain_name):
+    with open('/run/libvirt/qemu/%s.pid' % domain_name) as f:
+        os.kill(int(f.read()), signal.SIGKILL)
 
 
 class _Unpoisoned(fixtures.Fixture):
@@ -100,8 +110,9 @@ class HostHugepages(fixtures.Fixture):
     def _setUp(self):
         path = os.path.join(os.environ.get('KVMX_TEST_DIR', '/var/tmp'),
                             'kvmx-hugepages.lock')
-        lock = open(path, 'a')
-        self.addCleanup(lock.close)
+        # Read-only: a test running as nova (AS_NOVA) locks the file too.
+        lock = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
+        self.addCleanup(os.close, lock)
         deadline = time.monotonic() + self.timeout
         while True:
             try:
@@ -132,6 +143,14 @@ class RealLibvirtTestCase(services.NovaServicesMixin, test.TestCase):
     # A CPU layout (ONE_PINNED_CPU, ALL_CPUS_PINNED) for pinned guests; None
     # leaves Nova's default, every CPU shared.
     PINNED_HOST = None
+    # nova-compute runs as the unprivileged nova user, as in a deployment:
+    # when the first compute service starts, the test process becomes
+    # the user (unprivileged.AsNovaUser), so the rest of the test runs as
+    # nova too. A test that must stay root says why where it sets False.
+    AS_NOVA = True
+    # The privsep contexts nova-compute may use: daemons started as root
+    # before the process becomes nova, as a deployment starts them.
+    PRIVSEP_CONTEXTS = ('nova.privsep.sys_admin_pctxt',)
 
     def setUp(self):
         for name in LIFTED_POISONS:
@@ -148,6 +167,10 @@ class RealLibvirtTestCase(services.NovaServicesMixin, test.TestCase):
                                                       '/var/tmp'))
         os.chmod(workdir, 0o711)
         self.addCleanup(shutil.rmtree, workdir, True)
+        if self.AS_NOVA:
+            self.nova = unprivileged.ensure_nova_user()
+            os.chmod(unprivileged.private_dir(workdir, 'instances',
+                                              self.nova), 0o711)
         self.flags(enabled=True, server_listen='127.0.0.1', group='vnc')
         # Tests run in parallel processes, each with its own Nova database,
         # against one libvirtd: domain names must not collide.
@@ -169,6 +192,22 @@ class RealLibvirtTestCase(services.NovaServicesMixin, test.TestCase):
         self.compute = self.start_service('compute', host=self.compute_host)
         self.driver = self.compute.manager.driver
         return self.compute
+
+    def start_service(self, name, *args, **kwargs):
+        if name == 'compute' and self.AS_NOVA:
+            self.become_nova()
+        return super().start_service(name, *args, **kwargs)
+
+    def become_nova(self):
+        """The process becomes the nova user's, once, after starting the
+        privsep daemons of PRIVSEP_CONTEXTS."""
+        if getattr(self, '_as_nova', False):
+            return
+        self._as_nova = True
+        self.useFixture(unprivileged.PrivsepDaemons(self, *(
+            importutils.import_class(name)
+            for name in self.PRIVSEP_CONTEXTS)))
+        self.useFixture(unprivileged.AsNovaUser(self.nova))
 
     # -- images -------------------------------------------------------------
 
@@ -328,6 +367,12 @@ class RealLibvirtTestCase(services.NovaServicesMixin, test.TestCase):
                 dom.undefineFlags(
                     libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE |
                     libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+
+    def kill_qemu(self, server):
+        """The server's QEMU dies (SIGKILL), as in a crash; as root, for
+        QEMU is another user's."""
+        unprivileged.as_root(_kill_qemu,
+                             server['OS-EXT-SRV-ATTR:instance_name'])
 
     def provider(self):
         """This compute node's resource provider in Placement."""

@@ -246,15 +246,21 @@ class SecondLibvirtd(fixtures.Fixture):
         return path
 
     def stop_sshd(self):
-        """The host's sshd goes away, as when it is down or firewalled."""
+        """The host's sshd goes away, as when it is down or firewalled
+        (as root, also from a test running as nova)."""
+        _as_root(self._stop_sshd)
+
+    def _stop_sshd(self):
         with open(self.sshd_pidfile) as f:
             pid = int(f.read())
         os.unlink(self.sshd_pidfile)
         os.kill(pid, signal.SIGTERM)
 
     def run_inside(self, *command):
-        """Run a command in this host's mount namespace; its output."""
-        return subprocess.run(
+        """Run a command in this host's mount namespace, as root; its
+        output."""
+        return _as_root(
+            subprocess.run,
             ['nsenter', '-t', str(self.process.pid), '-m', '--'] +
             list(command), check=True, timeout=STOP_TIMEOUT,
             stdout=subprocess.PIPE, text=True).stdout
@@ -302,3 +308,9 @@ class SecondLibvirtd(fixtures.Fixture):
         if os.path.exists(pidfile):
             with open(pidfile) as f:
                 os.kill(int(f.read()), signal.SIGTERM)
+
+
+def _as_root(func, *args, **kwargs):
+    # unprivileged imports this module (for SshLogin): imported here.
+    from tests.functional import unprivileged
+    return unprivileged.as_root(func, *args, **kwargs)

@@ -28,6 +28,7 @@ from nova.virt import images
 
 from tests.functional import guest_image
 from tests.functional import test_live_migration
+from tests.functional import unprivileged
 
 DEST = test_live_migration.DEST
 
@@ -86,8 +87,9 @@ class ColdMigrationTest(test_live_migration.TwoHostsTestCase):
         # (at the instances path compute2's nova-compute sees).
         for name in ('disk', 'disk.eph0', 'disk.swap'):
             disk = os.path.join(self.dest_dir, name)
-            backing = images.qemu_img_info(disk,
-                                           format='qcow2').backing_file
+            # The running guest's disk is QEMU's: read as root.
+            backing = unprivileged.as_root(lambda: images.qemu_img_info(
+                disk, format='qcow2').backing_file)
             self.assertEqual(os.path.join(self.dest_instances, '_base'),
                              os.path.dirname(backing))
             self.assertTrue(os.path.isfile(backing))

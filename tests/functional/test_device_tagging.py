@@ -35,6 +35,7 @@ from oslo_utils import uuidutils
 from tests.functional import base
 from tests.functional import guest_image
 from tests.functional import test_vif_events
+from tests.functional import unprivileged
 
 # The cached test image's cert ids are any: the image is not signed.
 CERT_ID = '0b5d2c72-12cc-4ba6-a8d7-3ff5cc1d8cb8'
@@ -84,9 +85,10 @@ class DeviceTaggingTest(base.RealLibvirtTestCase):
 
     def config_drive_devices(self, server, name='disk.config'):
         path = os.path.join(self.instance_dir(server), name)
-        return json.loads(subprocess.run(
-            ['isoinfo', '-i', path, '-R', '-x',
-             '/openstack/latest/meta_data.json'],
+        # QEMU's while the guest runs: read as root.
+        return json.loads(unprivileged.as_root(
+            subprocess.run, ['isoinfo', '-i', path, '-R', '-x',
+                             '/openstack/latest/meta_data.json'],
             check=True, capture_output=True, timeout=60).stdout)['devices']
 
     def wait_for_served(self, server, devices, timeout=base.STATE_TIMEOUT):

@@ -38,6 +38,7 @@ from nova.db.main import api as db_api
 from nova import objects
 
 from tests.functional import base
+from tests.functional import unprivileged
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -70,7 +71,10 @@ class ExplainHostInUseTest(base.RealLibvirtTestCase):
         return path
 
     def explain(self, conf, *args):
-        proc = subprocess.run(
+        # The operator's command, run as root (with sudo) beside
+        # nova-compute, which runs as nova.
+        proc = unprivileged.as_root(
+            subprocess.run,
             [sys.executable, '-m', 'nova_kvmx.cmd', 'explain',
              '--config-file', conf, '--format', 'json'] + list(args),
             cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)

@@ -41,6 +41,7 @@ from nova_kvmx import storage
 from tests.functional import base
 from tests.functional import leftovers
 from tests.functional import libvirt_proxy
+from tests.functional import unprivileged
 
 # Seconds to wait for an asynchronous reaction (a libvirt event, the
 # service status); every wait has this deadline.
@@ -374,15 +375,18 @@ class InterruptedDeleteTest(FaultTestCase):
         server = self.boot()
         inst_dir = self.instance_dir(server)
         # The directory cannot lose its files (a busy or broken disk).
-        subprocess.run(['chattr', '+i', inst_dir], check=True, timeout=30)
-        self.addCleanup(subprocess.run, ['chattr', '-i', inst_dir],
-                        timeout=30)
+        # chattr is root's (CAP_LINUX_IMMUTABLE).
+        unprivileged.as_root(subprocess.run, ['chattr', '+i', inst_dir],
+                             check=True, timeout=30)
+        self.addCleanup(unprivileged.as_root, subprocess.run,
+                        ['chattr', '-i', inst_dir], timeout=30)
         self._delete_server(server)
         self.assertTrue(os.path.exists(inst_dir))
         self.assertIn('Could not remove the files of the instance',
                       self.stdlog.logger.output)
 
-        subprocess.run(['chattr', '-i', inst_dir], check=True, timeout=30)
+        unprivileged.as_root(subprocess.run, ['chattr', '-i', inst_dir],
+                             check=True, timeout=30)
         # Nova's periodic task retries what a driver could not remove.
         self.compute.manager._run_pending_deletes(self.ctxt)
         self.assert_nothing_left(server)

@@ -22,12 +22,32 @@ import os_traits as ot
 
 from tests.functional import base
 from tests.functional import guest_image
+from tests.functional import unprivileged
 
 # Set on the NVRAM file by the test: a file libvirt made afresh from the
 # template would not have it.
 MARK = 'user.kvmx-test-nvram'
 # OVMF under TCG takes longer than SeaBIOS to reach the kernel.
 BOOT_TIMEOUT = base.STATE_TIMEOUT * 2
+
+
+def nvram_state(path):
+    """(contents, the test's mark or None, inode) of the NVRAM file at
+    ``path``, None when there is none. The file is libvirtd's, in its
+    own directory: the test reads it as root (unprivileged.as_root)."""
+    if not os.path.isfile(path):
+        return None
+    with open(path, 'rb') as f:
+        contents = f.read()
+    try:
+        mark = os.getxattr(path, MARK)
+    except OSError:
+        mark = None
+    return contents, mark, os.stat(path).st_ino
+
+
+def mark_nvram(path):
+    os.setxattr(path, MARK, b'1')
 
 
 class UEFIGuestTest(base.RealLibvirtTestCase):
@@ -58,6 +78,10 @@ class UEFIGuestTest(base.RealLibvirtTestCase):
                               timeout=BOOT_TIMEOUT)
         return server
 
+    def nvram(self, path):
+        """nvram_state(path), read as root."""
+        return unprivileged.as_root(nvram_state, path)
+
     def firmware(self, server):
         """(loader element, nvram element, smm present) of the running
         domain, as libvirt holds it."""
@@ -73,14 +97,13 @@ class UEFIGuestTest(base.RealLibvirtTestCase):
         self.assertEqual('pflash', loader.get('type'))
         self.assertNotEqual('yes', loader.get('secure'))
         path = nvram.text
-        self.assertTrue(os.path.isfile(path), path)
+        state = self.nvram(path)
+        self.assertIsNotNone(state, path)
         with open(nvram.get('template'), 'rb') as f:
-            template = f.read()
-        with open(path, 'rb') as f:
             # OVMF wrote its variables.
-            self.assertNotEqual(template, f.read())
-        os.setxattr(path, MARK, b'1')
-        inode = os.stat(path).st_ino
+            self.assertNotEqual(f.read(), state[0])
+        unprivileged.as_root(mark_nvram, path)
+        inode = state[2]
 
         self.api.post_server_action(server['id'],
                                     {'reboot': {'type': 'HARD'}})
@@ -91,23 +114,22 @@ class UEFIGuestTest(base.RealLibvirtTestCase):
         self.assertEqual((loader.text, path),
                          (loader_after.text, nvram_after.text))
         # The same file, not one made again from the template.
-        self.assertEqual(b'1', os.getxattr(path, MARK))
-        self.assertEqual(inode, os.stat(path).st_ino)
+        self.assertEqual((b'1', inode), self.nvram(path)[1:])
 
         # Stopped and started (a hard reboot in the driver) too.
         self.api.post_server_action(server['id'], {'os-stop': None})
         server = self.wait_for_status(server, 'SHUTOFF')
-        self.assertEqual(b'1', os.getxattr(path, MARK))
+        self.assertEqual(b'1', self.nvram(path)[1])
         self.api.post_server_action(server['id'], {'os-start': None})
         server = self.wait_for_status(server, 'ACTIVE', BOOT_TIMEOUT)
         self.wait_for_console(server, guest_image.BOOT_MARKER_PREFIX,
                               count=3, timeout=BOOT_TIMEOUT)
-        self.assertEqual(b'1', os.getxattr(path, MARK))
+        self.assertEqual(b'1', self.nvram(path)[1])
 
         self.api.delete_server(server['id'])
         self.wait_until_deleted(server)
         self.assertFalse(self.domain_exists(server))
-        self.assertFalse(os.path.exists(path))
+        self.assertIsNone(self.nvram(path))
 
     def test_secure_boot_required(self):
         traits = self.traits()
@@ -117,9 +139,9 @@ class UEFIGuestTest(base.RealLibvirtTestCase):
         loader, nvram, smm = self.firmware(server)
         self.assertEqual('yes', loader.get('secure'))
         self.assertTrue(smm)
-        self.assertTrue(os.path.isfile(nvram.text))
         path = nvram.text
-        os.setxattr(path, MARK, b'1')
+        self.assertIsNotNone(self.nvram(path), path)
+        unprivileged.as_root(mark_nvram, path)
 
         # Defined again with the same Secure Boot firmware, SMM and NVRAM.
         self.api.post_server_action(server['id'],
@@ -131,10 +153,10 @@ class UEFIGuestTest(base.RealLibvirtTestCase):
         self.assertEqual((loader.text, 'yes', path), (
             loader_after.text, loader_after.get('secure'), nvram_after.text))
         self.assertTrue(smm)
-        self.assertEqual(b'1', os.getxattr(path, MARK))
+        self.assertEqual(b'1', self.nvram(path)[1])
         self.api.delete_server(server['id'])
         self.wait_until_deleted(server)
-        self.assertFalse(os.path.exists(path))
+        self.assertIsNone(self.nvram(path))
 
     def test_stateless_firmware_has_no_host_here(self):
         """Debian 12's ovmf has no UEFI firmware without NVRAM: the trait

@@ -16,13 +16,12 @@ with Nova's libvirt driver, the domain keeps its firmware files and QEMU
 carries the flash's contents with the guest's memory, which the
 destination writes to its own NVRAM file."""
 
-import os
-
 from lxml import etree
 
 from tests.functional import guest_image
 from tests.functional import test_firmware
 from tests.functional import test_live_migration
+from tests.functional import unprivileged
 
 
 class UEFILiveMigrationTest(test_live_migration.TwoHostsTestCase):
@@ -42,8 +41,8 @@ class UEFILiveMigrationTest(test_live_migration.TwoHostsTestCase):
         loader = xml.find('./os/loader').text
         with open(nvram.get('template'), 'rb') as f:
             template = f.read()
-        with open(nvram.text, 'rb') as f:
-            contents = f.read()
+        contents = unprivileged.as_root(test_firmware.nvram_state,
+                                        nvram.text)[0]
         # What OVMF wrote while booting.
         self.assertNotEqual(template, contents)
 
@@ -52,10 +51,12 @@ class UEFILiveMigrationTest(test_live_migration.TwoHostsTestCase):
             server['id']).XMLDesc(0))
         self.assertEqual((loader, nvram.text), (
             dest.find('./os/loader').text, dest.find('./os/nvram').text))
-        with open(self.dest.local_path(nvram.text), 'rb') as f:
-            self.assertEqual(contents, f.read())
-        self.assertFalse(os.path.exists(nvram.text))
+        self.assertEqual(contents, unprivileged.as_root(
+            test_firmware.nvram_state, self.dest.local_path(nvram.text))[0])
+        self.assertIsNone(unprivileged.as_root(test_firmware.nvram_state,
+                                               nvram.text))
 
         self.api.delete_server(server['id'])
         self.wait_until_deleted(server)
-        self.assertFalse(os.path.exists(self.dest.local_path(nvram.text)))
+        self.assertIsNone(unprivileged.as_root(
+            test_firmware.nvram_state, self.dest.local_path(nvram.text)))

@@ -26,6 +26,7 @@ from oslo_utils import uuidutils
 
 from nova_kvmx.host import connection
 from tests.functional import base
+from tests.functional import unprivileged
 
 # Seconds to wait for libvirt to deliver a node-device event.
 EVENT_TIMEOUT = 30
@@ -277,9 +278,11 @@ class NodeDeviceEventsTest(base.RealLibvirtTestCase):
         self.start_compute()
         report = self.driver._host.pci_report
         ifname = 'kvmx%s' % uuidutils.generate_uuid()[:8]
-        processutils.execute('ip', 'link', 'add', ifname, 'type', 'ifb')
-        self.addCleanup(processutils.execute, 'ip', 'link', 'del', ifname,
-                        check_exit_code=False)
+        # The harness adds and removes the device, as root.
+        unprivileged.as_root(processutils.execute, 'ip', 'link', 'add',
+                             ifname, 'type', 'ifb')
+        self.addCleanup(unprivileged.as_root, processutils.execute, 'ip',
+                        'link', 'del', ifname, check_exit_code=False)
 
         def named():
             return [n for n in report.pending()
@@ -289,5 +292,6 @@ class NodeDeviceEventsTest(base.RealLibvirtTestCase):
         node = self.driver.get_available_nodes()[0]
         self.driver.get_available_resource(node)
         self.assertEqual([], named())
-        processutils.execute('ip', 'link', 'del', ifname)
+        unprivileged.as_root(processutils.execute, 'ip', 'link', 'del',
+                             ifname)
         wait_until(named, 'the deletion event of %s' % ifname)

@@ -41,9 +41,15 @@ from tests.functional import base
 from tests.functional import guest_image
 from tests.functional import second_libvirtd
 from tests.functional import test_faults
+from tests.functional import unprivileged
 
 # The guest's memory (256 MiB) in 2 MiB pages.
 GUEST_PAGES = 128
+
+
+def _read(path):
+    with open(path) as f:
+        return f.read()
 
 
 class RestartableLibvirtd(second_libvirtd.SecondLibvirtd):
@@ -52,26 +58,27 @@ class RestartableLibvirtd(second_libvirtd.SecondLibvirtd):
     def stop_daemon(self):
         """libvirtd exits (SIGTERM, as an upgrade or a crash would stop
         it); QEMU guests run on without it."""
-        self.process.send_signal(signal.SIGTERM)
+        unprivileged.as_root(os.kill, self.process.pid, signal.SIGTERM)
         self.process.wait(second_libvirtd.STOP_TIMEOUT)
 
     def start_daemon(self):
         """libvirtd starts again in the namespaces it had, entered through
         its virtlogd (which stays), and finds its guests from its state
         and configuration directories."""
-        with open(os.path.join(self.root, 'run-libvirt',
-                               'virtlogd.pid')) as f:
-            virtlogd = f.read().strip()
+        virtlogd = unprivileged.as_root(_read, os.path.join(
+            self.root, 'run-libvirt', 'virtlogd.pid')).strip()
+        # Root's, as it was: the test may run as nova (AS_NOVA).
         self.process = subprocess.Popen(
             ['nsenter', '--target', virtlogd, '--mount', '--uts', '--',
              'libvirtd', '--listen', '-p', '/run/libvirt/libvirtd.pid'],
-            stdout=self.log, stderr=subprocess.STDOUT)
+            stdout=self.log, stderr=subprocess.STDOUT,
+            preexec_fn=unprivileged.regain_root)
         self._wait_until_up()
 
     def managed_save_images(self, server):
         """The managed-save image files of a server's domain (libvirt
         keeps them under /var/lib/libvirt/qemu/save, a private mount)."""
-        return glob.glob(os.path.join(
+        return unprivileged.as_root(glob.glob, os.path.join(
             self.root, '**', server['OS-EXT-SRV-ATTR:instance_name'] +
             '.save'), recursive=True)
 
@@ -91,7 +98,8 @@ class HostRestartTestCase(test_faults.FaultTestCase):
         self.addCleanup(setattr, self, 'libvirtd', None)
         self.libvirtd = self.useFixture(RestartableLibvirtd(
             os.path.dirname(self.instances_path),
-            hostname='kvmx-' + self.domain_prefix.strip('-')))
+            hostname='kvmx-' + self.domain_prefix.strip('-'),
+            group='libvirt' if self.AS_NOVA else None))
         self.flags(connection_uri=self.libvirtd.uri, group='kvmx')
         self.start_compute()
         self.flavor_id = self.create_pinned_flavor(

@@ -27,14 +27,17 @@ from oslo_utils import units
 
 from nova_kvmx import storage
 from tests.functional import base
+from tests.functional import unprivileged
 from tests.functional import volume_base
 from tests.functional import volume_image
 
 
 def image_info(path):
-    """qemu-img info of a disk, also while its guest runs."""
-    out, _err = processutils.execute('qemu-img', 'info', '--output=json',
-                                     '-U', path)
+    """qemu-img info of a disk, also while its guest runs (then QEMU's:
+    read as root)."""
+    out, _err = unprivileged.as_root(
+        processutils.execute, 'qemu-img', 'info', '--output=json', '-U',
+        path)
     return json.loads(out)
 
 

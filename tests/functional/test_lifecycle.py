@@ -13,7 +13,6 @@
 """A real guest's whole lifecycle through Nova's API on our driver."""
 
 import os
-import signal
 import subprocess
 
 import libvirt
@@ -129,9 +128,7 @@ class LifecycleEventTest(base.RealLibvirtTestCase):
         server = self.wait_for_status(server, 'ACTIVE')
         self.wait_for_console(server, guest_image.BOOT_MARKER_PREFIX)
 
-        name = server['OS-EXT-SRV-ATTR:instance_name']
-        with open('/run/libvirt/qemu/%s.pid' % name) as f:
-            os.kill(int(f.read().strip()), signal.SIGKILL)
+        self.kill_qemu(server)
 
         # Only the event tells Nova (the power-state sync period is off in
         # Nova's tests); libvirt's STOPPED events are delayed 15 s by

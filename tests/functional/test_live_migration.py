@@ -46,6 +46,7 @@ from tests.functional import base
 from tests.functional import guest_image
 from tests.functional import second_libvirtd
 from tests.functional import test_consoles
+from tests.functional import unprivileged
 
 DEST = 'compute2'
 
@@ -66,8 +67,19 @@ class UnprivilegedUserfaultfd(fixtures.Fixture):
             self.addCleanup(self._write, before)
 
     def _write(self, value):
-        with open(self.PATH, 'w') as f:
-            f.write(value)
+        # A sysctl: root's, also when the test runs as nova.
+        unprivileged.as_root(_write_file, self.PATH, value)
+
+
+def _write_file(path, text):
+    with open(path, 'w') as f:
+        f.write(text)
+
+
+def _read_bytes(path, offset, size):
+    with open(path, 'rb') as f:
+        f.seek(offset)
+        return f.read(size)
 
 
 class TwoHostsMixin(object):
@@ -204,16 +216,26 @@ class TwoHostsTestCase(TwoHostsMixin, base.RealLibvirtTestCase):
     def setUp(self):
         super().setUp()
         self.flags(live_migration_monitor_interval=1, group='libvirt')
+        # compute2's host is made as root, before nova-compute starts.
+        workdir = os.path.dirname(self.instances_path)
+        self.dest_instances = os.path.join(workdir, 'instances-' + DEST)
+        if self.AS_NOVA:
+            unprivileged.private_dir(workdir, 'instances-' + DEST,
+                                     self.nova)
+        else:
+            os.makedirs(self.dest_instances)
+        os.chmod(self.dest_instances, 0o711)
+        as_nova = self.AS_NOVA and self.DEST_SSH
+        self.dest = self.useFixture(second_libvirtd.SecondLibvirtd(
+            workdir, hostname='kvmx-' + self.domain_prefix.strip('-'),
+            binds=((self.dest_instances, self.instances_path),),
+            ssh=self.DEST_SSH,
+            group='libvirt' if self.AS_NOVA else None,
+            ssh_users=(unprivileged.NOVA_USER,) if as_nova else ()))
+        if as_nova:
+            self.useFixture(unprivileged.SshLogin(self.nova, self.dest))
         self.start_compute()
         self.compute.manager.driver._host.get_node_uuid()
-        self.dest_instances = os.path.join(
-            os.path.dirname(self.instances_path), 'instances-' + DEST)
-        os.makedirs(self.dest_instances, mode=0o711)
-        self.dest = self.useFixture(second_libvirtd.SecondLibvirtd(
-            os.path.dirname(self.instances_path),
-            hostname='kvmx-' + self.domain_prefix.strip('-'),
-            binds=((self.dest_instances, self.instances_path),),
-            ssh=self.DEST_SSH))
         self.start_dest_compute('qemu:///system')
         self.flags(live_migration_inbound_addr=self.dest.address,
                    group='libvirt')
@@ -296,9 +318,9 @@ class LiveMigrationTest(TwoHostsTestCase):
         for name in ('disk', 'disk.eph0', 'disk.swap', 'disk.config'):
             self.assertTrue(os.path.isfile(os.path.join(dest_dir, name)),
                             name)
-        with open(os.path.join(dest_dir, 'disk.config'), 'rb') as f:
-            f.seek(32808)   # the ISO 9660 volume identifier
-            self.assertEqual(b'config-2', f.read(8))
+        # The ISO 9660 volume identifier (QEMU's file now: read as root).
+        self.assertEqual(b'config-2', unprivileged.as_root(
+            _read_bytes, os.path.join(dest_dir, 'disk.config'), 32808, 8))
         self.assertFalse(os.path.exists(self.instance_dir(server)))
 
 

@@ -60,6 +60,11 @@ class RBDImagesMixin(volume_base.VolumesMixin):
     """For a RealLibvirtTestCase: call :meth:`setup_ceph` before its
     setUp and :meth:`use_rbd` before a compute service starts."""
 
+    # Root: the test drives its Ceph cluster with the admin keyring
+    # (root's) from set-up to the last check; tests/cloud runs
+    # nova-compute as nova on Ceph.
+    AS_NOVA = False
+
     def use_rbd(self, user=USER, ceph_conf=None, secret_key=None):
         """Instance disks in pool vms as ``user``, whose key the libvirt
         secret holds (``secret_key``: another one)."""

@@ -20,6 +20,7 @@ from lxml import etree
 
 from tests.functional import base
 from tests.functional import guest_image
+from tests.functional import unprivileged
 
 
 class RescueTest(base.RealLibvirtTestCase):
@@ -65,10 +66,11 @@ class RescueTest(base.RealLibvirtTestCase):
                                                      'disk.rescue')))
 
     def config_drive_metadata(self, path):
-        """The OpenStack metadata in the config drive at ``path``."""
-        return json.loads(subprocess.run(
-            ['isoinfo', '-i', path, '-R', '-x',
-             '/openstack/latest/meta_data.json'],
+        """The OpenStack metadata in the config drive at ``path`` (read
+        as root: QEMU's while the guest runs)."""
+        return json.loads(unprivileged.as_root(
+            subprocess.run, ['isoinfo', '-i', path, '-R', '-x',
+                             '/openstack/latest/meta_data.json'],
             check=True, capture_output=True, timeout=60).stdout)
 
     def config_drive(self, server):

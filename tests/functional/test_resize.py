@@ -26,6 +26,7 @@ from nova.virt import images
 
 from tests.functional import base
 from tests.functional import guest_image
+from tests.functional import unprivileged
 
 
 class ResizePinnedGuestTest(base.RealLibvirtTestCase):
@@ -56,8 +57,9 @@ class ResizePinnedGuestTest(base.RealLibvirtTestCase):
         return (claim.cells[0].cpu_pinning[0],
                 int(xml.find("cputune/vcpupin[@vcpu='0']").get('cpuset')),
                 int(xml.findtext('memory')),
-                images.qemu_img_info(disk, format='qcow2').virtual_size //
-                1024 ** 3)
+                # The running guest's disk is QEMU's: read as root.
+                unprivileged.as_root(lambda: images.qemu_img_info(
+                    disk, format='qcow2').virtual_size) // 1024 ** 3)
 
     def resize(self):
         self.api.post_server_action(self.server['id'],

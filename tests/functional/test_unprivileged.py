@@ -68,10 +68,7 @@ class NovaUserTestCase(test_file_modes.FileModesTestMixin,
 
     def setUp(self):
         super().setUp()
-        self.nova = unprivileged.ensure_nova_user()
         workdir = os.path.dirname(self.instances_path)
-        unprivileged.private_dir(workdir, 'instances', self.nova)
-        os.chmod(self.instances_path, 0o711)
         # Cleanups run last first: leftovers are looked for on the main
         # libvirtd once this one has stopped with its guests.
         self.addCleanup(setattr, self, 'libvirtd', None)
@@ -94,9 +91,7 @@ class NovaUserTestCase(test_file_modes.FileModesTestMixin,
             name='kvmx.disks.big', vcpu=1, memory_mb=256, disk=2,
             ephemeral=1, swap=64)
         self.prepare()
-        self.useFixture(unprivileged.PrivsepDaemons(
-            self, nova.privsep.sys_admin_pctxt))
-        self.useFixture(unprivileged.AsNovaUser(self.nova))
+        # The process becomes nova here (base.RealLibvirtTestCase).
         self.start_compute()
 
     def libvirtd_binds(self):

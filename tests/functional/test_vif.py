@@ -25,11 +25,13 @@ from nova_kvmx import exception
 from nova_kvmx.host import iommu
 from tests.functional import base
 from tests.functional import guest_image
+from tests.functional import unprivileged
 
 
 def ip(*args):
-    subprocess.run(('ip',) + args, check=True, capture_output=True,
-                   timeout=30)
+    """``ip`` as root: the harness stands in for Neutron's agent."""
+    unprivileged.as_root(subprocess.run, ('ip',) + args, check=True,
+                         capture_output=True, timeout=30)
 
 
 class LinuxBridgePortTest(base.RealLibvirtTestCase):

@@ -40,6 +40,7 @@ from oslo_utils import uuidutils
 from tests.functional import base
 from tests.functional import guest_image
 from tests.functional import leftovers
+from tests.functional import unprivileged
 
 # Long enough never to expire while the test sends the event; the tests
 # that let it expire set a short one.
@@ -48,8 +49,10 @@ SHORT_TIMEOUT = 3
 
 
 def ip(*args):
-    subprocess.run(('ip',) + args, check=True, capture_output=True,
-                   timeout=30)
+    """``ip`` as root: the stand-in's work is os-vif's, which its
+    privsep daemon does as root."""
+    unprivileged.as_root(subprocess.run, ('ip',) + args, check=True,
+                         capture_output=True, timeout=30)
 
 
 def netdev_exists(name):

@@ -28,6 +28,7 @@ import os_traits as ot
 
 from tests.functional import base
 from tests.functional import guest_image
+from tests.functional import unprivileged
 
 SWTPM_STATE = '/var/lib/libvirt/swtpm'
 MARK = 'user.kvmx-test-swtpm'
@@ -81,7 +82,8 @@ class VTPMGuestTest(base.RealLibvirtTestCase):
         self.assertNotIn(secret_uuid, self.libvirt().listSecrets())
         state = os.path.join(SWTPM_STATE, server['id'])
         self.assertTrue(os.path.isdir(state), state)
-        os.setxattr(state, MARK, b'1')
+        # swtpm's directory, root's: marked and read as root.
+        unprivileged.as_root(os.setxattr, state, MARK, b'1')
 
         self.api.post_server_action(server['id'],
                                     {'reboot': {'type': 'HARD'}})
@@ -89,7 +91,8 @@ class VTPMGuestTest(base.RealLibvirtTestCase):
         self.wait_for_console(server, guest_image.BOOT_MARKER_PREFIX,
                               count=2)
         # The same state directory, not one made afresh.
-        self.assertEqual(b'1', os.getxattr(state, MARK))
+        self.assertEqual(b'1', unprivileged.as_root(os.getxattr, state,
+                                                    MARK))
         self.assertNotIn(secret_uuid, self.libvirt().listSecrets())
 
         self.api.delete_server(server['id'])

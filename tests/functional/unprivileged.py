@@ -28,6 +28,7 @@ gid stay root, so the cleanup can return.
 import contextlib
 import grp
 import os
+import pickle
 import pwd
 import subprocess
 import sys
@@ -131,6 +132,45 @@ class AsNovaUser(fixtures.Fixture):
         self.addCleanup(os.setgroups, groups)
         self.addCleanup(os.setresgid, 0, 0, 0)
         self.addCleanup(os.setresuid, 0, 0, 0)
+
+
+def regain_root():
+    """Root again, from the saved uid and gid (AsNovaUser keeps them):
+    for a child process only (as_root, a Popen's preexec_fn)."""
+    os.setresgid(0, 0, 0)
+    os.setresuid(0, 0, 0)
+
+
+def as_root(func, *args, **kwargs):
+    """``func(*args, **kwargs)`` for the harness, as root, after
+    AsNovaUser: in a child process that takes back the saved root uid, so
+    that neither the test process nor nova-compute's threads in it are
+    ever root again.
+    For what only the harness does as root (kill QEMU as a crash would,
+    read a file QEMU owns); ``func``'s (picklable) result or exception
+    comes back."""
+    if os.geteuid() == 0:
+        return func(*args, **kwargs)
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(reader)
+        try:
+            regain_root()
+            outcome = (True, func(*args, **kwargs))
+        except BaseException as exc:
+            outcome = (False, exc)
+        with os.fdopen(writer, 'wb') as out:
+            pickle.dump(outcome, out)
+        os._exit(0)
+    os.close(writer)
+    with os.fdopen(reader, 'rb') as source:
+        data = source.read()
+    os.waitpid(pid, 0)
+    ok, value = pickle.loads(data)
+    if not ok:
+        raise value
+    return value
 
 
 class SshLogin(fixtures.Fixture):

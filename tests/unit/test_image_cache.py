@@ -85,7 +85,8 @@ class ImageCacheTest(suite.FakeLibvirtDriverMixin,
 
     def test_bases_stay_without_remove_unused_base_images(self):
         self.flags(remove_unused_base_images=False, group='image_cache')
-        self.connection._image_cache = image_cache.manager()
+        self.connection._image_cache = image_cache.manager(
+            self.connection._host)
         old = self.unused_base('11111111-1111-1111-1111-111111111111',
                                2 * DAY)
         self.connection.manage_image_cache(self.ctxt, objects.InstanceList())
