@@ -154,19 +154,30 @@ def as_root(func, *args, **kwargs):
     reader, writer = os.pipe()
     pid = os.fork()
     if pid == 0:
-        os.close(reader)
+        # The child never returns into the test: it ends here, whatever
+        # happens.
         try:
-            regain_root()
-            outcome = (True, func(*args, **kwargs))
-        except BaseException as exc:
-            outcome = (False, exc)
-        with os.fdopen(writer, 'wb') as out:
-            pickle.dump(outcome, out)
-        os._exit(0)
+            os.close(reader)
+            try:
+                regain_root()
+                outcome = (True, func(*args, **kwargs))
+            except BaseException as exc:
+                outcome = (False, exc)
+            try:
+                data = pickle.dumps(outcome)
+            except Exception as exc:
+                data = pickle.dumps((False, RuntimeError(
+                    'as_root: %r: unpicklable outcome (%s)' % (func, exc))))
+            with os.fdopen(writer, 'wb') as out:
+                out.write(data)
+        finally:
+            os._exit(0)
     os.close(writer)
     with os.fdopen(reader, 'rb') as source:
         data = source.read()
     os.waitpid(pid, 0)
+    if not data:
+        raise RuntimeError('as_root: %r: the child said nothing' % func)
     ok, value = pickle.loads(data)
     if not ok:
         raise value
