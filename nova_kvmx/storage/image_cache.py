@@ -106,9 +106,9 @@ class ImageCacheManager(imagecache.ImageCacheManager):
                 else None
         except libvirt.libvirtError:
             guest = None   # no domain (a resize's "<uuid>_resize", gone)
-        if guest is not None and disk_path in {
-                disk.source_path for disk in guest.get_all_disks()}:
-            backing = running_bases(guest).get(disk_path)
+        held = running_bases(guest) if guest is not None else {}
+        if disk_path in held:
+            backing = held[disk_path]
             return os.path.basename(backing) if backing else None
         try:
             return libvirt_utils.get_disk_backing_file(disk_path)
@@ -119,12 +119,11 @@ class ImageCacheManager(imagecache.ImageCacheManager):
 
 
 def running_bases(guest):
-    """{disk path: its backing file} of a running guest's file disks,
-    as libvirt reports them."""
-    return {disk.source_path: disk.backing_store.source_file
-            for disk in guest.get_all_disks()
-            if disk.source_path and disk.backing_store is not None and
-            disk.backing_store.source_file}
+    """{disk path: its backing file, or None} of a running guest's file
+    disks, as libvirt reports them."""
+    return {disk.source_path: (disk.backing_store.source_file or None
+                               if disk.backing_store is not None else None)
+            for disk in guest.get_all_disks() if disk.source_path}
 
 
 def manager(host):

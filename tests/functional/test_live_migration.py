@@ -225,14 +225,14 @@ class TwoHostsTestCase(TwoHostsMixin, base.RealLibvirtTestCase):
         else:
             os.makedirs(self.dest_instances)
         os.chmod(self.dest_instances, 0o711)
-        as_nova = self.AS_NOVA and self.DEST_SSH
+        nova_logs_in = self.AS_NOVA and self.DEST_SSH
         self.dest = self.useFixture(second_libvirtd.SecondLibvirtd(
             workdir, hostname='kvmx-' + self.domain_prefix.strip('-'),
             binds=((self.dest_instances, self.instances_path),),
             ssh=self.DEST_SSH,
             group='libvirt' if self.AS_NOVA else None,
-            ssh_users=(unprivileged.NOVA_USER,) if as_nova else ()))
-        if as_nova:
+            ssh_users=(unprivileged.NOVA_USER,) if nova_logs_in else ()))
+        if nova_logs_in:
             self.useFixture(unprivileged.SshLogin(self.nova, self.dest))
         self.start_compute()
         self.compute.manager.driver._host.get_node_uuid()
